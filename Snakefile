@@ -1,0 +1,26 @@
+# unlearning-da: original model -> retrained oracle -> unlearning methods
+# -> features -> metrics -> tables and figures. See README.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/unlearn.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        FINAL_TARGETS,

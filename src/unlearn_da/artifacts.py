@@ -1,0 +1,162 @@
+"""Atomic writes, checksums and provenance sidecars for every pipeline file.
+
+Every output is written under a temporary name in its own directory and renamed
+when complete, so a crash never leaves a half-written file under the final name.
+Every artifact gets a sidecar ``<file>.meta.json`` with its SHA-256 and the
+values it depends on; readers verify the checksum before trusting the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import ArtifactError
+
+SIDECAR_SUFFIX = ".meta.json"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: str | os.PathLike, made_by: str | None = None) -> Any:
+    """Read a JSON file, naming the file and the rule that makes it on failure."""
+    p = Path(path)
+    hint = f" (made by rule '{made_by}')" if made_by else ""
+    if not p.exists():
+        raise ArtifactError(f"{p}: file not found{hint}")
+    try:
+        return json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ArtifactError(
+            f"{p}: not valid JSON ({exc}){hint}; delete it and rerun the pipeline"
+        ) from exc
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    return Path(str(path) + SIDECAR_SUFFIX)
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The commit of the working tree the code runs from, or 'unknown' outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def environment_record() -> dict[str, Any]:
+    """Library versions and host facts that can change numbers; stored in every sidecar."""
+    record: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        record["torch"] = torch.__version__
+        record["torch_threads"] = torch.get_num_threads()
+        record["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        record["numpy"] = numpy.__version__
+    return record
+
+
+def write_sidecar(artifact: str | os.PathLike, made_by: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``<artifact>.meta.json`` with the artifact's checksum and provenance."""
+    record = {
+        "artifact": Path(artifact).name,
+        "sha256": sha256_file(artifact),
+        "made_by": made_by,
+        "created_unix": round(time.time(), 3),
+        "environment": environment_record(),
+        **meta,
+    }
+    write_json(sidecar_path(artifact), record)
+    return record
+
+
+def verify_artifact(path: str | os.PathLike, made_by: str) -> dict[str, Any]:
+    """Check that ``path`` exists and matches the checksum in its sidecar; return the sidecar."""
+    p = Path(path)
+    if not p.exists():
+        raise ArtifactError(f"{p}: file not found (made by rule '{made_by}')")
+    meta_file = sidecar_path(p)
+    if not meta_file.exists():
+        raise ArtifactError(
+            f"{p}: sidecar {meta_file.name} is missing, so the file cannot be verified "
+            f"(made by rule '{made_by}'); delete it and rerun the pipeline"
+        )
+    meta = read_json(meta_file, made_by)
+    expected = meta.get("sha256") if isinstance(meta, dict) else None
+    actual = sha256_file(p)
+    if expected != actual:
+        raise ArtifactError(
+            f"{p}: SHA-256 {actual[:12]}… does not match its sidecar ({str(expected)[:12]}…): "
+            f"the file is truncated, corrupted or was replaced (made by rule '{made_by}'); "
+            "delete it and rerun the pipeline"
+        )
+    return meta

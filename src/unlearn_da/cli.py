@@ -1,0 +1,148 @@
+"""Command line: one sub-command per pipeline rule (``python -m unlearn_da <command> ...``).
+
+Only argument parsing lives here; each command calls one function of the
+package. Errors a user can fix (PipelineError) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from .errors import PipelineError
+
+
+def _params(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--params is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--params must be a JSON object")
+    return value
+
+
+def cmd_prepare_data(a: argparse.Namespace) -> None:
+    from .data import prepare
+
+    prepare(a.dataset, a.params, a.out, raw_dir=a.raw_dir)
+
+
+def cmd_split(a: argparse.Namespace) -> None:
+    from .data import load_prepared
+    from .splits import make_split, write_split
+
+    data = load_prepared(a.data)
+    write_split(make_split(data.y_train, a.scenario, a.seed), a.out_dir, a.data)
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from .train import run_train
+
+    run_train(a.data, a.role, a.seed, a.threads, a.params, a.out, split_dir=a.split)
+
+
+def cmd_unlearn(a: argparse.Namespace) -> None:
+    from .unlearn import run_unlearn
+
+    run_unlearn(a.data, a.split, a.original, a.method, a.seed, a.threads, a.params, a.out, a.steps)
+
+
+def cmd_features(a: argparse.Namespace) -> None:
+    from .features import run_features
+
+    run_features(a.data, a.model, a.threads, a.params, a.out)
+
+
+def cmd_metrics(a: argparse.Namespace) -> None:
+    from .evaluate import run_metrics
+
+    run_metrics(a.data, a.split, a.features, a.model_meta, a.model, a.scenario, a.seed, a.params, a.out)
+
+
+def cmd_aggregate(a: argparse.Namespace) -> None:
+    from .tables import run_aggregate
+
+    run_aggregate(a.inputs, a.models, a.scenario, a.title, a.out_dir)
+
+
+def cmd_plot(a: argparse.Namespace) -> None:
+    from .plots import accuracy_bars
+
+    accuracy_bars(a.long_csv, a.models, a.title, a.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m unlearn_da", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], None], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("prepare-data", cmd_prepare_data, "materialise a data set with its fixed train/val/test split")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--params", type=_params, required=True)
+    p.add_argument("--raw-dir", default="data/raw")
+    p.add_argument("--out", required=True)
+
+    p = add("split", cmd_split, "draw the forget/retain indices of a scenario and seed")
+    p.add_argument("--data", required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out-dir", required=True)
+
+    p = add("train", cmd_train, "train the original model or a retrained oracle")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default=None)
+    p.add_argument("--role", required=True, choices=["original", "retrain", "retrain_alt"])
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--params", type=_params, required=True)
+    p.add_argument("--out", required=True)
+
+    p = add("unlearn", cmd_unlearn, "run one unlearning method from the original checkpoint")
+    for arg in ("--data", "--split", "--original", "--method", "--out", "--steps"):
+        p.add_argument(arg, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--params", type=_params, required=True)
+
+    p = add("features", cmd_features, "extract penultimate features and logits of one model")
+    for arg in ("--data", "--model", "--out"):
+        p.add_argument(arg, required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--params", type=_params, required=True)
+
+    p = add("metrics", cmd_metrics, "compute every per-model metric from cached features")
+    for arg in ("--data", "--split", "--features", "--model-meta", "--model", "--scenario", "--out"):
+        p.add_argument(arg, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--params", type=_params, required=True)
+
+    p = add("aggregate", cmd_aggregate, "tables (CSV, Markdown, LaTeX) over seeds for one scenario")
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--title", default="")
+    p.add_argument("--out-dir", required=True)
+
+    p = add("plot", cmd_plot, "figures of one scenario")
+    p.add_argument("--long-csv", required=True)
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--title", default="")
+    p.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,259 @@
+"""Load, merge and validate pipeline configs with errors a user can act on.
+
+The Snakefile and the CLI both call :func:`validate_config`, so a bad value is
+refused the same way everywhere, naming the file, the key, the bad value and
+what is allowed. Nothing here imports torch: the Snakefile runs this on every
+DAG build.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+from .datasets import DATASETS
+from .errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+DEFAULT_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+SCENARIO_RE = re.compile(r"^(?:random(?P<pct>\d+(?:\.\d+)?)|class(?P<cls>\d+))$")
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """Return ``base`` updated recursively with ``overlay`` (Snakemake's merge rule)."""
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(
+    configfiles: Sequence[str | Path] = (),
+    overrides: dict | None = None,
+    base: str | Path | None = DEFAULT_CONFIG,
+) -> dict:
+    """The config Snakemake would build: ``base``, then each configfile, then overrides."""
+    config: dict = read_yaml(base) if base is not None else {}
+    for path in configfiles:
+        config = deep_merge(config, read_yaml(path))
+    if overrides:
+        config = deep_merge(config, overrides)
+    return config
+
+
+def _format_path(path: Iterable[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _source_of(key_path: Sequence[Any], sources: Sequence[str | Path]) -> str | None:
+    """The last config file that sets ``key_path`` (the one whose value won)."""
+    found = None
+    for src in sources:
+        try:
+            node: Any = read_yaml(src)
+        except ConfigError:
+            continue
+        ok = True
+        for part in key_path:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            else:
+                ok = False
+                break
+        if ok:
+            found = str(src)
+    return found
+
+
+def _properties_of(subschema: dict, root: dict) -> set[str]:
+    """Keys a (possibly $ref-composed) object schema allows."""
+    keys = set(subschema.get("properties", {}))
+    ref = subschema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        keys |= _properties_of(root["$defs"][ref.split("/")[-1]], root)
+    return keys
+
+
+def _describe_error(err: Any, root: dict) -> str:
+    """Turn one jsonschema error into 'what is wrong, what is allowed'."""
+    validator = err.validator
+    value = err.validator_value
+    if validator == "enum":
+        return f"{err.instance!r} is not allowed; allowed: {', '.join(map(str, value))}"
+    if validator == "type":
+        expected = value if isinstance(value, str) else " or ".join(value)
+        return f"{err.instance!r} has the wrong type; expected {expected}"
+    if validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+        return f"{err.instance!r} is out of range; must be {op[validator]} {value}"
+    if validator in ("additionalProperties", "unevaluatedProperties"):
+        allowed = sorted(_properties_of(err.schema, root))
+        extra = re.findall(r"'([^']+)'", err.message)
+        return (
+            f"unknown key(s) {', '.join(extra) or err.message}; allowed keys: {', '.join(allowed)}"
+        )
+    if validator == "pattern":
+        return f"{err.instance!r} does not match the expected form {value!r}"
+    if validator == "required":
+        return err.message
+    if validator in ("minItems", "uniqueItems", "maxItems"):
+        return f"{err.instance!r}: {err.message}"
+    return err.message
+
+
+def load_schema(schema_path: str | Path = DEFAULT_SCHEMA) -> dict:
+    return read_yaml(schema_path)
+
+
+def validate_config(
+    config: dict,
+    schema_path: str | Path = DEFAULT_SCHEMA,
+    sources: Sequence[str | Path] = (str(DEFAULT_CONFIG),),
+) -> dict:
+    """Validate ``config`` against the schema and the cross-key rules; raise one ConfigError listing every problem."""
+    import jsonschema
+
+    schema = load_schema(schema_path)
+    validator = jsonschema.Draft202012Validator(schema)
+    problems: list[str] = []
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        # report the most specific sub-error for oneOf/anyOf
+        if err.context:
+            err = min(err.context, key=lambda e: -len(e.absolute_path))
+        path = list(err.absolute_path)
+        problems.append(_problem(path, _describe_error(err, schema), sources))
+    if not problems:
+        problems.extend(_semantic_problems(config, schema, sources))
+    if problems:
+        raise ConfigError(
+            "invalid configuration:\n  - " + "\n  - ".join(problems)
+        )
+    return config
+
+
+def _problem(path: Sequence[Any], message: str, sources: Sequence[str | Path]) -> str:
+    src = _source_of(path, sources)
+    if src is None:
+        src = "command-line --config"
+    elif Path(src).is_absolute() and Path(src).is_relative_to(Path.cwd()):
+        src = str(Path(src).relative_to(Path.cwd()))
+    return f"{src}: key '{_format_path(path)}': {message}"
+
+
+def parse_scenario(name: str) -> tuple[str, float | int]:
+    """``random10`` -> ("random", 10.0); ``class3`` -> ("class", 3)."""
+    m = SCENARIO_RE.match(name)
+    if not m:
+        raise ConfigError(
+            f"unknown scenario '{name}'; allowed forms: random<P> (P % of train, 0 < P < 100, "
+            "e.g. random10) or class<C> (every train sample of class C, e.g. class0)"
+        )
+    if m.group("pct") is not None:
+        return "random", float(m.group("pct"))
+    return "class", int(m.group("cls"))
+
+
+def method_base(name: str) -> tuple[str, bool]:
+    """``salun+da`` -> ("salun", True)."""
+    if name.endswith("+da"):
+        return name[: -len("+da")], True
+    return name, False
+
+
+def method_names(schema: dict | None = None) -> list[str]:
+    """Registry names of the unlearning methods, read from the schema's ``x-method`` blocks."""
+    schema = schema if schema is not None else load_schema()
+    blocks = schema["properties"]["unlearn"]["properties"]
+    return sorted(name for name, block in blocks.items() if block.get("x-method"))
+
+
+def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]) -> list[str]:
+    problems = []
+    known = method_names(schema)
+    info = DATASETS[config["dataset"]]
+    for i, scen in enumerate(config["scenarios"]):
+        try:
+            kind, value = parse_scenario(scen)
+        except ConfigError as exc:
+            problems.append(_problem(["scenarios", i], str(exc), sources))
+            continue
+        if kind == "random" and not 0 < value < 100:
+            problems.append(
+                _problem(["scenarios", i], f"'{scen}': forget ratio must be > 0 and < 100 %", sources)
+            )
+        if kind == "class" and not 0 <= value < info.num_classes:
+            problems.append(
+                _problem(
+                    ["scenarios", i],
+                    f"'{scen}': class {value} does not exist in {info.name} "
+                    f"(classes 0..{info.num_classes - 1})",
+                    sources,
+                )
+            )
+    for i, method in enumerate(config["unlearn"]["methods"]):
+        base, _ = method_base(method)
+        if base not in known:
+            problems.append(
+                _problem(
+                    ["unlearn", "methods", i],
+                    f"unknown method '{method}'; allowed: {', '.join(known)} "
+                    "(each optionally with the suffix +da)",
+                    sources,
+                )
+            )
+        elif base not in config["unlearn"]:
+            problems.append(
+                _problem(
+                    ["unlearn", "methods", i],
+                    f"method '{method}' has no hyper-parameter block 'unlearn.{base}'",
+                    sources,
+                )
+            )
+    if config["dataset"] == "fashion_mnist" and not config["data"]["download"]:
+        dirs = [Path(d) for d in config["data"]["fashion_mnist_dirs"]]
+        if not any(d.is_dir() for d in dirs):
+            problems.append(
+                _problem(
+                    ["data", "fashion_mnist_dirs"],
+                    "none of these directories exists and data.download is false: "
+                    + ", ".join(map(str, dirs))
+                    + "; put the IDX files in one of them, install Debian's dataset-fashion-mnist, "
+                    "or set data.download: true",
+                    sources,
+                )
+            )
+    if config["arch"] == "resnet18" and info.size < 32:
+        problems.append(
+            _problem(["arch"], f"resnet18 expects 32x32 images; {info.name} is {info.size}x{info.size}; "
+                     "use smallcnn", sources)
+        )
+    return problems

@@ -1,0 +1,81 @@
+"""Job: penultimate features and logits of one model on train, val and test, in one ``.npz``.
+
+Every metric reads these cached arrays; no metric reruns the model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from .artifacts import atomic_path, sha256_file, verify_artifact, write_sidecar
+from .errors import ArtifactError
+
+SPLITS = ("train", "val", "test")
+
+
+def rule_for_model(name: str) -> str:
+    """Which Snakemake rule makes the checkpoint of model ``name``."""
+    if name == "original":
+        return "train_original"
+    if name.startswith("retrain"):
+        return "train_retrain"
+    return "unlearn"
+
+
+def run_features(data: str, model_path: str, threads: int, params: dict[str, Any], out: str) -> dict:
+    import torch  # the metrics job imports this module without torch
+
+    from .checkpoints import load_checkpoint
+    from .session import open_session
+    from .training import predict
+
+    session = open_session(data, params, threads)
+    name = os.path.basename(model_path).removesuffix(".pt")
+    model, meta = load_checkpoint(model_path, rule_for_model(name), session.device)
+    if session.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    prep = session.preprocessor()
+    arrays: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        z, logits = predict(model, session.x[split], prep, int(params["batch_size"]), session.amp)
+        arrays[f"{split}_features"] = z.cpu().numpy().astype(np.float32)
+        arrays[f"{split}_logits"] = logits.cpu().numpy().astype(np.float32)
+    for key, arr in arrays.items():
+        if not np.isfinite(arr).all():
+            raise ArtifactError(
+                f"{model_path}: the model produces non-finite {key} (NaN/inf); the method diverged "
+                f"(made by rule '{rule_for_model(name)}'); lower its learning rate"
+            )
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    print(f"features of {name}: dim {arrays['train_features'].shape[1]}, "
+          f"{sum(len(arrays[f'{s}_logits']) for s in SPLITS)} samples", file=sys.stderr)
+    return write_sidecar(out, "extract_features", {
+        "model": name,
+        "model_sha256": sha256_file(model_path),
+        "seed": meta.get("seed"),
+        "params": params,
+        "device": str(session.device),
+    })
+
+
+def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Verify and load a feature file; refuse non-finite values."""
+    verify_artifact(path, "extract_features")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ArtifactError(f"{path}: unreadable feature file ({exc}) (made by rule 'extract_features')") from exc
+    missing = [f"{s}_{kind}" for s in SPLITS for kind in ("features", "logits") if f"{s}_{kind}" not in arrays]
+    if missing:
+        raise ArtifactError(f"{path}: missing arrays {missing} (made by rule 'extract_features')")
+    for key, arr in arrays.items():
+        if not np.isfinite(arr).all():
+            raise ArtifactError(f"{path}: {key} holds NaN or inf values (made by rule 'extract_features')")
+    return arrays

@@ -1,0 +1,163 @@
+"""What an unlearning method receives (``UnlearnContext``) and the per-step log it writes.
+
+A method is a function ``run(ctx, hp)`` that changes ``ctx.model`` in place,
+starting from the original weights. It sees the forget and retain sets, a
+frozen copy of the original model, and never the test or validation sets.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ..models import Classifier
+from ..runtime import autocast
+from ..training import LossFn, Preprocessor, Trainer, batches_per_epoch, shuffled_batches
+
+
+class StepRecorder:
+    """Per-step loss terms, plus forget/retain accuracy on fixed probe batches every ``log_every`` steps.
+
+    Probe evaluation is timed separately so the method's wall-clock excludes it.
+    """
+
+    def __init__(self, model: Classifier, probes: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                 prep: Preprocessor, log_every: int, amp: bool = False):
+        self.model, self.probes, self.prep = model, probes, prep
+        self.log_every, self.amp = max(1, int(log_every)), amp
+        self.rows: list[dict[str, Any]] = []
+        self.step = 0
+        self.eval_seconds = 0.0
+        self.phase = "train"
+
+    @torch.no_grad()
+    def probe_accuracy(self) -> dict[str, float]:
+        t0 = time.perf_counter()
+        was_training = self.model.training
+        self.model.eval()
+        out = {}
+        for name, (x, y) in self.probes.items():
+            with autocast(x.device, self.amp):
+                logits = self.model(self.prep(x))
+            out[f"{name}_acc"] = 100.0 * float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
+        self.model.train(was_training)
+        self.eval_seconds += time.perf_counter() - t0
+        return out
+
+    def __call__(self, _trainer_step: int, terms: dict[str, torch.Tensor]) -> None:
+        self.step += 1
+        if self.step == 1 or self.step % self.log_every == 0:
+            t0 = time.perf_counter()
+            row: dict[str, Any] = {"step": self.step, "phase": self.phase}
+            row.update({k: float(v) for k, v in terms.items()})
+            self.eval_seconds += time.perf_counter() - t0
+            row.update(self.probe_accuracy())
+            self.rows.append(row)
+
+    def initial(self) -> None:
+        """Record the starting point (step 0) before any update."""
+        self.rows.append({"step": 0, "phase": "start", **self.probe_accuracy()})
+
+
+@dataclass
+class UnlearnContext:
+    """Everything a method may use. The test and validation sets are deliberately absent."""
+
+    model: Classifier
+    original: Classifier  # frozen copy of the original model (eval mode, no grad)
+    x_forget: torch.Tensor
+    y_forget: torch.Tensor
+    x_retain: torch.Tensor
+    y_retain: torch.Tensor
+    prep: Preprocessor
+    num_classes: int
+    generator: torch.Generator
+    recorder: StepRecorder
+    amp: bool = False
+    da: Any = None  # DARegularizer when the method runs as "<name>+da"
+    log: Callable[[str], None] = print
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_forget.device
+
+    # ---- batches ---------------------------------------------------------------------
+    def _get(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.x_forget, self.y_forget) if which == "forget" else (self.x_retain, self.y_retain)
+
+    def epoch(self, which: str, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One shuffled pass over the forget or retain set, preprocessed (with training augmentation)."""
+        x, y = self._get(which)
+        for idx in shuffled_batches(len(y), batch_size, self.generator):
+            idx = idx.to(self.device)
+            yield self.prep(x[idx], train=True, generator=self.generator), y[idx]
+
+    def sample(self, which: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch (without replacement inside the batch)."""
+        x, y = self._get(which)
+        n = len(y)
+        idx = torch.randperm(n, generator=self.generator)[: min(batch_size, n)].to(self.device)
+        return self.prep(x[idx], train=True, generator=self.generator), y[idx]
+
+    def steps_per_epoch(self, which: str, batch_size: int) -> int:
+        return batches_per_epoch(len(self._get(which)[1]), batch_size)
+
+    # ---- training --------------------------------------------------------------------
+    def trainer(self, hp: dict[str, Any], total_steps: int, steps_per_epoch: int, **hooks: Any) -> Trainer:
+        hooks.setdefault("on_step", self.recorder)
+        return Trainer(self.model, hp, total_steps, steps_per_epoch, **hooks)
+
+    def autocast(self):
+        return autocast(self.device, self.amp)
+
+    def with_da(self, loss_fn: LossFn) -> LossFn:
+        """Wrap a loss so that ``+da`` runs add lambda * L_DA on a paired forget/retain batch."""
+        if self.da is None:
+            return loss_fn
+
+        def wrapped(model: Classifier, xb: torch.Tensor, yb: torch.Tensor):
+            loss, terms = loss_fn(model, xb, yb)
+            penalty, da_terms = self.da.penalty_on_sampled(model, self)
+            return loss + penalty, {**terms, **da_terms}
+
+        return wrapped
+
+    def fit(self, which: str, hp: dict[str, Any], loss_fn: LossFn, labels: torch.Tensor | None = None,
+            **hooks: Any) -> None:
+        """Epochs over one set with ``loss_fn`` (plus the DA penalty for ``+da``)."""
+        x, y = self._get(which)
+        if labels is not None:
+            y = labels
+        bs, epochs = int(hp["batch_size"]), int(hp["epochs"])
+        spe = batches_per_epoch(len(y), bs)
+        trainer = self.trainer(hp, epochs * spe, spe, **hooks)
+        loss_fn = self.with_da(loss_fn)
+        for _ in range(epochs):
+            self.model.train()
+            if self.da is not None:
+                self.da.on_epoch_start(self.model, self)
+            for idx in shuffled_batches(len(y), bs, self.generator):
+                idx = idx.to(self.device)
+                xb = self.prep(x[idx], train=True, generator=self.generator)
+                with self.autocast():
+                    loss, terms = loss_fn(self.model, xb, y[idx])
+                trainer.step(loss, terms)
+
+
+def ce(model: Classifier, xb: torch.Tensor, yb: torch.Tensor):
+    loss = F.cross_entropy(model(xb), yb)
+    return loss, {"ce": loss}
+
+
+def frozen_copy(model: Classifier) -> Classifier:
+    """A deep copy in eval mode with gradients off (teachers, the original model)."""
+    twin = copy.deepcopy(model).eval()
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin

@@ -1,0 +1,151 @@
+"""What the Snakefile needs from the package, without importing torch.
+
+- the params of every rule, computed from the config (the same function feeds
+  the rule's ``params:`` and the provenance check of pulled artifacts), so a
+  config change reruns exactly the jobs whose inputs it changes;
+- a hash of the package sources each rule runs, put into its ``params:``,
+  because Snakemake does not see edits to imported modules;
+- the model lists and targets of ``rule all``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from .config import method_base
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ORACLES = ("retrain", "retrain_alt")
+
+# the package modules each rule's command executes (cli.py only parses arguments)
+_COMMON = ("__init__.py", "artifacts.py", "errors.py", "config.py", "datasets.py")
+_TORCH = _COMMON + ("runtime.py", "session.py", "data.py", "models.py", "training.py", "checkpoints.py")
+RULE_SOURCES: dict[str, tuple[str, ...]] = {
+    "prepare_data": _COMMON + ("data.py",),
+    "split": _COMMON + ("splits.py",),
+    "train": _TORCH + ("train.py", "splits.py"),
+    "unlearn": _TORCH + ("unlearn.py", "splits.py", "methods/__init__.py", "methods/base.py"),
+    "extract_features": _TORCH + ("features.py",),
+    "metrics": _COMMON + ("evaluate.py", "features.py", "splits.py", "metrics/__init__.py", "metrics/accuracy.py"),
+    "aggregate": _COMMON + ("tables.py",),
+    "plots": _COMMON + ("plots.py", "tables.py"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _file_digest(relpath: str) -> str:
+    return hashlib.sha256((PACKAGE_DIR / relpath).read_bytes()).hexdigest()
+
+
+def code_hash(*relpaths: str) -> str:
+    """Short hash over the listed package files (sorted, deduplicated)."""
+    digest = hashlib.sha256()
+    for rel in sorted(set(relpaths)):
+        digest.update(rel.encode())
+        digest.update(_file_digest(rel).encode())
+    return digest.hexdigest()[:16]
+
+
+def method_sources(method: str) -> tuple[str, ...]:
+    """Files an ``unlearn`` job of ``method`` runs: the common ones, its module, DA if +da."""
+    from .methods import METHOD_MODULES
+
+    base, plus_da = method_base(method)
+    files = RULE_SOURCES["unlearn"] + (f"methods/{METHOD_MODULES[base]}.py",)
+    extra = METHOD_EXTRA_SOURCES.get(base, ())
+    if plus_da:
+        extra += ("methods/da.py", "metrics/alignment.py")
+    return files + extra
+
+
+# modules a method imports beyond its own (kept next to the registry names they serve)
+METHOD_EXTRA_SOURCES: dict[str, tuple[str, ...]] = {}
+
+
+def rule_code(rule: str) -> str:
+    return code_hash(*RULE_SOURCES[rule])
+
+
+def as_json(obj: Any) -> str:
+    """Canonical JSON: the form params take on the command line and in Snakemake's metadata."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+# ------------------------------------------------------------------------------ params
+def _runtime(config: dict) -> dict[str, Any]:
+    return {"device": config["device"], "deterministic": config["deterministic"],
+            "precision": config["precision"]}
+
+
+def data_params(config: dict) -> dict[str, Any]:
+    d = config["data"]
+    return {"val_fraction": d["val_fraction"], "test_fraction": d["test_fraction"],
+            "split_seed": d["split_seed"], "fashion_mnist_dirs": d["fashion_mnist_dirs"],
+            "download": d["download"]}
+
+
+def train_params(config: dict) -> dict[str, Any]:
+    return {"arch": config["arch"], "model": config["model"], "train": config["train"], **_runtime(config)}
+
+
+def unlearn_params(config: dict, method: str) -> dict[str, Any]:
+    base, plus_da = method_base(method)
+    un = config["unlearn"]
+    params = {
+        "method": method,
+        "hp": un[base],
+        "log_every": un["log_every"],
+        "probe_size": un["probe_size"],
+        "augment": config["train"].get("augment", "none"),
+        "crop_padding": config["train"].get("crop_padding", 0),
+        **_runtime(config),
+    }
+    if plus_da:
+        params["da"] = un["da"]
+    return params
+
+
+def features_params(config: dict) -> dict[str, Any]:
+    return {"batch_size": config["evaluation"]["batch_size"], **_runtime(config)}
+
+
+def metrics_params(config: dict) -> dict[str, Any]:
+    return {k: v for k, v in config["evaluation"].items() if k != "batch_size"}
+
+
+# ------------------------------------------------------------------------------ models and targets
+def run_name(config: dict) -> str:
+    return f"{config['dataset']}-{config['arch']}"
+
+
+def oracle_models(config: dict) -> list[str]:
+    return ["retrain", "retrain_alt"] if config["evaluation"].get("noise_floor", False) else ["retrain"]
+
+
+def scenario_models(config: dict) -> list[str]:
+    """Every model evaluated in a scenario, in table order."""
+    return oracle_models(config) + ["original"] + list(config["unlearn"]["methods"])
+
+
+def model_checkpoint(run: str, scenario: str, seed: int | str, model: str) -> str:
+    if model == "original":
+        return f"results/{run}/seed{seed}/models/original.pt"
+    return f"results/{run}/{scenario}/seed{seed}/models/{model}.pt"
+
+
+def model_features(run: str, scenario: str, seed: int | str, model: str) -> str:
+    return model_checkpoint(run, scenario, seed, model).replace("/models/", "/features/").removesuffix(".pt") + ".npz"
+
+
+def final_targets(config: dict) -> list[str]:
+    run = run_name(config)
+    targets = []
+    for scenario in config["scenarios"]:
+        base = f"results/{run}/{scenario}"
+        targets += [f"{base}/table.md", f"{base}/table.csv", f"{base}/table.tex", f"{base}/summary.json",
+                    f"{base}/figures/accuracy.png"]
+    return targets

@@ -1,0 +1,63 @@
+"""Device choice, thread pinning, seeding and mixed precision, in one place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """``auto`` -> cuda when present, else cpu; ``cuda`` without a GPU is an error."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for, but torch sees no CUDA GPU; use device: auto or cpu")
+    if preference not in ("cpu", "cuda"):
+        raise ConfigError(f"device: '{preference}' is not allowed; allowed: auto, cpu, cuda")
+    return torch.device(preference)
+
+
+def setup(threads: int, device: torch.device, deterministic: bool = True) -> None:
+    """Pin the thread count and, on CUDA, ask for deterministic kernels.
+
+    On the CPU the kernels used here are deterministic already: the same seed and
+    the same thread count give the same bits. ``use_deterministic_algorithms``
+    is skipped there because it imports torch's compiler stack (~0.9 s per job).
+    """
+    torch.set_num_threads(max(1, int(threads)))
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a CPU generator for data order."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_switch(value: str, device: torch.device) -> bool:
+    """'auto' | 'on' | 'off' -> bool; auto is on for cuda only."""
+    if value == "auto":
+        return device.type == "cuda"
+    return value == "on"
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
+    """bf16 autocast when enabled; a no-op otherwise."""
+    if enabled:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield

@@ -1,0 +1,114 @@
+"""Forget/retain index sets per (scenario, seed), saved with a SHA-256 manifest."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import atomic_path, read_json, sha256_file, write_json
+from .config import parse_scenario
+from .errors import ArtifactError, DataError
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Split:
+    """Indices into the prepared train set."""
+
+    scenario: str
+    seed: int
+    forget: np.ndarray
+    retain: np.ndarray
+    forgotten_class: int | None  # set for class-wise scenarios
+
+
+def make_split(y_train: np.ndarray, scenario: str, seed: int) -> Split:
+    """Draw the forget set of ``scenario``; the same seed always gives the same indices."""
+    kind, value = parse_scenario(scenario)
+    n = len(y_train)
+    if kind == "random":
+        n_forget = int(round(n * value / 100.0))
+        if n_forget < 1:
+            raise DataError(f"scenario '{scenario}': {value} % of {n} train samples is no sample at all")
+        if n_forget >= n:
+            raise DataError(
+                f"scenario '{scenario}': the forget set ({n_forget}) would hold the whole train set ({n}); "
+                "the retain set would be empty"
+            )
+        rng = np.random.default_rng(seed)
+        forget = np.sort(rng.permutation(n)[:n_forget])
+        forgotten_class = None
+    else:
+        forgotten_class = int(value)
+        forget = np.flatnonzero(y_train == forgotten_class)
+        if len(forget) == 0:
+            raise DataError(f"scenario '{scenario}': class {forgotten_class} has no train sample")
+        if len(forget) == n:
+            raise DataError(f"scenario '{scenario}': every train sample is of class {forgotten_class}; "
+                            "the retain set would be empty")
+    retain = np.setdiff1d(np.arange(n), forget)
+    return Split(scenario, seed, forget.astype(np.int64), retain.astype(np.int64), forgotten_class)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+
+
+def write_split(split: Split, out_dir: str | os.PathLike, dataset_file: str | os.PathLike) -> dict:
+    """Write forget.npy, retain.npy and a manifest with their checksums (manifest last)."""
+    out = Path(out_dir)
+    _save_npy(out / "forget.npy", split.forget)
+    _save_npy(out / "retain.npy", split.retain)
+    manifest = {
+        "scenario": split.scenario,
+        "seed": split.seed,
+        "forgotten_class": split.forgotten_class,
+        "n_forget": int(len(split.forget)),
+        "n_retain": int(len(split.retain)),
+        "dataset_sha256": sha256_file(dataset_file),
+        "files": {
+            "forget.npy": sha256_file(out / "forget.npy"),
+            "retain.npy": sha256_file(out / "retain.npy"),
+        },
+    }
+    write_json(out / MANIFEST, manifest)
+    return manifest
+
+
+def split_hash(split_dir: str | os.PathLike) -> str:
+    """One checksum that identifies a split (its manifest's file hashes)."""
+    manifest = read_json(Path(split_dir) / MANIFEST, "split")
+    return manifest["files"]["forget.npy"]
+
+
+def load_split(split_dir: str | os.PathLike) -> Split:
+    """Load a split, verifying both index files against the manifest."""
+    d = Path(split_dir)
+    manifest = read_json(d / MANIFEST, "split")
+    arrays = {}
+    for name, expected in manifest["files"].items():
+        path = d / name
+        if not path.exists():
+            raise ArtifactError(f"{path}: index file not found (made by rule 'split')")
+        if sha256_file(path) != expected:
+            raise ArtifactError(
+                f"{path}: SHA-256 does not match {d / MANIFEST}: the index file is corrupted or was "
+                "replaced (made by rule 'split'); delete the folder and rerun the pipeline"
+            )
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise ArtifactError(f"{path}: unreadable index file ({exc}) (made by rule 'split')") from exc
+    return Split(
+        manifest["scenario"],
+        int(manifest["seed"]),
+        arrays["forget.npy"],
+        arrays["retain.npy"],
+        manifest["forgotten_class"],
+    )

@@ -1,0 +1,103 @@
+"""Job: run one unlearning method from the original checkpoint; record its wall-clock and per-step log."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import sys
+import time
+from typing import Any
+
+import torch
+
+from .artifacts import atomic_path, sha256_file
+from .checkpoints import load_checkpoint, save_checkpoint
+from .config import method_base
+from .methods import get_method
+from .methods.base import StepRecorder, UnlearnContext, frozen_copy
+from .runtime import seed_everything
+from .session import open_session
+from .splits import load_split
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def write_steps(rows: list[dict[str, Any]], path: str) -> None:
+    """The per-step log as CSV (columns: union of every row's keys, in first-seen order)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def run_unlearn(
+    data: str, split_dir: str, original: str, method: str, seed: int, threads: int,
+    params: dict[str, Any], out: str, steps_out: str,
+) -> dict[str, Any]:
+    session = open_session(data, params, threads)
+    split = load_split(split_dir)
+    base_model, base_meta = load_checkpoint(original, "train_original", session.device)
+    if session.channels_last:
+        base_model = base_model.to(memory_format=torch.channels_last)
+    model = copy.deepcopy(base_model).train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    xf, yf = session.subset("train", split.forget)
+    xr, yr = session.subset("train", split.retain)
+    generator = seed_everything(seed)
+    probe_gen = torch.Generator().manual_seed(seed + 1)
+    n_probe = int(params["probe_size"])
+    pf = torch.randperm(len(yf), generator=probe_gen)[:n_probe].to(session.device)
+    pr = torch.randperm(len(yr), generator=probe_gen)[:n_probe].to(session.device)
+    eval_prep = session.preprocessor()
+    recorder = StepRecorder(model, {"forget": (xf[pf], yf[pf]), "retain": (xr[pr], yr[pr])},
+                            eval_prep, int(params["log_every"]), session.amp)
+    base, plus_da = method_base(method)
+    da = None
+    if plus_da:
+        from .methods.da import DARegularizer
+
+        da = DARegularizer(params["da"])
+    ctx = UnlearnContext(
+        model=model,
+        original=frozen_copy(base_model),
+        x_forget=xf, y_forget=yf, x_retain=xr, y_retain=yr,
+        prep=session.preprocessor(params.get("augment", "none"), int(params.get("crop_padding", 0))),
+        num_classes=session.data.num_classes,
+        generator=generator,
+        recorder=recorder,
+        amp=session.amp,
+        da=da,
+        log=log,
+    )
+    run = get_method(method)
+    recorder.initial()
+    log(f"unlearn {method}: |D_f|={len(yf)} |D_r|={len(yr)} on {session.device}, seed {seed}")
+    t0 = time.perf_counter()
+    run(ctx, params["hp"])
+    if session.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0 - recorder.eval_seconds
+    final = recorder.probe_accuracy()
+    log(f"unlearn {method}: {seconds:.2f}s (probe evaluation excluded), probe {final}")
+    write_steps(recorder.rows, steps_out)
+    meta = {
+        "role": "unlearned",
+        "method": method,
+        "spec": base_meta["spec"],
+        "seed": seed,
+        "params": params,
+        "threads": torch.get_num_threads(),
+        "device": str(session.device),
+        "original_sha256": sha256_file(original),
+        "split_sha256": sha256_file(f"{split_dir}/forget.npy"),
+        "seconds": seconds,
+        "steps": recorder.step,
+    }
+    return save_checkpoint(ctx.model, out, "unlearn", meta)

@@ -1,0 +1,74 @@
+# Config validation, wildcard constraints and the helpers every rule file uses.
+# All logic lives in the package (unlearn_da.pipeline), importable without torch.
+import re
+
+from unlearn_da import pipeline as P
+from unlearn_da.config import validate_config
+from unlearn_da.errors import ConfigError
+
+# the Snakefile's configfile comes first, then --configfile overlays (last wins)
+_sources = ["config/config.yaml"] + [
+    str(f) for f in workflow.configfiles if str(f) != "config/config.yaml"
+]
+try:
+    validate_config(
+        config, schema_path="workflow/schemas/config.schema.yaml", sources=_sources
+    )
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+RUN = P.run_name(config)
+SEEDS = config["seeds"]
+SCENARIOS = config["scenarios"]
+METHODS = config["unlearn"]["methods"]
+MODELS = P.scenario_models(config)
+FINAL_TARGETS = P.final_targets(config)
+THREADS = config["threads"]
+GPU = 0 if config["device"] == "cpu" else 1
+DATA = "data/prepared/{dataset}/dataset.npz"
+DATA_META = "data/prepared/{dataset}/dataset.npz.meta.json"
+SPLIT = "data/prepared/{dataset}/splits/{scenario}/seed{seed}"
+SPLIT_FILES = {
+    name: f"{SPLIT}/{file}"
+    for name, file in (
+        ("forget", "forget.npy"),
+        ("retain", "retain.npy"),
+        ("manifest", "manifest.json"),
+        ("log", "split.log"),
+    )
+}
+ENV = "../../envs/torch.yaml"
+
+
+wildcard_constraints:
+    dataset="[a-z0-9_]+",
+    arch="[a-z0-9_]+",
+    seed="[0-9]+",
+    scenario="random[0-9]+(?:\.[0-9]+)?|class[0-9]+",
+    where="(?:(?:random[0-9]+(?:\.[0-9]+)?|class[0-9]+)/)?seed[0-9]+",
+    oracle="|".join(P.ORACLES),
+    method="|".join(re.escape(m) for m in METHODS) or "(?!)",
+    model="[A-Za-z0-9_+]+",
+
+
+def split_files(wildcards):
+    return {
+        name: path.format(**wildcards)
+        for name, path in SPLIT_FILES.items()
+        if name != "log"
+    }
+
+
+def model_inputs(wildcards):
+    """Features and checkpoint sidecar of one model of a scenario (original's are per seed)."""
+    run = f"{wildcards.dataset}-{wildcards.arch}"
+    args = (run, wildcards.scenario, wildcards.seed, wildcards.model)
+    return {
+        "features": P.model_features(*args),
+        "model_meta": f"{P.model_checkpoint(*args)}.meta.json",
+    }
+
+
+def scenario_metrics(wildcards):
+    base = f"results/{wildcards.dataset}-{wildcards.arch}/{wildcards.scenario}"
+    return [f"{base}/seed{s}/metrics/{m}.json" for s in SEEDS for m in MODELS]

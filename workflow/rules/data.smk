@@ -1,0 +1,36 @@
+rule prepare_data:
+    output:
+        data=DATA,
+        meta=DATA_META,
+    log:
+        "data/prepared/{dataset}/logs/prepare_data.log",
+    benchmark:
+        "data/prepared/{dataset}/benchmarks/prepare_data.tsv"
+    conda:
+        ENV
+    params:
+        hp=P.as_json(P.data_params(config)),
+        code=P.rule_code("prepare_data"),
+    shell:
+        "python -m unlearn_da prepare-data --dataset {wildcards.dataset}"
+        " --params {params.hp:q} --out {output.data} > {log} 2>&1"
+
+
+rule split:
+    input:
+        data=DATA,
+        meta=DATA_META,
+    output:
+        forget=SPLIT_FILES["forget"],
+        retain=SPLIT_FILES["retain"],
+        manifest=SPLIT_FILES["manifest"],
+    log:
+        SPLIT_FILES["log"],
+    conda:
+        ENV
+    params:
+        code=P.rule_code("split"),
+        out_dir=lambda wc, output: os.path.dirname(output.manifest),
+    shell:
+        "python -m unlearn_da split --data {input.data} --scenario {wildcards.scenario}"
+        " --seed {wildcards.seed} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,22 @@
+rule extract_features:
+    input:
+        data=DATA,
+        meta=DATA_META,
+        model="results/{dataset}-{arch}/{where}/models/{model}.pt",
+        model_meta="results/{dataset}-{arch}/{where}/models/{model}.pt.meta.json",
+    output:
+        features="results/{dataset}-{arch}/{where}/features/{model}.npz",
+        meta="results/{dataset}-{arch}/{where}/features/{model}.npz.meta.json",
+    log:
+        "results/{dataset}-{arch}/logs/{where}/features_{model}.log",
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        hp=P.as_json(P.features_params(config)),
+        code=P.rule_code("extract_features"),
+    shell:
+        "python -m unlearn_da features --data {input.data} --model {input.model:q}"
+        " --threads {threads} --params {params.hp:q} --out {output.features:q} > {log:q} 2>&1"

@@ -1,0 +1,21 @@
+rule metrics:
+    input:
+        unpack(split_files),
+        unpack(model_inputs),
+        data=DATA,
+        meta=DATA_META,
+    output:
+        "results/{dataset}-{arch}/{scenario}/seed{seed}/metrics/{model}.json",
+    log:
+        "results/{dataset}-{arch}/logs/{scenario}/seed{seed}/metrics_{model}.log",
+    conda:
+        ENV
+    params:
+        hp=P.as_json(P.metrics_params(config)),
+        code=P.rule_code("metrics"),
+        split=lambda wc, input: os.path.dirname(input.manifest),
+    shell:
+        "python -m unlearn_da metrics --data {input.data} --split {params.split}"
+        " --features {input.features:q} --model-meta {input.model_meta:q}"
+        " --model {wildcards.model:q} --scenario {wildcards.scenario}"
+        " --seed {wildcards.seed} --params {params.hp:q} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,50 @@
+rule train_original:
+    input:
+        data=DATA,
+        meta=DATA_META,
+    output:
+        model="results/{dataset}-{arch}/seed{seed}/models/original.pt",
+        meta="results/{dataset}-{arch}/seed{seed}/models/original.pt.meta.json",
+    log:
+        "results/{dataset}-{arch}/logs/seed{seed}/train_original.log",
+    benchmark:
+        "results/{dataset}-{arch}/benchmarks/seed{seed}/train_original.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        hp=P.as_json(P.train_params(config)),
+        code=P.rule_code("train"),
+    shell:
+        "python -m unlearn_da train --data {input.data} --role original"
+        " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
+        " --out {output.model} > {log} 2>&1"
+
+
+rule train_retrain:
+    input:
+        unpack(split_files),
+        data=DATA,
+        meta=DATA_META,
+    output:
+        model="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{oracle}.pt",
+        meta="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{oracle}.pt.meta.json",
+    log:
+        "results/{dataset}-{arch}/logs/{scenario}/seed{seed}/train_{oracle}.log",
+    benchmark:
+        "results/{dataset}-{arch}/benchmarks/{scenario}/seed{seed}/train_{oracle}.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        hp=P.as_json(P.train_params(config)),
+        code=P.rule_code("train"),
+        split=lambda wc, input: os.path.dirname(input.manifest),
+    shell:
+        "python -m unlearn_da train --data {input.data} --split {params.split}"
+        " --role {wildcards.oracle} --seed {wildcards.seed} --threads {threads}"
+        " --params {params.hp:q} --out {output.model} > {log} 2>&1"

@@ -1,0 +1,29 @@
+rule unlearn:
+    input:
+        unpack(split_files),
+        data=DATA,
+        meta=DATA_META,
+        original="results/{dataset}-{arch}/seed{seed}/models/original.pt",
+        original_meta="results/{dataset}-{arch}/seed{seed}/models/original.pt.meta.json",
+    output:
+        model="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{method}.pt",
+        meta="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{method}.pt.meta.json",
+        steps="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{method}.steps.csv",
+    log:
+        "results/{dataset}-{arch}/logs/{scenario}/seed{seed}/unlearn_{method}.log",
+    benchmark:
+        "results/{dataset}-{arch}/benchmarks/{scenario}/seed{seed}/unlearn_{method}.tsv"
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        hp=lambda wc: P.as_json(P.unlearn_params(config, wc.method)),
+        code=lambda wc: P.code_hash(*P.method_sources(wc.method)),
+        split=lambda wc, input: os.path.dirname(input.manifest),
+    shell:
+        "python -m unlearn_da unlearn --data {input.data} --split {params.split}"
+        " --original {input.original} --method {wildcards.method:q}"
+        " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
+        " --out {output.model} --steps {output.steps} > {log:q} 2>&1"
