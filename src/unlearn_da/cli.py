@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .errors import PipelineError
 
@@ -138,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _trace_modules(args: argparse.Namespace) -> None:
+    """With UNLEARN_DA_TRACE=<file>, append which package modules this command ran.
+
+    The test suite uses it to prove that each rule's code hash (pipeline.RULE_SOURCES)
+    covers every module the rule's command imports.
+    """
+    target = os.environ.get("UNLEARN_DA_TRACE")
+    if not target:
+        return
+    modules = sorted(m for m in sys.modules if m == "unlearn_da" or m.startswith("unlearn_da."))
+    line = json.dumps({"command": args.command, "method": getattr(args, "method", None), "modules": modules})
+    with open(target, "a") as fh:
+        fh.write(line + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -145,4 +162,5 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _trace_modules(args)
     return 0

@@ -26,7 +26,7 @@ _COMMON = ("__init__.py", "artifacts.py", "errors.py", "config.py", "datasets.py
 _TORCH = _COMMON + ("runtime.py", "session.py", "data.py", "models.py", "training.py", "checkpoints.py")
 RULE_SOURCES: dict[str, tuple[str, ...]] = {
     "prepare_data": _COMMON + ("data.py",),
-    "split": _COMMON + ("splits.py",),
+    "split": _COMMON + ("splits.py", "data.py"),
     "train": _TORCH + ("train.py", "splits.py"),
     "unlearn": _TORCH + ("unlearn.py", "splits.py", "methods/__init__.py", "methods/base.py"),
     "extract_features": _TORCH + ("features.py",),
@@ -36,7 +36,7 @@ RULE_SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _file_digest(relpath: str) -> str:
     return hashlib.sha256((PACKAGE_DIR / relpath).read_bytes()).hexdigest()
 
@@ -58,7 +58,7 @@ def method_sources(method: str) -> tuple[str, ...]:
     files = RULE_SOURCES["unlearn"] + (f"methods/{METHOD_MODULES[base]}.py",)
     extra = METHOD_EXTRA_SOURCES.get(base, ())
     if plus_da:
-        extra += ("methods/da.py", "metrics/alignment.py")
+        extra += ("methods/da.py", "metrics/__init__.py", "metrics/alignment.py")
     return files + extra
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 # registry name -> module under unlearn_da.methods (imported on first use)
 METHOD_MODULES: dict[str, str] = {

@@ -1,0 +1,81 @@
+"""Shared fixtures: a scratch copy of the project for pipeline runs, a tiny prepared data set."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "prepared", "raw", ".snakemake", "__pycache__",
+                                "*.egg-info", ".pytest_cache", ".ruff_cache", ".whl", ".gl")
+
+
+def copy_project(dest: Path) -> Path:
+    """Copy the workflow (not outputs, not the venv) into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "config", "workflow", "tests", "envs", "src", "pyproject.toml", "Makefile",
+                 "dvc.yaml", ".dvcignore", "constraints.txt", "README.md"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=IGNORE)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def env_with_venv() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
+
+
+def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=env_with_venv(), capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def dry_run_jobs(cwd: Path, *args: str) -> dict[str, int]:
+    """rule -> job count that ``snakemake -n`` plans ({} when nothing is to be done)."""
+    proc = snakemake(cwd, "-n", "--quiet", "rules", *args)
+    text = proc.stdout + proc.stderr
+    counts: dict[str, int] = {}
+    in_table = False
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:2] == ["job", "count"]:
+            in_table = True
+            continue
+        if in_table:
+            if len(parts) == 2 and parts[1].isdigit():
+                if parts[0] != "total":
+                    counts[parts[0]] = int(parts[1])
+            elif parts and not set(line.strip()) <= {"-", " "}:
+                in_table = False
+    return counts
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A project copy that has completed one run of the tiny config (shared by the slow tests)."""
+    root = copy_project(tmp_path_factory.mktemp("tiny-project"))
+    snakemake(root, "--configfile", "tests/config/tiny.yaml")
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_file(tmp_path_factory) -> Path:
+    from unlearn_da.data import prepare
+
+    out = tmp_path_factory.mktemp("data") / "dataset.npz"
+    prepare("digits", {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}, out)
+    return out

@@ -1,0 +1,41 @@
+import copy
+
+import pytest
+
+from unlearn_da.config import load_config, parse_scenario, validate_config
+from unlearn_da.errors import ConfigError
+
+
+@pytest.fixture
+def cfg():
+    return load_config()
+
+
+def test_default_and_tiny_configs_are_valid():
+    validate_config(load_config())
+    validate_config(load_config(["tests/config/tiny.yaml"]))
+
+
+def test_scenario_names():
+    assert parse_scenario("random10") == ("random", 10.0)
+    assert parse_scenario("random2.5") == ("random", 2.5)
+    assert parse_scenario("class7") == ("class", 7)
+    with pytest.raises(ConfigError, match="allowed forms"):
+        parse_scenario("rand10")
+
+
+def _error(cfg, path, value):
+    bad = copy.deepcopy(cfg)
+    node = bad
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    return str(err.value)
+
+
+def test_errors_name_file_key_value_and_allowed(cfg):
+    msg = _error(cfg, ["train", "schedule"], "linear")
+    assert "config/config.yaml" in msg and "train.schedule" in msg and "'linear'" in msg
+    assert "cosine, multistep, constant" in msg

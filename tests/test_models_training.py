@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+
+from unlearn_da.checkpoints import load_checkpoint, save_checkpoint
+from unlearn_da.errors import ArtifactError
+from unlearn_da.models import build_model, model_spec
+from unlearn_da.runtime import seed_everything
+from unlearn_da.session import open_session
+from unlearn_da.training import Preprocessor, accuracy, fit, lr_factor
+
+
+@pytest.mark.parametrize("arch,channels,size", [("smallcnn", 1, 8), ("smallcnn", 1, 28), ("smallcnn", 3, 32),
+                                                ("resnet18", 3, 32)])
+def test_models_expose_features_and_head(arch, channels, size):
+    model = build_model(model_spec(arch, 10, channels, size, 8)).eval()
+    x = torch.randn(2, channels, size, size)
+    z = model.features(x)
+    assert z.shape == (2, model.feature_dim)
+    assert torch.allclose(model.head(z), model(x))
+
+
+def test_lr_schedules():
+    hp = {"schedule": "cosine"}
+    assert lr_factor(0, 100, hp, 10) == 1.0 and abs(lr_factor(100, 100, hp, 10)) < 1e-12
+    hp = {"schedule": "multistep", "milestones": [0.5, 0.75], "gamma": 0.1}
+    assert [lr_factor(s, 100, hp, 10) for s in (10, 60, 80)] == pytest.approx([1, 0.1, 0.01])
+    assert lr_factor(0, 100, {"schedule": "constant", "warmup_epochs": 1}, 10) == pytest.approx(0.1)
+
+
+def test_random_crop_keeps_shape_and_moves_pixels():
+    prep = Preprocessor(np.zeros(1), np.ones(1), 1.0, torch.device("cpu"), augment="crop_flip", padding=2)
+    x = torch.arange(2 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8)
+    out = prep(x, train=True, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and not torch.equal(out, x)
+    assert torch.equal(prep(x), x)  # no augmentation in eval
+
+
+PARAMS = {"arch": "smallcnn", "model": {"width": 8}, "device": "cpu", "deterministic": True,
+          "precision": {"amp": "off", "channels_last": "off"},
+          "train": {"epochs": 4, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+                    "schedule": "cosine"}}
+
+
+def _train(digits_file, seed):
+    sess = open_session(str(digits_file), PARAMS, threads=1)
+    gen = seed_everything(seed)
+    model = build_model(model_spec("smallcnn", 10, 1, 8, 8))
+    prep = sess.preprocessor()
+    before = accuracy(model, sess.x["val"], sess.y["val"], prep)
+    hist = fit(model, sess.x["train"], sess.y["train"], prep, PARAMS["train"], generator=gen, log=lambda m: None)
+    return model, before, accuracy(model, sess.x["val"], sess.y["val"], prep), hist
+
+
+def test_fit_learns_digits_and_is_deterministic(digits_file):
+    model_a, before, after, hist = _train(digits_file, seed=0)
+    assert after > 85 and after > before + 40
+    assert hist["history"][-1]["loss"] < hist["history"][0]["loss"]
+    model_b, *_ = _train(digits_file, seed=0)
+    for (k, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_checkpoint_round_trip_and_corruption(tmp_path):
+    spec = model_spec("smallcnn", 10, 1, 8, 4)
+    model = build_model(spec)
+    path = tmp_path / "m.pt"
+    save_checkpoint(model, path, "train_original", {"spec": spec, "seed": 0})
+    loaded, meta = load_checkpoint(path, "train_original")
+    assert meta["seed"] == 0 and all(torch.equal(a, b) for a, b in
+                                     zip(model.state_dict().values(), loaded.state_dict().values(), strict=True))
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ArtifactError, match=r"m\.pt.*SHA-256.*train_original"):
+        load_checkpoint(path, "train_original")
