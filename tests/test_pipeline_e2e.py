@@ -11,6 +11,7 @@ import pytest
 
 from conftest import copy_project, dry_run_jobs, snakemake
 from unlearn_da import pipeline as P
+from unlearn_da.config import load_config
 
 pytestmark = pytest.mark.slow
 TINY = ("--configfile", "tests/config/tiny.yaml")
@@ -19,8 +20,9 @@ TINY = ("--configfile", "tests/config/tiny.yaml")
 def test_every_rule_ran_and_wrote_tables(tiny_project: Path):
     run = tiny_project / "results" / "digits-smallcnn"
     for scenario in ("random10", "class0"):
-        for name in ("table.md", "table.csv", "table.tex", "summary.json", "figures/accuracy.png",
-                     "figures/accuracy.pdf"):
+        names = ["table.md", "table.csv", "table_features.csv", "table.tex", "summary.json"]
+        names += [f"figures/{fig}.{ext}" for fig in P.FIGURES for ext in ("png", "pdf")]
+        for name in names:
             assert (run / scenario / name).stat().st_size > 0, name
         table = pd.read_csv(run / scenario / "table.csv")
         assert list(table["model"]) == ["retrain", "retrain_alt", "original", "ft", "ga", "ft+da"]
@@ -41,7 +43,7 @@ def test_changing_one_method_lr_reruns_only_that_method(tiny_project: Path, tmp_
     overlay.write_text("unlearn:\n  ga:\n    lr: 0.0005\n")
     jobs = dry_run_jobs(tiny_project, *TINY, str(overlay))
     # ga in 2 scenarios x 1 seed: its unlearn, features and metrics jobs; then aggregation
-    assert jobs == {"unlearn": 2, "extract_features": 2, "metrics": 2, "aggregate": 2, "plot_accuracy": 2,
+    assert jobs == {"unlearn": 2, "extract_features": 2, "metrics": 2, "aggregate": 2, "plots": 2,
                     "all": 1}
 
 
@@ -64,12 +66,13 @@ def test_rule_code_hashes_cover_every_module_a_job_runs(tmp_path: Path):
         del os.environ["UNLEARN_DA_TRACE"]
     rule_of = {"prepare-data": "prepare_data", "split": "split", "train": "train", "features": "extract_features",
                "metrics": "metrics", "aggregate": "aggregate", "plot": "plots"}
+    config = load_config(["tests/config/tiny.yaml"])
     seen, problems = set(), set()
     for line in trace.read_text().splitlines():
         rec = json.loads(line)
         seen.add(rec["command"])
         if rec["command"] == "unlearn":
-            allowed = P.method_sources(rec["method"])
+            allowed = P.method_sources(config, rec["method"])
         else:
             allowed = P.RULE_SOURCES[rule_of[rec["command"]]]
         files = {m.removeprefix("unlearn_da").lstrip(".").replace(".", "/") for m in rec["modules"]}

@@ -71,9 +71,10 @@ def cmd_aggregate(a: argparse.Namespace) -> None:
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
-    from .plots import accuracy_bars
+    from .plots import run_plots
 
-    accuracy_bars(a.long_csv, a.models, a.title, a.out)
+    run_plots(a.long_csv, a.metrics, a.steps, a.embed_features, a.data, a.split, a.models, a.title,
+              a.out_dir, a.max_points, a.seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,10 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
 
     p = add("plot", cmd_plot, "figures of one scenario")
-    p.add_argument("--long-csv", required=True)
-    p.add_argument("--models", nargs="+", required=True)
+    for arg in ("--long-csv", "--data", "--split", "--out-dir"):
+        p.add_argument(arg, required=True)
+    for arg in ("--metrics", "--models", "--embed-features"):
+        p.add_argument(arg, nargs="+", required=True)
+    p.add_argument("--steps", nargs="*", default=[])
     p.add_argument("--title", default="")
-    p.add_argument("--out", required=True)
+    p.add_argument("--max-points", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
     return parser
 
 

@@ -190,11 +190,44 @@ def method_base(name: str) -> tuple[str, bool]:
     return name, False
 
 
+def resolve_method(config: dict, name: str) -> tuple[str, dict, bool]:
+    """``name`` (a method, a variant, either with ``+da``) -> (base method, its hyper-parameters, +da)."""
+    stem, plus_da = method_base(name)
+    variants = config["unlearn"].get("variants", {})
+    if stem in variants:
+        spec = dict(variants[stem])
+        base = spec.pop("base")
+        return base, deep_merge(config["unlearn"][base], spec), plus_da
+    return stem, config["unlearn"][stem], plus_da
+
+
 def method_names(schema: dict | None = None) -> list[str]:
     """Registry names of the unlearning methods, read from the schema's ``x-method`` blocks."""
     schema = schema if schema is not None else load_schema()
     blocks = schema["properties"]["unlearn"]["properties"]
     return sorted(name for name, block in blocks.items() if block.get("x-method"))
+
+
+def _variant_problems(config: dict, schema: dict, name: str, spec: dict,
+                      sources: Sequence[str | Path]) -> list[str]:
+    """Validate a variant's merged hyper-parameters against its base method's schema block."""
+    import jsonschema
+
+    base = spec["base"]
+    if base not in config["unlearn"]:
+        return [_problem(["unlearn", "variants", name, "base"],
+                         f"base method '{base}' has no hyper-parameter block 'unlearn.{base}'", sources)]
+    overrides = {k: v for k, v in spec.items() if k != "base"}
+    probe = copy.deepcopy(config)
+    probe["unlearn"][base] = deep_merge(config["unlearn"][base], overrides)
+    validator = jsonschema.Draft202012Validator(schema)
+    out = []
+    for err in validator.iter_errors(probe):
+        path = list(err.absolute_path)
+        if path[:2] == ["unlearn", base] or (not path and False):
+            key = ["unlearn", "variants", name] + path[2:]
+            out.append(_problem(key, _describe_error(err, schema), sources))
+    return out
 
 
 def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]) -> list[str]:
@@ -220,13 +253,27 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
                     sources,
                 )
             )
+    from .methods import NO_DA_PLUGIN
+
+    variants = config["unlearn"].get("variants", {})
+    reserved = set(known) | {"original", "retrain", "retrain_alt", "da", "methods", "variants"}
+    for vname, vspec in variants.items():
+        if vname in reserved:
+            problems.append(_problem(["unlearn", "variants", vname],
+                                     f"variant name '{vname}' is taken; choose another", sources))
+        elif vspec["base"] not in known:
+            problems.append(_problem(["unlearn", "variants", vname, "base"],
+                                     f"unknown base method '{vspec['base']}'; allowed: {', '.join(known)}", sources))
+        else:
+            problems.extend(_variant_problems(config, schema, vname, vspec, sources))
     for i, method in enumerate(config["unlearn"]["methods"]):
-        base, _ = method_base(method)
-        if base not in known:
+        stem, plus_da = method_base(method)
+        base = variants[stem]["base"] if stem in variants and variants[stem]["base"] in known else stem
+        if stem not in known and stem not in variants:
             problems.append(
                 _problem(
                     ["unlearn", "methods", i],
-                    f"unknown method '{method}'; allowed: {', '.join(known)} "
+                    f"unknown method '{method}'; allowed: {', '.join(sorted(set(known) | set(variants)))} "
                     "(each optionally with the suffix +da)",
                     sources,
                 )
@@ -239,6 +286,9 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
                     sources,
                 )
             )
+        elif plus_da and base in NO_DA_PLUGIN:
+            problems.append(_problem(["unlearn", "methods", i],
+                                     f"'{method}' is not allowed: {NO_DA_PLUGIN[base]}", sources))
     if config["dataset"] == "fashion_mnist" and not config["data"]["download"]:
         dirs = [Path(d) for d in config["data"]["fashion_mnist_dirs"]]
         if not any(d.is_dir() for d in dirs):

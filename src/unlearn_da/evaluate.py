@@ -14,14 +14,82 @@ from .artifacts import read_json, verify_artifact, write_json
 from .errors import ArtifactError
 from .features import load_features, rule_for_model
 from .metrics.accuracy import accuracy, classwise_accuracy, unlearning_accuracy
+from .metrics.alignment import dimensional_alignment, normalized_spectrum
+from .metrics.clustering import clustering_scores
+from .metrics.mia import loss_mia_accuracy, salun_mia_efficacy
+from .metrics.probe import linear_probe
 from .splits import load_split
 
 
-def load_labels(data: str) -> dict[str, np.ndarray]:
-    """Only the label arrays of a prepared data set (npz members load lazily)."""
-    verify_artifact(data, "prepare_data")
+def load_labels(data: str) -> tuple[dict[str, np.ndarray], int]:
+    """Only the label arrays of a prepared data set (npz members load lazily), and the class count."""
+    meta = verify_artifact(data, "prepare_data")
     with np.load(data, allow_pickle=False) as z:
-        return {s: z[f"y_{s}"] for s in ("train", "val", "test")}
+        return {s: z[f"y_{s}"] for s in ("train", "val", "test")}, int(meta["num_classes"])
+
+
+def mia_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], forget: np.ndarray,
+                retain: np.ndarray, forgotten_class: int | None, folds: int, seed: int) -> dict[str, float]:
+    """MIA-Efficacy (test as non-members: the reported column; val: for hyper-parameter selection)
+    and the loss attack. Class-wise: SalUn drops the forgotten class from the non-members; the loss
+    attack (ours) compares D_f with the test samples of the forgotten class, its unseen twins."""
+    y = labels["train"]
+    logits = arrays["train_logits"]
+    out = {}
+    for name, split in (("MIA", "test"), ("MIA_val", "val")):
+        nl, ny = arrays[f"{split}_logits"], labels[split]
+        if forgotten_class is not None:
+            keep = ny != forgotten_class
+            nl, ny = nl[keep], ny[keep]
+        out[name] = salun_mia_efficacy(logits[retain], y[retain], nl, ny, logits[forget], y[forget])
+    nl, ny = arrays["test_logits"], labels["test"]
+    if forgotten_class is not None:
+        keep = ny == forgotten_class
+        nl, ny = nl[keep], ny[keep]
+    out["MIA_loss"] = loss_mia_accuracy(logits[forget], y[forget], nl, ny, folds=folds, seed=seed)
+    return out
+
+
+def feature_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], forget: np.ndarray,
+                    retain: np.ndarray, forgotten_class: int | None, num_classes: int,
+                    cfg: dict[str, Any]) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """DA (forget and test vs retain), linear probe, clustering; plus the normalised spectra."""
+    seed = int(cfg["seed"])
+    z, y = arrays["train_features"], labels["train"]
+    rng = np.random.default_rng(seed)
+    da_cfg = cfg["da"]
+    retain_sub = retain
+    if len(retain_sub) > int(da_cfg["max_retain"]):
+        retain_sub = np.sort(rng.permutation(retain)[: int(da_cfg["max_retain"])])
+    zr, zf, zt = z[retain_sub], z[forget], arrays["test_features"]
+    da_kwargs = {"energy": float(da_cfg["energy"]), "k": da_cfg["k"], "center": bool(da_cfg["center"])}
+    out = {"DA": dimensional_alignment(zf, zr, **da_kwargs), "DA_test": dimensional_alignment(zt, zr, **da_kwargs)}
+
+    probe_cfg = cfg["probe"]
+    train_on = probe_cfg["train"]
+    if train_on == "auto":
+        train_on = "train" if forgotten_class is not None else "retain"
+    train_idx = np.arange(len(y)) if train_on == "train" else retain
+    eval_sets = {"forget": (zf, y[forget]), "test": (zt, labels["test"])}
+    if forgotten_class is not None:
+        mask = labels["test"] == forgotten_class
+        eval_sets["test_forgotten"] = (zt[mask], labels["test"][mask])
+    lp = linear_probe(z[train_idx], y[train_idx], eval_sets, max_train=int(probe_cfg["max_train"]),
+                      c=float(probe_cfg["C"]), seed=seed)
+    out.update({f"LP_{name}": value for name, value in lp.items()})
+
+    n_init = int(cfg["clustering"]["n_init"])
+    if forgotten_class is None:
+        scores = clustering_scores(zf, y[forget], num_classes, seed=seed, n_init=n_init)
+    else:  # one label in D_f: cluster D_f with the test set, score the forgotten class's cluster (ours)
+        scores = clustering_scores(np.concatenate([zf, zt]), np.concatenate([y[forget], labels["test"]]),
+                                   num_classes, focus_class=forgotten_class, seed=seed, n_init=n_init)
+    out["NMI"] = scores["nmi"]
+    out["F1"] = scores.get("f1_focus", scores["f1"])
+    top = int(cfg["spectrum_top"])
+    spectra = {"retain": normalized_spectrum(zr, top, da_kwargs["center"]),
+               "forget": normalized_spectrum(zf, top, da_kwargs["center"])}
+    return out, spectra
 
 
 def output_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray],
@@ -45,14 +113,18 @@ def output_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray],
 
 def run_metrics(data: str, split_dir: str, features: str, model_meta: str, model: str,
                 scenario: str, seed: int, params: dict[str, Any], out: str) -> dict[str, Any]:
-    labels = load_labels(data)
+    labels, num_classes = load_labels(data)
     split = load_split(split_dir)
     arrays = load_features(features)
     if len(arrays["train_logits"]) != len(labels["train"]):
         raise ArtifactError(f"{features}: {len(arrays['train_logits'])} train rows but the data set has "
                             f"{len(labels['train'])}; it was made from another data set (rule 'extract_features')")
     meta = read_json(model_meta, rule_for_model(model))
-    metrics = output_metrics(arrays, labels, split.forget, split.retain, split.forgotten_class)
+    args = (arrays, labels, split.forget, split.retain, split.forgotten_class)
+    metrics = output_metrics(*args)
+    metrics.update(mia_metrics(*args, folds=int(params["mia"]["loss_folds"]), seed=int(params["seed"])))
+    feats, spectra = feature_metrics(*args, num_classes, params)
+    metrics.update(feats)
     metrics["seconds"] = float(meta["seconds"])
     record = {
         "model": model,
@@ -62,6 +134,7 @@ def run_metrics(data: str, split_dir: str, features: str, model_meta: str, model
         "n_forget": int(len(split.forget)),
         "n_retain": int(len(split.retain)),
         "metrics": metrics,
+        "spectra": spectra,
         "params": params,
     }
     write_json(out, record)

@@ -16,10 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import method_base
+from .config import resolve_method
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ORACLES = ("retrain", "retrain_alt")
+FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding")
 
 # the package modules each rule's command executes (cli.py only parses arguments)
 _COMMON = ("__init__.py", "artifacts.py", "errors.py", "config.py", "datasets.py")
@@ -30,9 +31,12 @@ RULE_SOURCES: dict[str, tuple[str, ...]] = {
     "train": _TORCH + ("train.py", "splits.py"),
     "unlearn": _TORCH + ("unlearn.py", "splits.py", "methods/__init__.py", "methods/base.py"),
     "extract_features": _TORCH + ("features.py",),
-    "metrics": _COMMON + ("evaluate.py", "features.py", "splits.py", "metrics/__init__.py", "metrics/accuracy.py"),
+    "metrics": _COMMON + ("evaluate.py", "features.py", "splits.py", "metrics/__init__.py", "metrics/accuracy.py",
+                          "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),
     "aggregate": _COMMON + ("tables.py",),
-    "plots": _COMMON + ("plots.py", "tables.py"),
+    "plots": _COMMON + ("plots.py", "tables.py", "evaluate.py", "features.py", "splits.py", "metrics/__init__.py",
+                        "metrics/accuracy.py", "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py",
+                        "metrics/probe.py"),
 }
 
 
@@ -50,20 +54,21 @@ def code_hash(*relpaths: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def method_sources(method: str) -> tuple[str, ...]:
-    """Files an ``unlearn`` job of ``method`` runs: the common ones, its module, DA if +da."""
-    from .methods import METHOD_MODULES
-
-    base, plus_da = method_base(method)
-    files = RULE_SOURCES["unlearn"] + (f"methods/{METHOD_MODULES[base]}.py",)
-    extra = METHOD_EXTRA_SOURCES.get(base, ())
-    if plus_da:
-        extra += ("methods/da.py", "metrics/__init__.py", "metrics/alignment.py")
-    return files + extra
+DA_SOURCES = ("methods/da.py", "metrics/__init__.py", "metrics/alignment.py")
 
 
-# modules a method imports beyond its own (kept next to the registry names they serve)
-METHOD_EXTRA_SOURCES: dict[str, tuple[str, ...]] = {}
+def method_sources(config: dict, method: str) -> tuple[str, ...]:
+    """Files an ``unlearn`` job of ``method`` runs: the common ones, its module(s), DA if used."""
+    from .methods import METHOD_DEPENDENCIES, METHOD_MODULES, USES_DA_CONFIG
+
+    base, _, plus_da = resolve_method(config, method)
+    modules = (base,) + METHOD_DEPENDENCIES.get(base, ())
+    files = RULE_SOURCES["unlearn"] + tuple(
+        f"methods/{METHOD_MODULES.get(m, m)}.py" for m in modules
+    )
+    if plus_da or base in USES_DA_CONFIG:
+        files += DA_SOURCES
+    return files
 
 
 def rule_code(rule: str) -> str:
@@ -93,18 +98,21 @@ def train_params(config: dict) -> dict[str, Any]:
 
 
 def unlearn_params(config: dict, method: str) -> dict[str, Any]:
-    base, plus_da = method_base(method)
+    from .methods import USES_DA_CONFIG
+
+    base, hp, plus_da = resolve_method(config, method)
     un = config["unlearn"]
     params = {
         "method": method,
-        "hp": un[base],
+        "base": base,
+        "hp": hp,
         "log_every": un["log_every"],
         "probe_size": un["probe_size"],
         "augment": config["train"].get("augment", "none"),
         "crop_padding": config["train"].get("crop_padding", 0),
         **_runtime(config),
     }
-    if plus_da:
+    if plus_da or base in USES_DA_CONFIG:
         params["da"] = un["da"]
     return params
 
@@ -114,7 +122,8 @@ def features_params(config: dict) -> dict[str, Any]:
 
 
 def metrics_params(config: dict) -> dict[str, Any]:
-    return {k: v for k, v in config["evaluation"].items() if k != "batch_size"}
+    skip = {"batch_size", "embedding", "noise_floor"}
+    return {k: v for k, v in config["evaluation"].items() if k not in skip}
 
 
 # ------------------------------------------------------------------------------ models and targets
@@ -146,6 +155,6 @@ def final_targets(config: dict) -> list[str]:
     targets = []
     for scenario in config["scenarios"]:
         base = f"results/{run}/{scenario}"
-        targets += [f"{base}/table.md", f"{base}/table.csv", f"{base}/table.tex", f"{base}/summary.json",
-                    f"{base}/figures/accuracy.png"]
+        targets += [f"{base}/table.md", f"{base}/table.csv", f"{base}/table.tex", f"{base}/summary.json"]
+        targets += [f"{base}/figures/{name}.png" for name in FIGURES]
     return targets

@@ -1,15 +1,26 @@
-"""Figures (seaborn, PNG + PDF) drawn from the aggregated tables; every figure marks the oracle."""
+"""Figures of one scenario (seaborn; PNG + PDF). Every figure marks the retrained oracle.
+
+- accuracy: UA / RA / TA / MIA per model, the oracle's mean as a dashed line;
+- da: dimensional alignment of forget (and test) features per model, oracle as a line;
+- spectra: normalised eigenvalue spectra of retain and forget features per model;
+- embedding: 2-D PCA of retain / forget / test features for original, oracle and chosen methods;
+- stability: forget and retain probe accuracy along each method's updates;
+- tradeoff: UA vs TA and MIA vs RA, the oracle as a star.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .artifacts import atomic_path
-from .tables import model_label
+from .artifacts import atomic_path, read_json
+from .tables import METRICS, REFERENCE_ROWS, model_label
+
+ORACLE_COLOR = "black"
 
 
 def _setup():
@@ -32,26 +43,235 @@ def save_figure(fig, path: str | Path) -> None:
             fig.savefig(tmp, format=target.suffix[1:], dpi=150, bbox_inches="tight")
 
 
-def accuracy_bars(long_csv: str, model_order: Sequence[str], title: str, out: str) -> None:
-    """UA / RA / TA per model (mean and std over seeds), the oracle's mean as a dashed line."""
-    plt, sns = _setup()
-    long = pd.read_csv(long_csv)
-    metrics = ["UA", "RA", "TA"]
-    data = long[long["metric"].isin(metrics)].copy()
-    present = [m for m in model_order if m in set(data["model"])]
-    data["model"] = pd.Categorical(data["model"].map(model_label), [model_label(m) for m in present])
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(present), 3.6))
-    sns.barplot(data=data, x="metric", y="value", hue="model", order=metrics, errorbar="sd", ax=ax,
-                palette="colorblind")
-    oracle = data[data["model"] == model_label("retrain")].groupby("metric", observed=True)["value"].mean()
-    for i, metric in enumerate(metrics):
-        if metric in oracle:
-            ax.hlines(oracle[metric], i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=1.2,
-                      label="oracle mean" if i == 0 else None)
-    ax.set_xlabel("")
-    ax.set_ylabel("accuracy metric (%)  —  UA = 100 − forget acc.")
-    ax.set_ylim(0, 105)
-    ax.set_title(title)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="model")
+def _ordered(models: Sequence[str], present: set[str]) -> list[str]:
+    return [m for m in models if m in present]
+
+
+def _kind(model: str) -> str:
+    if model == "retrain":
+        return "oracle"
+    if model in REFERENCE_ROWS:
+        return "reference"
+    return "method + DA" if model.endswith("+da") or model.startswith("muda") else "method"
+
+
+KIND_COLORS = {"oracle": "black", "reference": "0.6", "method": "tab:blue", "method + DA": "tab:orange"}
+
+
+def _facet_bars(data: pd.DataFrame, models: Sequence[str], metrics: Sequence[str], headers: dict[str, str],
+                xlabel: str, title: str, out: str | Path, xlim: tuple[float, float] | None = None) -> None:
+    """Horizontal bars, one panel per metric, one bar per model (mean ± std); oracle mean dashed."""
+    plt, _ = _setup()
+    present = _ordered(models, set(data["model"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics) + 1.6, 0.9 + 0.24 * len(present)),
+                             sharey=True, squeeze=False)
+    y = np.arange(len(present))
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        sub = data[data["metric"] == metric].groupby("model")["value"].agg(["mean", "std"]).fillna(0.0)
+        means = [sub["mean"].get(m, np.nan) for m in present]
+        stds = [sub["std"].get(m, 0.0) for m in present]
+        colors = [KIND_COLORS[_kind(m)] for m in present]
+        ax.barh(y, means, xerr=stds, color=colors, height=0.7, error_kw={"elinewidth": 0.8, "capsize": 1.5})
+        if "retrain" in sub.index:
+            ax.axvline(sub["mean"]["retrain"], color=ORACLE_COLOR, linestyle="--", linewidth=1.2)
+        ax.set_title(headers.get(metric, metric))
+        ax.set_xlabel(xlabel)
+        if xlim:
+            ax.set_xlim(*xlim)
+    axes[0][0].set_yticks(y, [model_label(m) for m in present])
+    axes[0][0].invert_yaxis()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=c, label=k) for k, c in KIND_COLORS.items()]
+    handles.append(Line2D([0], [0], color=ORACLE_COLOR, linestyle="--", label="oracle mean"))
+    fig.legend(handles=handles, loc="upper center", ncol=5, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(title, y=1.0 + 0.5 / len(present))
+    fig.tight_layout(rect=(0, 0, 1, 0.97 - 0.2 / len(present)))
     save_figure(fig, out)
     plt.close(fig)
+
+
+def accuracy_bars(long: pd.DataFrame, models: Sequence[str], title: str, out: str | Path) -> None:
+    """UA / RA / TA / MIA per model (mean ± std over seeds), the oracle's mean as a dashed line."""
+    metrics = [m for m in ("UA", "RA", "TA", "TA_remaining", "MIA") if m in set(long["metric"])]
+    headers = {m: METRICS[m].header + (" = 100 − forget acc." if m == "UA" else "") for m in metrics}
+    _facet_bars(long, models, metrics, headers, "percent", f"{title}: output metrics (match the dashed oracle line)",
+                out, xlim=(0, 105))
+
+
+def da_bars(long: pd.DataFrame, models: Sequence[str], title: str, out: str | Path) -> None:
+    """DA of forget and test features per model; the oracle's value dashed."""
+    metrics = [m for m in ("DA", "DA_test") if m in set(long["metric"])]
+    headers = {"DA": "DA: forget vs retain eigenspace", "DA_test": "DA: test vs retain eigenspace"}
+    low = float(np.nanmin(long[long["metric"].isin(metrics)]["value"])) if metrics else 0.0
+    _facet_bars(long, models, metrics, headers, "share of feature energy",
+                f"{title}: dimensional alignment (match the dashed oracle line)", out,
+                xlim=(max(0.0, np.floor(low * 10) / 10 - 0.05), 1.0))
+
+
+def spectra_grid(records: dict[str, dict], models: Sequence[str], title: str, out: str | Path) -> None:
+    """Normalised eigenvalue spectra (log scale) of retain and forget features, one panel per model."""
+    plt, _ = _setup()
+    present = _ordered(models, set(records))
+    cols = min(4, len(present))
+    rows = -(-len(present) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), sharex=True, sharey=True, squeeze=False)
+    for ax, model in zip(axes.flat, present, strict=False):
+        for part, color in (("retain", "tab:blue"), ("forget", "tab:red")):
+            vals = np.asarray(records[model]["spectra"][part])
+            ax.plot(np.arange(1, len(vals) + 1), np.clip(vals, 1e-8, None), color=color, label=part)
+        if model != "retrain":
+            for part, color in (("retain", "tab:blue"), ("forget", "tab:red")):
+                ref = np.asarray(records["retrain"]["spectra"][part]) if "retrain" in records else None
+                if ref is not None:
+                    ax.plot(np.arange(1, len(ref) + 1), np.clip(ref, 1e-8, None), color=color, alpha=0.35,
+                            linestyle=":", label=f"{part} (oracle)")
+        ax.set_yscale("log")
+        ax.set_title(model_label(model), fontsize=9)
+    for ax in axes.flat[len(present):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("eigenvalue index")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("eigenvalue / sum")
+    handles, labels = axes.flat[min(1, len(present) - 1)].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 1.0 + 0.02 / rows))
+    fig.suptitle(f"{title}: feature spectra (dotted: oracle)", y=1.04 + 0.02 / rows)
+    fig.tight_layout()
+    save_figure(fig, out)
+    plt.close(fig)
+
+
+def embedding_grid(features: dict[str, dict[str, np.ndarray]], labels: np.ndarray, test_labels: np.ndarray,
+                   forget: np.ndarray, retain: np.ndarray, title: str, out: str | Path, max_points: int,
+                   seed: int = 0) -> None:
+    """2-D PCA (fit per model on its retain features) of retain, forget and test features."""
+    plt, _ = _setup()
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(seed)
+
+    def pick(idx: np.ndarray) -> np.ndarray:
+        return np.sort(rng.permutation(idx)[:max_points]) if len(idx) > max_points else idx
+
+    r_idx, f_idx = pick(retain), pick(forget)
+    t_idx = pick(np.arange(len(test_labels)))
+    names = list(features)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        z = features[name]
+        pca = PCA(n_components=2, random_state=seed).fit(z["train"][r_idx])
+        for part, pts, marker, color, alpha in (
+            ("retain", pca.transform(z["train"][r_idx]), ".", "tab:blue", 0.25),
+            ("test", pca.transform(z["test"][t_idx]), ".", "tab:green", 0.35),
+            ("forget", pca.transform(z["train"][f_idx]), "x", "tab:red", 0.8),
+        ):
+            ax.scatter(pts[:, 0], pts[:, 1], s=8, marker=marker, c=color, alpha=alpha, label=part, linewidths=0.8)
+        ax.set_title(model_label(name) + (" ← target" if name == "retrain" else ""), fontsize=9)
+        ax.set_xlabel("PC 1 (of retain features)")
+        ax.set_ylabel("PC 2")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(loc="best", frameon=True, fontsize=8, markerscale=2)
+    fig.suptitle(f"{title}: features in the retain features' top-2 principal plane", y=1.03)
+    fig.tight_layout()
+    save_figure(fig, out)
+    plt.close(fig)
+
+
+def stability_grid(steps: dict[str, pd.DataFrame], title: str, out: str | Path) -> None:
+    """Probe accuracy on forget and retain along each method's updates (one panel per method)."""
+    plt, _ = _setup()
+    names = list(steps)
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows), sharey=True, squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        df = steps[name]
+        for col, color in (("forget_acc", "tab:red"), ("retain_acc", "tab:blue")):
+            if col in df:
+                ax.plot(df["step"], df[col], color=color, marker=".", markersize=3, label=col.replace("_acc", ""))
+        ax.set_title(name, fontsize=9)
+        ax.set_ylim(-3, 103)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("update step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("probe accuracy (%)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=2, frameon=False, bbox_to_anchor=(0.5, 1.0 + 0.02 / rows))
+    fig.suptitle(f"{title}: training stability (fixed probe batches, first seed)", y=1.04 + 0.02 / rows)
+    fig.tight_layout()
+    save_figure(fig, out)
+    plt.close(fig)
+
+
+def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | Path) -> None:
+    """UA vs TA and MIA vs RA (mean ± std over seeds), every point labelled; the oracle as a black star."""
+    plt, _ = _setup()
+    stats = long.groupby(["model", "metric"])["value"].agg(["mean", "std"]).fillna(0.0)
+    present = _ordered(models, set(long["model"]))
+    pairs = [(x, y) for x, y in (("UA", "TA"), ("MIA", "RA")) if (present[0], x) in stats.index]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6.2 * len(pairs), 5.0), squeeze=False)
+    markers = {"oracle": "*", "reference": "s", "method": "o", "method + DA": "D"}
+    for ax, (xm, ym) in zip(axes[0], pairs, strict=True):
+        for model in present:
+            if (model, xm) not in stats.index or (model, ym) not in stats.index:
+                continue
+            x, y = stats.loc[(model, xm)], stats.loc[(model, ym)]
+            kind = _kind(model)
+            ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt=markers[kind],
+                        markersize=15 if kind == "oracle" else 6, color=KIND_COLORS[kind], capsize=2,
+                        zorder=5 if kind == "oracle" else 2, alpha=0.9)
+            if kind != "oracle":
+                ax.annotate(model_label(model).split(",")[0], (x["mean"], y["mean"]), fontsize=7,
+                            xytext=(4, 3), textcoords="offset points", color="0.2")
+        ax.set_xlabel(f"{METRICS[xm].header} (%)")
+        ax.set_ylabel(f"{METRICS[ym].header} (%)")
+        ax.set_title(f"{METRICS[ym].header} against {METRICS[xm].header}")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([0], [0], marker=markers[k], color=c, linestyle="", markersize=12 if k == "oracle" else 6,
+                      label=k if k != "reference" else "original / 2nd oracle") for k, c in KIND_COLORS.items()]
+    fig.legend(handles=handles, loc="upper center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(f"{title}: trade-offs (closest to the black star = closest to the oracle)", y=1.05)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    save_figure(fig, out)
+    plt.close(fig)
+
+
+def run_plots(long_csv: str, metric_files: Sequence[str], steps_files: Sequence[str],
+              embed_features: Sequence[str], data: str, split_dir: str, models: Sequence[str], title: str,
+              out_dir: str, max_points: int, seed: int = 0) -> None:
+    """Every figure of one scenario into ``out_dir``."""
+    from .evaluate import load_labels
+    from .features import load_features
+    from .splits import load_split
+
+    out = Path(out_dir)
+    long = pd.read_csv(long_csv)
+    accuracy_bars(long, models, title, out / "accuracy.png")
+    da_bars(long, models, title, out / "da.png")
+    tradeoff(long, models, title, out / "tradeoff.png")
+    records = {}
+    for path in metric_files:
+        rec = read_json(path, "metrics")
+        records[rec["model"]] = rec
+    spectra_grid(records, models, title, out / "spectra.png")
+    steps = {Path(p).name.removesuffix(".steps.csv"): pd.read_csv(p) for p in steps_files}
+    stability_grid({m: steps[m] for m in models if m in steps}, title, out / "stability.png")
+    labels, _ = load_labels(data)
+    split = load_split(split_dir)
+    feats = {}
+    for path in embed_features:
+        arr = load_features(path)
+        feats[Path(path).name.removesuffix(".npz")] = {"train": arr["train_features"], "test": arr["test_features"]}
+    ordered = {m: feats[m] for m in ("original", "retrain") + tuple(models) if m in feats}
+    embedding_grid(ordered, labels["train"], labels["test"], split.forget, split.retain, title,
+                   out / "embedding.png", max_points, seed)
+
+
+FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding")
+__all__ = ["FIGURES", "run_plots", "REFERENCE_ROWS"]

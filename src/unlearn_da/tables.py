@@ -1,16 +1,20 @@
 """Aggregate per-model metric files of one scenario into tables (CSV, Markdown, LaTeX) and a summary JSON.
 
-Rows: the retrained oracle first, then the noise-floor oracle, the original model
-and the unlearning methods in config order. Cells: mean ± std over seeds. The
-gap to the oracle is computed per seed (same split, same seed) and then averaged.
+Rows: the retrained oracle first, then the noise-floor oracle (a second oracle
+with another seed: its gap is the retrain-vs-retrain noise floor), the original
+model and the unlearning methods in config order. Cells: mean ± std over seeds;
+in parentheses the gap to the oracle, computed per seed (same split, same seed)
+and then averaged. Among the unlearning methods, the best value of each column
+is bold and the second best underlined (Markdown: italic).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,18 +22,40 @@ import pandas as pd
 from .artifacts import read_json, write_json, write_text
 
 ORACLE = "retrain"
-# metrics whose distance to the oracle makes up the Avg. Gap
-GAP_METRICS = ("UA", "RA", "TA")
-# columns of the main table, in order, with their headers
-COLUMNS = {
-    "UA": "UA",
-    "RA": "RA",
-    "TA": "TA",
-    "TA_remaining": "TA (rem.)",
-    "TA_forgotten": "TA (forg.)",
-    "avg_gap": "Avg. Gap",
-    "seconds": "Time (s)",
+REFERENCE_ROWS = ("retrain", "retrain_alt", "original")
+# metrics whose distance to the oracle makes up the Avg. Gap (SalUn family)
+GAP_METRICS = ("UA", "RA", "TA", "MIA")
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    header: str
+    direction: str  # "oracle": match the oracle; "lower": lower is better
+    unit: str
+    digits: int = 2
+
+
+METRICS: dict[str, MetricInfo] = {
+    "UA": MetricInfo("UA", "oracle", "%"),
+    "RA": MetricInfo("RA", "oracle", "%"),
+    "TA": MetricInfo("TA", "oracle", "%"),
+    "TA_remaining": MetricInfo("TA (rem.)", "oracle", "%"),
+    "TA_forgotten": MetricInfo("TA (forg.)", "oracle", "%"),
+    "MIA": MetricInfo("MIA-Eff.", "oracle", "%"),
+    "avg_gap": MetricInfo("Avg. Gap", "lower", "points"),
+    "seconds": MetricInfo("Time (s)", "lower", "s"),
+    "RTE": MetricInfo("RTE", "lower", "x oracle", 3),
+    "DA": MetricInfo("DA (forget)", "oracle", "fraction", 3),
+    "DA_test": MetricInfo("DA (test)", "oracle", "fraction", 3),
+    "LP_forget": MetricInfo("LP (forget)", "oracle", "%"),
+    "LP_test": MetricInfo("LP (test)", "oracle", "%"),
+    "LP_test_forgotten": MetricInfo("LP (test, forg.)", "oracle", "%"),
+    "NMI": MetricInfo("NMI", "oracle", "0-1", 3),
+    "F1": MetricInfo("F1", "oracle", "%"),
+    "MIA_loss": MetricInfo("Loss-MIA", "oracle", "%"),
 }
+MAIN_COLUMNS = ("UA", "RA", "TA", "TA_remaining", "TA_forgotten", "MIA", "avg_gap", "seconds", "RTE")
+FEATURE_COLUMNS = ("DA", "DA_test", "LP_forget", "LP_test", "LP_test_forgotten", "NMI", "F1", "MIA_loss")
 
 
 def load_records(paths: Sequence[str | Path]) -> pd.DataFrame:
@@ -44,37 +70,42 @@ def load_records(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 
 def add_oracle_gaps(long: pd.DataFrame, gap_metrics: Sequence[str] = GAP_METRICS) -> pd.DataFrame:
-    """Append per-seed ``gap_<m>`` = |model - oracle| and ``avg_gap`` (their mean) rows."""
+    """Append per-seed rows: ``gap_<m>`` = |model - oracle| for every oracle-matched metric,
+    ``avg_gap`` (mean of the GAP_METRICS gaps) and ``RTE`` (seconds / oracle seconds)."""
     wide = long.pivot_table(index=["model", "seed"], columns="metric", values="value", aggfunc="first")
-    present = [m for m in gap_metrics if m in wide.columns]
-    if ORACLE not in wide.index.get_level_values("model") or not present:
+    if ORACLE not in wide.index.get_level_values("model"):
         return long
-    oracle = wide.xs(ORACLE, level="model")[present]
+    oracle = wide.xs(ORACLE, level="model")
+    matched = [m for m in wide.columns if METRICS.get(m, MetricInfo("", "", "")).direction == "oracle"]
     extra = []
-    for (model, seed), row in wide[present].iterrows():
+    for (model, seed), row in wide.iterrows():
         if seed not in oracle.index:
             continue
-        gaps = (row - oracle.loc[seed]).abs()
+        ref = oracle.loc[seed]
+        gaps = (row[matched] - ref[matched]).abs()
         for metric, gap in gaps.items():
             extra.append({"model": model, "seed": seed, "metric": f"gap_{metric}", "value": float(gap)})
-        extra.append({"model": model, "seed": seed, "metric": "avg_gap", "value": float(gaps.mean())})
+        core = [gaps[m] for m in gap_metrics if m in gaps.index]
+        if core:
+            extra.append({"model": model, "seed": seed, "metric": "avg_gap", "value": float(np.mean(core))})
+        if "seconds" in row and ref.get("seconds", 0) > 0:
+            extra.append({"model": model, "seed": seed, "metric": "RTE",
+                          "value": float(row["seconds"] / ref["seconds"])})
     scenario = long["scenario"].iloc[0] if len(long) else ""
-    add = pd.DataFrame(extra).assign(scenario=scenario)
-    return pd.concat([long, add], ignore_index=True)
+    return pd.concat([long, pd.DataFrame(extra).assign(scenario=scenario)], ignore_index=True)
 
 
 def summarise(long: pd.DataFrame, model_order: Sequence[str]) -> pd.DataFrame:
     """Mean, std and seed count per (model, metric), models in ``model_order``."""
-    grouped = long.groupby(["model", "metric"])["value"]
-    stats = grouped.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                        n="count").reset_index()
+    stats = long.groupby(["model", "metric"])["value"].agg(
+        mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n="count").reset_index()
     order = {m: i for i, m in enumerate(model_order)}
     stats["order"] = stats["model"].map(lambda m: order.get(m, len(order)))
     return stats.sort_values(["order", "model", "metric"]).drop(columns="order").reset_index(drop=True)
 
 
 def wide_table(stats: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """One row per model: <metric>_mean, <metric>_std for each listed metric present."""
+    """One row per model: <metric>_mean, <metric>_std and (where defined) <metric>_gap."""
     models = list(dict.fromkeys(stats["model"]))
     out = pd.DataFrame({"model": models})
     for metric in columns:
@@ -83,15 +114,29 @@ def wide_table(stats: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
             continue
         out[f"{metric}_mean"] = out["model"].map(sub["mean"])
         out[f"{metric}_std"] = out["model"].map(sub["std"])
+        gap = stats[stats["metric"] == f"gap_{metric}"].set_index("model")
+        if not gap.empty:
+            out[f"{metric}_gap"] = out["model"].map(gap["mean"])
     n = stats.groupby("model")["n"].max()
     out.insert(1, "seeds", out["model"].map(n).astype(int))
     return out
 
 
-def _cell(mean: float, std: float, digits: int = 2) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+def rank_marks(wide: pd.DataFrame, columns: Sequence[str]) -> dict[tuple[str, str], str]:
+    """(model, metric) -> "best" | "second" among the unlearning methods."""
+    marks: dict[tuple[str, str], str] = {}
+    methods = wide[~wide["model"].isin(REFERENCE_ROWS)]
+    for metric in columns:
+        info = METRICS[metric]
+        key = f"{metric}_gap" if info.direction == "oracle" else f"{metric}_mean"
+        if key not in methods.columns:
+            continue
+        scores = methods.set_index("model")[key].dropna()
+        distinct = sorted(set(scores.round(6)))
+        for rank, label in zip(distinct[:2], ("best", "second"), strict=False):
+            for model in scores.index[scores.round(6) == rank]:
+                marks[(model, metric)] = label
+    return marks
 
 
 def model_label(model: str) -> str:
@@ -99,25 +144,53 @@ def model_label(model: str) -> str:
             "original": "Original"}.get(model, model)
 
 
-def to_markdown(wide: pd.DataFrame, columns: dict[str, str], title: str = "") -> str:
-    present = [m for m in columns if f"{m}_mean" in wide.columns]
-    header = ["Model", "Seeds"] + [columns[m] for m in present]
+def _cell(row: pd.Series, metric: str, with_gap: bool) -> str:
+    mean, std = row.get(f"{metric}_mean"), row.get(f"{metric}_std")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    d = METRICS[metric].digits
+    text = f"{mean:.{d}f} ± {std:.{d}f}"
+    gap = row.get(f"{metric}_gap")
+    if with_gap and gap is not None and not math.isnan(gap) and row["model"] != ORACLE:
+        text += f" ({gap:.{d}f})"
+    return text
+
+
+def _present(wide: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    return [m for m in columns if f"{m}_mean" in wide.columns]
+
+
+def to_markdown(wide: pd.DataFrame, columns: Sequence[str], title: str = "") -> str:
+    present = _present(wide, columns)
+    marks = rank_marks(wide, present)
+    header = ["Model", "Seeds"] + [METRICS[m].header for m in present]
     lines = [f"### {title}", ""] if title else []
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for _, row in wide.iterrows():
         cells = [model_label(row["model"]), str(row["seeds"])]
-        cells += [_cell(row[f"{m}_mean"], row[f"{m}_std"]) for m in present]
+        for m in present:
+            text = _cell(row, m, METRICS[m].direction == "oracle")
+            mark = marks.get((row["model"], m))
+            cells.append(f"**{text}**" if mark == "best" else f"_{text}_" if mark == "second" else text)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def to_latex(wide: pd.DataFrame, columns: dict[str, str], caption: str = "") -> str:
-    present = [m for m in columns if f"{m}_mean" in wide.columns]
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "c" * len(present) + "}", r"\toprule",
-             "Method & " + " & ".join(columns[m].replace("%", r"\%") for m in present) + r" \\", r"\midrule"]
+def to_latex(wide: pd.DataFrame, columns: Sequence[str], caption: str = "") -> str:
+    present = _present(wide, columns)
+    marks = rank_marks(wide, present)
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "c" * len(present) + "}",
+             r"\toprule", "Method & " + " & ".join(METRICS[m].header for m in present) + r" \\", r"\midrule"]
     for _, row in wide.iterrows():
-        cells = [_cell(row[f"{m}_mean"], row[f"{m}_std"]).replace("±", r"$\pm$") for m in present]
+        cells = []
+        for m in present:
+            text = _cell(row, m, METRICS[m].direction == "oracle").replace("±", r"$\pm$").replace("–", "--")
+            mark = marks.get((row["model"], m))
+            cells.append(r"\textbf{" + text + "}" if mark == "best" else
+                         r"\underline{" + text + "}" if mark == "second" else text)
         lines.append(model_label(row["model"]).replace("_", r"\_") + " & " + " & ".join(cells) + r" \\")
+        if row["model"] == "original":
+            lines.append(r"\midrule")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:
         lines.append(r"\caption{" + caption + "}")
@@ -125,16 +198,25 @@ def to_latex(wide: pd.DataFrame, columns: dict[str, str], caption: str = "") -> 
     return "\n".join(lines) + "\n"
 
 
+LEGEND = ("Mean ± std over seeds; (gap) = mean per-seed |model − oracle|. Best among the unlearning "
+          "methods in bold, second best in italics (closest to the oracle; lowest for Avg. Gap, Time, RTE).")
+
+
 def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: str, title: str,
                   out_dir: str) -> dict[str, Any]:
     out = Path(out_dir)
     long = add_oracle_gaps(load_records(inputs))
     stats = summarise(long, model_order)
-    wide = wide_table(stats, list(COLUMNS))
+    main = wide_table(stats, MAIN_COLUMNS)
+    feats = wide_table(stats, FEATURE_COLUMNS)
     write_text(out / "metrics_long.csv", long.sort_values(["model", "seed", "metric"]).to_csv(index=False))
-    write_text(out / "table.csv", wide.to_csv(index=False, float_format="%.4f"))
-    write_text(out / "table.md", to_markdown(wide, COLUMNS, f"{title} — {scenario}"))
-    write_text(out / "table.tex", to_latex(wide, COLUMNS, f"{title}, {scenario}: mean $\\pm$ std over seeds."))
+    write_text(out / "table.csv", main.to_csv(index=False, float_format="%.4f"))
+    write_text(out / "table_features.csv", feats.to_csv(index=False, float_format="%.4f"))
+    write_text(out / "table.md", to_markdown(main, MAIN_COLUMNS, f"{title} — {scenario}: output metrics")
+               + "\n" + LEGEND + "\n\n" + to_markdown(feats, FEATURE_COLUMNS, f"{title} — {scenario}: feature space"))
+    caption = f"{title}, {scenario}. " + LEGEND.replace("%", r"\%")
+    write_text(out / "table.tex", to_latex(main, MAIN_COLUMNS, caption) + "\n"
+               + to_latex(feats, FEATURE_COLUMNS, caption.replace(".", ": feature space.", 1)))
     summary = {
         model: {row["metric"]: {"mean": row["mean"], "std": row["std"]}
                 for _, row in stats[stats["model"] == model].iterrows()}

@@ -102,8 +102,8 @@ def lr_factor(step: int, total: int, hp: dict[str, Any], steps_per_epoch: int) -
 class Trainer:
     """SGD + per-step schedule + hooks; ``step(loss)`` does one update.
 
-    Hooks: ``before_step(model)`` runs between backward and the optimiser step
-    (gradient masks), ``after_step(model)`` after it (weight restores),
+    Hooks: ``before_step(trainer)`` runs between backward and the optimiser step
+    (gradient masks), ``after_step(trainer)`` after it (weight restores),
     ``on_step(step, terms)`` records the detached loss terms.
     """
 
@@ -114,8 +114,8 @@ class Trainer:
         total_steps: int,
         steps_per_epoch: int,
         params: list[torch.nn.Parameter] | None = None,
-        before_step: Callable[[Classifier], None] | None = None,
-        after_step: Callable[[Classifier], None] | None = None,
+        before_step: Callable[[Trainer], None] | None = None,
+        after_step: Callable[[Trainer], None] | None = None,
         on_step: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
     ):
         self.model = model
@@ -137,12 +137,12 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.before_step is not None:
-            self.before_step(self.model)
+            self.before_step(self)
         self.opt.step()
         self.sched.step()
         self.steps += 1
         if self.after_step is not None:
-            self.after_step(self.model)
+            self.after_step(self)
         if self.on_step is not None:
             self.on_step(self.steps, {k: v.detach() for k, v in (terms or {"loss": loss}).items()})
 

@@ -58,7 +58,7 @@ def run_unlearn(
     eval_prep = session.preprocessor()
     recorder = StepRecorder(model, {"forget": (xf[pf], yf[pf]), "retain": (xr[pr], yr[pr])},
                             eval_prep, int(params["log_every"]), session.amp)
-    base, plus_da = method_base(method)
+    plus_da = method_base(method)[1]
     da = None
     if plus_da:
         from .methods.da import DARegularizer
@@ -74,9 +74,11 @@ def run_unlearn(
         recorder=recorder,
         amp=session.amp,
         da=da,
+        da_config=params.get("da"),
+        spec=base_meta["spec"],
         log=log,
     )
-    run = get_method(method)
+    run = get_method(params["base"])
     recorder.initial()
     log(f"unlearn {method}: |D_f|={len(yf)} |D_r|={len(yr)} on {session.device}, seed {seed}")
     t0 = time.perf_counter()

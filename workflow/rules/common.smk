@@ -38,6 +38,7 @@ SPLIT_FILES = {
     )
 }
 ENV = "../../envs/torch.yaml"
+FIGURES = P.FIGURES
 
 
 wildcard_constraints:
@@ -66,6 +67,24 @@ def model_inputs(wildcards):
     return {
         "features": P.model_features(*args),
         "model_meta": f"{P.model_checkpoint(*args)}.meta.json",
+    }
+
+
+def plot_inputs(wildcards):
+    """What the figures of one scenario read: first seed's metrics, step logs, embedding features."""
+    run = f"{wildcards.dataset}-{wildcards.arch}"
+    seed = SEEDS[0]
+    base = f"results/{run}/{wildcards.scenario}/seed{seed}"
+    embed = ["original", "retrain"] + [
+        m for m in config["evaluation"]["embedding"]["models"] if m in METHODS
+    ]
+    return {
+        "long": f"results/{run}/{wildcards.scenario}/metrics_long.csv",
+        "metrics": [f"{base}/metrics/{m}.json" for m in MODELS],
+        "steps": [f"{base}/models/{m}.steps.csv" for m in METHODS],
+        "embed": [P.model_features(run, wildcards.scenario, seed, m) for m in embed],
+        "data": DATA.format(dataset=wildcards.dataset),
+        "manifest": SPLIT_FILES["manifest"].format(seed=seed, **wildcards),
     }
 
 

@@ -9,6 +9,7 @@ rule aggregate:
             labels={"scenario": "{scenario}", "table": "main"},
         ),
         csv="results/{dataset}-{arch}/{scenario}/table.csv",
+        csv_features="results/{dataset}-{arch}/{scenario}/table_features.csv",
         tex="results/{dataset}-{arch}/{scenario}/table.tex",
         summary="results/{dataset}-{arch}/{scenario}/summary.json",
         long="results/{dataset}-{arch}/{scenario}/metrics_long.csv",
@@ -27,26 +28,40 @@ rule aggregate:
         " --out-dir {params.out_dir} > {log} 2>&1"
 
 
-rule plot_accuracy:
+rule plots:
     input:
-        "results/{dataset}-{arch}/{scenario}/metrics_long.csv",
+        unpack(plot_inputs),
     output:
-        png=report(
-            "results/{dataset}-{arch}/{scenario}/figures/accuracy.png",
-            caption="../report/accuracy.rst",
-            category="Figures",
-            labels={"scenario": "{scenario}", "figure": "accuracy"},
+        **{
+            name: report(
+                f"results/{{dataset}}-{{arch}}/{{scenario}}/figures/{name}.png",
+                caption=f"../report/{name}.rst",
+                category="Figures",
+                subcategory="{scenario}",
+                labels={"scenario": "{scenario}", "figure": name},
+            )
+            for name in FIGURES
+        },
+        pdfs=expand(
+            "results/{{dataset}}-{{arch}}/{{scenario}}/figures/{name}.pdf",
+            name=FIGURES,
         ),
-        pdf="results/{dataset}-{arch}/{scenario}/figures/accuracy.pdf",
     log:
-        "results/{dataset}-{arch}/logs/{scenario}/plot_accuracy.log",
+        "results/{dataset}-{arch}/logs/{scenario}/plots.log",
     localrule: True
     conda:
         ENV
     params:
         models=MODELS,
         code=P.rule_code("plots"),
+        split=lambda wc, input: os.path.dirname(input.manifest),
+        out_dir=lambda wc, output: os.path.dirname(output.pdfs[0]),
+        max_points=config["evaluation"]["embedding"]["max_points"],
+        seed=config["evaluation"]["seed"],
     shell:
-        "python -m unlearn_da plot --long-csv {input:q} --models {params.models:q}"
+        "python -m unlearn_da plot --long-csv {input.long:q} --metrics {input.metrics:q}"
+        " --steps {input.steps:q} --embed-features {input.embed:q} --data {input.data}"
+        " --split {params.split} --models {params.models:q}"
         " --title '{wildcards.dataset} / {wildcards.arch} — {wildcards.scenario}'"
-        " --out {output.png:q} > {log} 2>&1"
+        " --max-points {params.max_points} --seed {params.seed}"
+        " --out-dir {params.out_dir} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule unlearn:
         gpu=GPU,
     params:
         hp=lambda wc: P.as_json(P.unlearn_params(config, wc.method)),
-        code=lambda wc: P.code_hash(*P.method_sources(wc.method)),
+        code=lambda wc: P.code_hash(*P.method_sources(config, wc.method)),
         split=lambda wc, input: os.path.dirname(input.manifest),
     shell:
         "python -m unlearn_da unlearn --data {input.data} --split {params.split}"

@@ -10,6 +10,30 @@ from collections.abc import Callable
 METHOD_MODULES: dict[str, str] = {
     "ft": "ft",
     "ga": "ga",
+    "neggrad_plus": "neggrad_plus",
+    "rl": "rl",
+    "boundary_shrink": "boundary_shrink",
+    "l1_sparse": "l1_sparse",
+    "salun": "salun",
+    "scrub": "scrub",
+    "bad_teacher": "bad_teacher",
+    "ssd": "ssd",
+    "muda": "muda",
+}
+
+# other method modules a method's module imports (part of its code hash)
+METHOD_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "salun": ("rl",),
+    "muda": ("rl", "da"),
+}
+
+# methods that always use the unlearn.da block (their params carry it)
+USES_DA_CONFIG = {"muda"}
+
+# methods that cannot take the "+da" plug-in, and why
+NO_DA_PLUGIN = {
+    "ssd": "SSD has no training loop to add the DA term to",
+    "muda": "MUDA already contains the DA term; set unlearn.muda.lambda_da instead",
 }
 
 

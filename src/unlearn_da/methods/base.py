@@ -71,6 +71,7 @@ class UnlearnContext:
 
     model: Classifier
     original: Classifier  # frozen copy of the original model (eval mode, no grad)
+    spec: dict[str, Any]  # the model spec (to build fresh networks, e.g. a random teacher)
     x_forget: torch.Tensor
     y_forget: torch.Tensor
     x_retain: torch.Tensor
@@ -81,6 +82,7 @@ class UnlearnContext:
     recorder: StepRecorder
     amp: bool = False
     da: Any = None  # DARegularizer when the method runs as "<name>+da"
+    da_config: dict[str, Any] | None = None  # the unlearn.da block (MUDA builds its own regulariser)
     log: Callable[[str], None] = print
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +119,18 @@ class UnlearnContext:
     def autocast(self):
         return autocast(self.device, self.amp)
 
+    def da_penalty(self, z_forget: torch.Tensor, z_retain: torch.Tensor):
+        """lambda * L_DA on features the method already computed (0 unless running as ``+da``)."""
+        if self.da is None:
+            return 0.0, {}
+        return self.da.penalty(z_forget, z_retain)
+
+    def da_sampled(self):
+        """lambda * L_DA on a freshly drawn forget/retain pair (0 unless running as ``+da``)."""
+        if self.da is None:
+            return 0.0, {}
+        return self.da.penalty_on_sampled(self.model, self)
+
     def with_da(self, loss_fn: LossFn) -> LossFn:
         """Wrap a loss so that ``+da`` runs add lambda * L_DA on a paired forget/retain batch."""
         if self.da is None:
@@ -124,7 +138,7 @@ class UnlearnContext:
 
         def wrapped(model: Classifier, xb: torch.Tensor, yb: torch.Tensor):
             loss, terms = loss_fn(model, xb, yb)
-            penalty, da_terms = self.da.penalty_on_sampled(model, self)
+            penalty, da_terms = self.da_sampled()
             return loss + penalty, {**terms, **da_terms}
 
         return wrapped
@@ -154,6 +168,17 @@ class UnlearnContext:
 def ce(model: Classifier, xb: torch.Tensor, yb: torch.Tensor):
     loss = F.cross_entropy(model(xb), yb)
     return loss, {"ce": loss}
+
+
+def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher/T) || softmax(student/T)), averaged over the batch (Hinton KD)."""
+    t = float(temperature)
+    return F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits.detach() / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
 
 
 def frozen_copy(model: Classifier) -> Classifier:

@@ -120,3 +120,14 @@ def eigenspace_alignment(
     mu, v = xp.linalg.eigh(cov_f)
     weights = ((space.basis.T @ v) ** 2).sum(0)
     return float((mu * weights).sum() / mu.sum())
+
+
+def normalized_spectrum(z: Any, top: int | None = None, center: bool = False) -> list[float]:
+    """Eigenvalues of the second moment, descending, divided by their sum (first ``top``)."""
+    import numpy
+
+    cov, _ = second_moment(numpy.asarray(z, dtype="float64"), center)
+    vals = numpy.clip(numpy.linalg.eigvalsh(cov)[::-1], 0, None)
+    total = vals.sum()
+    vals = vals / total if total > 0 else vals
+    return [float(v) for v in (vals[:top] if top else vals)]
