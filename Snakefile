@@ -18,6 +18,7 @@ include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/tune.smk"
 
 
 rule all:

@@ -2,7 +2,8 @@ import copy
 
 import pytest
 
-from unlearn_da.config import load_config, parse_scenario, validate_config
+from unlearn_da.config import load_config, validate_config
+from unlearn_da.scenarios import parse_scenario
 from unlearn_da.errors import ConfigError
 
 

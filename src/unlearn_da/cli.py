@@ -77,6 +77,12 @@ def cmd_plot(a: argparse.Namespace) -> None:
               a.out_dir, a.max_points, a.seed)
 
 
+def cmd_select(a: argparse.Namespace) -> None:
+    from .tuning import run_selection
+
+    run_selection(a.inputs, a.candidates, a.out_prefix)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m unlearn_da", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="")
     p.add_argument("--max-points", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p = add("select", cmd_select, "pick each method's hyper-parameters from the tuning runs (validation split)")
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--candidates", type=_params, required=True, help="candidate name -> {base, values} (JSON)")
+    p.add_argument("--out-prefix", required=True)
     return parser
 
 

@@ -18,12 +18,13 @@ import yaml
 
 from .datasets import DATASETS
 from .errors import ConfigError
+from .methods import NO_DA_PLUGIN, method_base
+from .scenarios import parse_scenario
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
 DEFAULT_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
-SCENARIO_RE = re.compile(r"^(?:random(?P<pct>\d+(?:\.\d+)?)|class(?P<cls>\d+))$")
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
@@ -170,30 +171,29 @@ def _problem(path: Sequence[Any], message: str, sources: Sequence[str | Path]) -
     return f"{src}: key '{_format_path(path)}': {message}"
 
 
-def parse_scenario(name: str) -> tuple[str, float | int]:
-    """``random10`` -> ("random", 10.0); ``class3`` -> ("class", 3)."""
-    m = SCENARIO_RE.match(name)
-    if not m:
-        raise ConfigError(
-            f"unknown scenario '{name}'; allowed forms: random<P> (P % of train, 0 < P < 100, "
-            "e.g. random10) or class<C> (every train sample of class C, e.g. class0)"
-        )
-    if m.group("pct") is not None:
-        return "random", float(m.group("pct"))
-    return "class", int(m.group("cls"))
+def tuning_variants(config: dict) -> dict[str, dict]:
+    """Candidates of the hyper-parameter search: ``<method>__t<NN>`` -> {base, overrides...}.
+
+    The cartesian product of each method's grid in ``tuning.grids``, in a stable order.
+    """
+    import itertools
+
+    out: dict[str, dict] = {}
+    for method, grid in (config.get("tuning") or {}).get("grids", {}).items():
+        keys = sorted(grid)
+        for i, values in enumerate(itertools.product(*(grid[k] for k in keys))):
+            out[f"{method}__t{i:02d}"] = {"base": method, **dict(zip(keys, values, strict=True))}
+    return out
 
 
-def method_base(name: str) -> tuple[str, bool]:
-    """``salun+da`` -> ("salun", True)."""
-    if name.endswith("+da"):
-        return name[: -len("+da")], True
-    return name, False
+def all_variants(config: dict) -> dict[str, dict]:
+    return {**config["unlearn"].get("variants", {}), **tuning_variants(config)}
 
 
 def resolve_method(config: dict, name: str) -> tuple[str, dict, bool]:
     """``name`` (a method, a variant, either with ``+da``) -> (base method, its hyper-parameters, +da)."""
     stem, plus_da = method_base(name)
-    variants = config["unlearn"].get("variants", {})
+    variants = all_variants(config)
     if stem in variants:
         spec = dict(variants[stem])
         base = spec.pop("base")
@@ -224,7 +224,7 @@ def _variant_problems(config: dict, schema: dict, name: str, spec: dict,
     out = []
     for err in validator.iter_errors(probe):
         path = list(err.absolute_path)
-        if path[:2] == ["unlearn", base] or (not path and False):
+        if path[:2] == ["unlearn", base]:
             key = ["unlearn", "variants", name] + path[2:]
             out.append(_problem(key, _describe_error(err, schema), sources))
     return out
@@ -234,27 +234,26 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
     problems = []
     known = method_names(schema)
     info = DATASETS[config["dataset"]]
-    for i, scen in enumerate(config["scenarios"]):
+    tuning_scenarios = [(["tuning", "scenarios", i], s) for i, s in enumerate((config.get("tuning") or {}).get("scenarios", []))]
+    for key, scen in [(["scenarios", i], s) for i, s in enumerate(config["scenarios"])] + tuning_scenarios:
         try:
             kind, value = parse_scenario(scen)
         except ConfigError as exc:
-            problems.append(_problem(["scenarios", i], str(exc), sources))
+            problems.append(_problem(key, str(exc), sources))
             continue
         if kind == "random" and not 0 < value < 100:
             problems.append(
-                _problem(["scenarios", i], f"'{scen}': forget ratio must be > 0 and < 100 %", sources)
+                _problem(key, f"'{scen}': forget ratio must be > 0 and < 100 %", sources)
             )
         if kind == "class" and not 0 <= value < info.num_classes:
             problems.append(
                 _problem(
-                    ["scenarios", i],
+                    key,
                     f"'{scen}': class {value} does not exist in {info.name} "
                     f"(classes 0..{info.num_classes - 1})",
                     sources,
                 )
             )
-    from .methods import NO_DA_PLUGIN
-
     variants = config["unlearn"].get("variants", {})
     reserved = set(known) | {"original", "retrain", "retrain_alt", "da", "methods", "variants"}
     for vname, vspec in variants.items():
@@ -266,6 +265,25 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
                                      f"unknown base method '{vspec['base']}'; allowed: {', '.join(known)}", sources))
         else:
             problems.extend(_variant_problems(config, schema, vname, vspec, sources))
+    for method, grid in (config.get("tuning") or {}).get("grids", {}).items():
+        if method not in known:
+            problems.append(_problem(["tuning", "grids", method],
+                                     f"unknown method '{method}'; allowed: {', '.join(known)}", sources))
+            continue
+        if any(len(v) == 0 for v in grid.values()):
+            problems.append(_problem(["tuning", "grids", method], "every grid entry needs at least one value",
+                                     sources))
+            continue
+        # each grid value once (with the first value of every other key): every value gets validated
+        first = {k: v[0] for k, v in grid.items()}
+        checked: set[str] = set()
+        for key, values in grid.items():
+            for value in values:
+                for p in _variant_problems(config, schema, "grid", {"base": method, **first, key: value}, sources):
+                    msg = p.replace("unlearn.variants.grid", f"tuning.grids.{method}")
+                    if msg not in checked:
+                        checked.add(msg)
+                        problems.append(msg)
     for i, method in enumerate(config["unlearn"]["methods"]):
         stem, plus_da = method_base(method)
         base = variants[stem]["base"] if stem in variants and variants[stem]["base"] in known else stem

@@ -23,18 +23,20 @@ ORACLES = ("retrain", "retrain_alt")
 FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding")
 
 # the package modules each rule's command executes (cli.py only parses arguments)
-_COMMON = ("__init__.py", "artifacts.py", "errors.py", "config.py", "datasets.py")
+_COMMON = ("__init__.py", "artifacts.py", "errors.py", "datasets.py")
 _TORCH = _COMMON + ("runtime.py", "session.py", "data.py", "models.py", "training.py", "checkpoints.py")
 RULE_SOURCES: dict[str, tuple[str, ...]] = {
     "prepare_data": _COMMON + ("data.py",),
-    "split": _COMMON + ("splits.py", "data.py"),
-    "train": _TORCH + ("train.py", "splits.py"),
-    "unlearn": _TORCH + ("unlearn.py", "splits.py", "methods/__init__.py", "methods/base.py"),
+    "split": _COMMON + ("splits.py", "scenarios.py", "data.py"),
+    "train": _TORCH + ("train.py", "splits.py", "scenarios.py"),
+    "unlearn": _TORCH + ("unlearn.py", "splits.py", "scenarios.py", "methods/__init__.py", "methods/base.py"),
     "extract_features": _TORCH + ("features.py",),
-    "metrics": _COMMON + ("evaluate.py", "features.py", "splits.py", "metrics/__init__.py", "metrics/accuracy.py",
+    "metrics": _COMMON + ("evaluate.py", "features.py", "splits.py", "scenarios.py", "metrics/__init__.py", "metrics/accuracy.py",
                           "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),
     "aggregate": _COMMON + ("tables.py",),
-    "plots": _COMMON + ("plots.py", "tables.py", "evaluate.py", "features.py", "splits.py", "metrics/__init__.py",
+    "select": _COMMON + ("tuning.py",),
+    "plots": _COMMON + ("plots.py", "tables.py", "evaluate.py", "features.py", "splits.py", "scenarios.py",
+                        "metrics/__init__.py",
                         "metrics/accuracy.py", "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py",
                         "metrics/probe.py"),
 }
@@ -148,6 +150,22 @@ def model_checkpoint(run: str, scenario: str, seed: int | str, model: str) -> st
 
 def model_features(run: str, scenario: str, seed: int | str, model: str) -> str:
     return model_checkpoint(run, scenario, seed, model).replace("/models/", "/features/").removesuffix(".pt") + ".npz"
+
+
+def tuning_targets(config: dict) -> list[str]:
+    return [f"results/{run_name(config)}/tuning/selection.{ext}" for ext in ("md", "csv", "json")]
+
+
+def tuning_metrics(config: dict) -> list[str]:
+    """Metric files the selection reads: the oracle and every candidate, per tuning seed and scenario."""
+    from .config import tuning_variants
+
+    run = run_name(config)
+    tune = config["tuning"]
+    scenarios = tune["scenarios"] or config["scenarios"]
+    names = ["retrain"] + list(tuning_variants(config))
+    return [f"results/{run}/{s}/seed{seed}/metrics/{m}.json" for s in scenarios for seed in tune["seeds"]
+            for m in names]
 
 
 def final_targets(config: dict) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import atomic_path, read_json, sha256_file, write_json
-from .config import parse_scenario
+from .scenarios import parse_scenario
 from .errors import ArtifactError, DataError
 
 MANIFEST = "manifest.json"

@@ -12,8 +12,7 @@ import torch
 
 from .artifacts import atomic_path, sha256_file
 from .checkpoints import load_checkpoint, save_checkpoint
-from .config import method_base
-from .methods import get_method
+from .methods import get_method, method_base
 from .methods.base import StepRecorder, UnlearnContext, frozen_copy
 from .runtime import seed_everything
 from .session import open_session

@@ -3,7 +3,7 @@
 import re
 
 from unlearn_da import pipeline as P
-from unlearn_da.config import validate_config
+from unlearn_da.config import tuning_variants, validate_config
 from unlearn_da.errors import ConfigError
 
 # the Snakefile's configfile comes first, then --configfile overlays (last wins)
@@ -21,6 +21,7 @@ RUN = P.run_name(config)
 SEEDS = config["seeds"]
 SCENARIOS = config["scenarios"]
 METHODS = config["unlearn"]["methods"]
+TUNING = tuning_variants(config)
 MODELS = P.scenario_models(config)
 FINAL_TARGETS = P.final_targets(config)
 THREADS = config["threads"]
@@ -48,7 +49,7 @@ wildcard_constraints:
     scenario="random[0-9]+(?:\.[0-9]+)?|class[0-9]+",
     where="(?:(?:random[0-9]+(?:\.[0-9]+)?|class[0-9]+)/)?seed[0-9]+",
     oracle="|".join(P.ORACLES),
-    method="|".join(re.escape(m) for m in METHODS) or "(?!)",
+    method="|".join(re.escape(m) for m in METHODS + list(TUNING)) or "(?!)",
     model="[A-Za-z0-9_+]+",
 
 

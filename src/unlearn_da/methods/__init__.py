@@ -37,9 +37,14 @@ NO_DA_PLUGIN = {
 }
 
 
-def get_method(name: str) -> Callable[[Any, dict[str, Any]], None]:
-    from ..config import method_base
+def method_base(name: str) -> tuple[str, bool]:
+    """``salun+da`` -> ("salun", True)."""
+    if name.endswith("+da"):
+        return name[: -len("+da")], True
+    return name, False
 
+
+def get_method(name: str) -> Callable[[Any, dict[str, Any]], None]:
     base, _ = method_base(name)
     if base not in METHOD_MODULES:
         raise KeyError(f"unknown method '{name}'; allowed: {', '.join(sorted(METHOD_MODULES))}")
