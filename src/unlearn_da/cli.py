@@ -29,7 +29,7 @@ def _params(text: str) -> dict[str, Any]:
 def cmd_prepare_data(a: argparse.Namespace) -> None:
     from .data import prepare
 
-    prepare(a.dataset, a.params, a.out, raw_dir=a.raw_dir)
+    prepare(a.dataset, a.params, a.out, raw_dir=a.raw_dir, code=a.code)
 
 
 def cmd_split(a: argparse.Namespace) -> None:
@@ -43,25 +43,26 @@ def cmd_split(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     from .train import run_train
 
-    run_train(a.data, a.role, a.seed, a.threads, a.params, a.out, split_dir=a.split)
+    run_train(a.data, a.role, a.seed, a.threads, a.params, a.out, split_dir=a.split, code=a.code)
 
 
 def cmd_unlearn(a: argparse.Namespace) -> None:
     from .unlearn import run_unlearn
 
-    run_unlearn(a.data, a.split, a.original, a.method, a.seed, a.threads, a.params, a.out, a.steps)
+    run_unlearn(a.data, a.split, a.original, a.method, a.seed, a.threads, a.params, a.out, a.steps, code=a.code)
 
 
 def cmd_features(a: argparse.Namespace) -> None:
     from .features import run_features
 
-    run_features(a.data, a.model, a.threads, a.params, a.out)
+    run_features(a.data, a.model, a.threads, a.params, a.out, code=a.code)
 
 
 def cmd_metrics(a: argparse.Namespace) -> None:
     from .evaluate import run_metrics
 
-    run_metrics(a.data, a.split, a.features, a.model_meta, a.model, a.scenario, a.seed, a.params, a.out)
+    run_metrics(a.data, a.split, a.features, a.model_meta, a.model, a.scenario, a.seed, a.params, a.out,
+                code=a.code)
 
 
 def cmd_aggregate(a: argparse.Namespace) -> None:
@@ -83,6 +84,29 @@ def cmd_select(a: argparse.Namespace) -> None:
     run_selection(a.inputs, a.candidates, a.out_prefix)
 
 
+def cmd_verify(a: argparse.Namespace) -> None:
+    from .config import load_config, validate_config
+    from .errors import ArtifactError
+    from .provenance import verify
+
+    sources = ["config/config.yaml"] + list(a.configfile)
+    config = validate_config(load_config(a.configfile), sources=sources)
+    problems, checked = verify(config)
+    if problems:
+        raise ArtifactError(
+            f"{len(problems)} of {checked} artifacts do not match the current config/code:\n  - "
+            + "\n  - ".join(problems)
+            + "\nDelete them (Snakemake then remakes them), or check out the config and code that made them."
+        )
+    print(f"verified {checked} artifacts against the config and code: all match")
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    from .bench import run_bench
+
+    print(run_bench(a.out, threads=a.threads, skip_noop=a.skip_noop))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m unlearn_da", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=_params, required=True)
     p.add_argument("--raw-dir", default="data/raw")
     p.add_argument("--out", required=True)
+    p.add_argument("--code", default=None, help="code hash of the rule (recorded in the sidecar)")
 
     p = add("split", cmd_split, "draw the forget/retain indices of a scenario and seed")
     p.add_argument("--data", required=True)
@@ -112,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--params", type=_params, required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--code", default=None, help="code hash of the rule (recorded in the sidecar)")
 
     p = add("unlearn", cmd_unlearn, "run one unlearning method from the original checkpoint")
     for arg in ("--data", "--split", "--original", "--method", "--out", "--steps"):
@@ -119,18 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--params", type=_params, required=True)
+    p.add_argument("--code", default=None, help="code hash of the rule (recorded in the sidecar)")
 
     p = add("features", cmd_features, "extract penultimate features and logits of one model")
     for arg in ("--data", "--model", "--out"):
         p.add_argument(arg, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--params", type=_params, required=True)
+    p.add_argument("--code", default=None, help="code hash of the rule (recorded in the sidecar)")
 
     p = add("metrics", cmd_metrics, "compute every per-model metric from cached features")
     for arg in ("--data", "--split", "--features", "--model-meta", "--model", "--scenario", "--out"):
         p.add_argument(arg, required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--params", type=_params, required=True)
+    p.add_argument("--code", default=None, help="code hash of the rule (recorded in the output)")
 
     p = add("aggregate", cmd_aggregate, "tables (CSV, Markdown, LaTeX) over seeds for one scenario")
     p.add_argument("--inputs", nargs="+", required=True)
@@ -152,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", nargs="+", required=True)
     p.add_argument("--candidates", type=_params, required=True, help="candidate name -> {base, values} (JSON)")
     p.add_argument("--out-prefix", required=True)
+    p = add("verify", cmd_verify, "check existing artifacts (e.g. after dvc pull) against the config and code")
+    p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p = add("bench", cmd_bench, "measure throughput and overheads on this machine (Markdown summary)")
+    p.add_argument("--out", default="results/bench/summary.md")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-noop", action="store_true", help="do not time Snakemake no-op runs")
     return parser
 
 

@@ -171,7 +171,8 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return keep, held_out
 
 
-def prepare(name: str, params: dict[str, Any], out: str | os.PathLike, raw_dir: str = "data/raw") -> dict:
+def prepare(name: str, params: dict[str, Any], out: str | os.PathLike, raw_dir: str = "data/raw",
+            code: str | None = None) -> dict:
     """Load ``name``, split it, and write the prepared ``.npz`` plus its sidecar."""
     info = dataset_info(name)
     raw = load_raw(name, params, raw_dir)
@@ -210,6 +211,7 @@ def prepare(name: str, params: dict[str, Any], out: str | os.PathLike, raw_dir: 
         "params": params,
         "sizes": {k: int(len(arrays[f"y_{k}"])) for k in ("train", "val", "test")},
         "num_classes": info.num_classes,
+        "code": code,
     }
     write_sidecar(out, "prepare_data", meta)
     return meta

@@ -112,9 +112,9 @@ def output_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray],
 
 
 def run_metrics(data: str, split_dir: str, features: str, model_meta: str, model: str,
-                scenario: str, seed: int, params: dict[str, Any], out: str) -> dict[str, Any]:
+                scenario: str, seed: int, params: dict[str, Any], out: str, code: str | None = None) -> dict[str, Any]:
     labels, num_classes = load_labels(data)
-    split = load_split(split_dir)
+    split = load_split(split_dir, len(labels["train"]))
     arrays = load_features(features)
     if len(arrays["train_logits"]) != len(labels["train"]):
         raise ArtifactError(f"{features}: {len(arrays['train_logits'])} train rows but the data set has "
@@ -136,6 +136,7 @@ def run_metrics(data: str, split_dir: str, features: str, model_meta: str, model
         "metrics": metrics,
         "spectra": spectra,
         "params": params,
+        "code": code,
     }
     write_json(out, record)
     return record

@@ -26,7 +26,8 @@ def rule_for_model(name: str) -> str:
     return "unlearn"
 
 
-def run_features(data: str, model_path: str, threads: int, params: dict[str, Any], out: str) -> dict:
+def run_features(data: str, model_path: str, threads: int, params: dict[str, Any], out: str,
+                 code: str | None = None) -> dict:
     import torch  # the metrics job imports this module without torch
 
     from .checkpoints import load_checkpoint
@@ -60,6 +61,7 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
         "model_sha256": sha256_file(model_path),
         "seed": meta.get("seed"),
         "params": params,
+        "code": code,
         "device": str(session.device),
     })
 

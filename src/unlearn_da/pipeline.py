@@ -168,6 +168,10 @@ def tuning_metrics(config: dict) -> list[str]:
             for m in names]
 
 
+def model_metrics(run: str, scenario: str, seed: int | str, model: str) -> str:
+    return f"results/{run}/{scenario}/seed{seed}/metrics/{model}.json"
+
+
 def final_targets(config: dict) -> list[str]:
     run = run_name(config)
     targets = []

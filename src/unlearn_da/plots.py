@@ -263,7 +263,7 @@ def run_plots(long_csv: str, metric_files: Sequence[str], steps_files: Sequence[
     steps = {Path(p).name.removesuffix(".steps.csv"): pd.read_csv(p) for p in steps_files}
     stability_grid({m: steps[m] for m in models if m in steps}, title, out / "stability.png")
     labels, _ = load_labels(data)
-    split = load_split(split_dir)
+    split = load_split(split_dir, len(labels["train"]))
     feats = {}
     for path in embed_features:
         arr = load_features(path)

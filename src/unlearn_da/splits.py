@@ -87,8 +87,8 @@ def split_hash(split_dir: str | os.PathLike) -> str:
     return manifest["files"]["forget.npy"]
 
 
-def load_split(split_dir: str | os.PathLike) -> Split:
-    """Load a split, verifying both index files against the manifest."""
+def load_split(split_dir: str | os.PathLike, n_train: int | None = None) -> Split:
+    """Load a split, verifying both index files against the manifest (and against ``n_train``)."""
     d = Path(split_dir)
     manifest = read_json(d / MANIFEST, "split")
     arrays = {}
@@ -105,10 +105,29 @@ def load_split(split_dir: str | os.PathLike) -> Split:
             arrays[name] = np.load(path, allow_pickle=False)
         except ValueError as exc:
             raise ArtifactError(f"{path}: unreadable index file ({exc}) (made by rule 'split')") from exc
-    return Split(
+    split = Split(
         manifest["scenario"],
         int(manifest["seed"]),
         arrays["forget.npy"],
         arrays["retain.npy"],
         manifest["forgotten_class"],
     )
+    return split if n_train is None else check_split(split, n_train, str(d))
+
+
+def check_split(split: Split, n_train: int, where: str) -> Split:
+    """Refuse index sets that cannot belong to a train set of ``n_train`` samples."""
+    f, r = split.forget, split.retain
+    if len(f) == 0:
+        raise DataError(f"{where}: the forget set is empty")
+    if len(r) == 0:
+        raise DataError(f"{where}: the retain set is empty; nothing would be left to learn from")
+    if len(f) >= n_train:
+        raise DataError(f"{where}: the forget set ({len(f)}) is as large as the training set ({n_train})")
+    high = max(int(f.max()), int(r.max()))
+    if min(int(f.min()), int(r.min())) < 0 or high >= n_train:
+        raise DataError(f"{where}: indices run outside the training set (0..{n_train - 1}, found {high}); "
+                        "the split was made for another data set (rule 'split')")
+    if len(np.intersect1d(f, r)) or len(f) + len(r) != n_train:
+        raise DataError(f"{where}: forget and retain indices overlap or do not cover the training set (rule 'split')")
+    return split

@@ -34,7 +34,8 @@ def build_for(params: dict[str, Any], session) -> tuple[torch.nn.Module, dict[st
 
 
 def run_train(
-    data: str, role: str, seed: int, threads: int, params: dict[str, Any], out: str, split_dir: str | None = None
+    data: str, role: str, seed: int, threads: int, params: dict[str, Any], out: str, split_dir: str | None = None,
+    code: str | None = None,
 ) -> dict[str, Any]:
     if role not in ROLE_SEED_OFFSET:
         raise ValueError(f"unknown role '{role}'; allowed: {', '.join(ROLE_SEED_OFFSET)}")
@@ -46,7 +47,7 @@ def run_train(
     else:
         if split_dir is None:
             raise ValueError(f"role '{role}' trains on the retain set and needs --split")
-        split = load_split(split_dir)
+        split = load_split(split_dir, len(session.y["train"]))
         x, y = session.subset("train", split.retain)
         split_sha = sha256_file(f"{split_dir}/retain.npy")
     init_seed = seed + ROLE_SEED_OFFSET[role]
@@ -68,6 +69,7 @@ def run_train(
         "seed": seed,
         "init_seed": init_seed,
         "params": params,
+        "code": code,
         "threads": torch.get_num_threads(),
         "device": str(session.device),
         "data_sha256": sha256_file(data),

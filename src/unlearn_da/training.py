@@ -7,6 +7,8 @@ unlearning method (through ``loss_fn`` and the Trainer's hooks).
 from __future__ import annotations
 
 import math
+import os
+import signal
 import sys
 import time
 from typing import Any
@@ -201,7 +203,16 @@ def fit(
         bar.set_postfix(loss=f"{mean_loss:.4f}")
         log(f"{desc}: epoch {epoch + 1}/{epochs} loss {mean_loss:.4f} lr {trainer.lr:.4g} "
             f"({history[-1]['seconds']:.2f}s)")
+        _fault_injection(epoch + 1)
     return {"history": history, "steps": trainer.steps}
+
+
+def _fault_injection(epochs_done: int) -> None:
+    """Test hook: UNLEARN_DA_TEST_KILL_AFTER_EPOCH=N kills this job's whole process group
+    (Snakemake included) with SIGKILL after N epochs, like a power cut in mid-training."""
+    target = os.environ.get("UNLEARN_DA_TEST_KILL_AFTER_EPOCH")
+    if target and epochs_done >= int(target):
+        os.killpg(os.getpgid(0), signal.SIGKILL)
 
 
 @torch.no_grad()

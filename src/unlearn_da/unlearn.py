@@ -37,10 +37,10 @@ def write_steps(rows: list[dict[str, Any]], path: str) -> None:
 
 def run_unlearn(
     data: str, split_dir: str, original: str, method: str, seed: int, threads: int,
-    params: dict[str, Any], out: str, steps_out: str,
+    params: dict[str, Any], out: str, steps_out: str, code: str | None = None,
 ) -> dict[str, Any]:
     session = open_session(data, params, threads)
-    split = load_split(split_dir)
+    split = load_split(split_dir, len(session.y["train"]))
     base_model, base_meta = load_checkpoint(original, "train_original", session.device)
     if session.channels_last:
         base_model = base_model.to(memory_format=torch.channels_last)
@@ -94,6 +94,7 @@ def run_unlearn(
         "spec": base_meta["spec"],
         "seed": seed,
         "params": params,
+        "code": code,
         "threads": torch.get_num_threads(),
         "device": str(session.device),
         "original_sha256": sha256_file(original),

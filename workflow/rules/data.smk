@@ -13,7 +13,7 @@ rule prepare_data:
         code=P.rule_code("prepare_data"),
     shell:
         "python -m unlearn_da prepare-data --dataset {wildcards.dataset}"
-        " --params {params.hp:q} --out {output.data} > {log} 2>&1"
+        " --params {params.hp:q} --code {params.code} --out {output.data} > {log} 2>&1"
 
 
 rule split:

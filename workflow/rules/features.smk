@@ -9,6 +9,8 @@ rule extract_features:
         meta="results/{dataset}-{arch}/{where}/features/{model}.npz.meta.json",
     log:
         "results/{dataset}-{arch}/logs/{where}/features_{model}.log",
+    benchmark:
+        "results/{dataset}-{arch}/benchmarks/{where}/features_{model}.tsv"
     conda:
         ENV
     threads: THREADS
@@ -19,4 +21,5 @@ rule extract_features:
         code=P.rule_code("extract_features"),
     shell:
         "python -m unlearn_da features --data {input.data} --model {input.model:q}"
-        " --threads {threads} --params {params.hp:q} --out {output.features:q} > {log:q} 2>&1"
+        " --threads {threads} --params {params.hp:q} --code {params.code}"
+        " --out {output.features:q} > {log:q} 2>&1"

@@ -8,6 +8,8 @@ rule metrics:
         "results/{dataset}-{arch}/{scenario}/seed{seed}/metrics/{model}.json",
     log:
         "results/{dataset}-{arch}/logs/{scenario}/seed{seed}/metrics_{model}.log",
+    benchmark:
+        "results/{dataset}-{arch}/benchmarks/{scenario}/seed{seed}/metrics_{model}.tsv"
     conda:
         ENV
     params:
@@ -18,4 +20,5 @@ rule metrics:
         "python -m unlearn_da metrics --data {input.data} --split {params.split}"
         " --features {input.features:q} --model-meta {input.model_meta:q}"
         " --model {wildcards.model:q} --scenario {wildcards.scenario}"
-        " --seed {wildcards.seed} --params {params.hp:q} --out {output:q} > {log:q} 2>&1"
+        " --seed {wildcards.seed} --params {params.hp:q} --code {params.code}"
+        " --out {output:q} > {log:q} 2>&1"

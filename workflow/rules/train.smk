@@ -20,7 +20,7 @@ rule train_original:
     shell:
         "python -m unlearn_da train --data {input.data} --role original"
         " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
-        " --out {output.model} > {log} 2>&1"
+        " --code {params.code} --out {output.model} > {log} 2>&1"
 
 
 rule train_retrain:
@@ -47,4 +47,4 @@ rule train_retrain:
     shell:
         "python -m unlearn_da train --data {input.data} --split {params.split}"
         " --role {wildcards.oracle} --seed {wildcards.seed} --threads {threads}"
-        " --params {params.hp:q} --out {output.model} > {log} 2>&1"
+        " --params {params.hp:q} --code {params.code} --out {output.model} > {log} 2>&1"

@@ -26,4 +26,4 @@ rule unlearn:
         "python -m unlearn_da unlearn --data {input.data} --split {params.split}"
         " --original {input.original} --method {wildcards.method:q}"
         " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
-        " --out {output.model} --steps {output.steps} > {log:q} 2>&1"
+        " --code {params.code} --out {output.model} --steps {output.steps} > {log:q} 2>&1"

@@ -20,6 +20,9 @@ from ..models import Classifier
 from ..runtime import autocast
 from ..training import LossFn, Preprocessor, Trainer, batches_per_epoch, shuffled_batches
 
+# loss on a batch's logits: (logits, labels, model) -> (loss, named terms)
+OutputLoss = Callable[[torch.Tensor, torch.Tensor, Classifier], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
 
 class StepRecorder:
     """Per-step loss terms, plus forget/retain accuracy on fixed probe batches every ``log_every`` steps.
@@ -143,30 +146,48 @@ class UnlearnContext:
 
         return wrapped
 
-    def fit(self, which: str, hp: dict[str, Any], loss_fn: LossFn, labels: torch.Tensor | None = None,
+    def fit(self, which: str, hp: dict[str, Any], loss_fn: OutputLoss, labels: torch.Tensor | None = None,
             **hooks: Any) -> None:
-        """Epochs over one set with ``loss_fn`` (plus the DA penalty for ``+da``)."""
+        """Epochs over one set with ``loss_fn(logits, labels, model)``.
+
+        For ``+da`` runs each batch is paired with a batch drawn from the other set
+        (forget with retain and vice versa); one forward pass gives both the logits of
+        the batch and the features the DA penalty compares.
+        """
         x, y = self._get(which)
         if labels is not None:
             y = labels
+        other = "forget" if which == "retain" else "retain"
         bs, epochs = int(hp["batch_size"]), int(hp["epochs"])
         spe = batches_per_epoch(len(y), bs)
         trainer = self.trainer(hp, epochs * spe, spe, **hooks)
-        loss_fn = self.with_da(loss_fn)
         for _ in range(epochs):
             self.model.train()
             if self.da is not None:
                 self.da.on_epoch_start(self.model, self)
             for idx in shuffled_batches(len(y), bs, self.generator):
                 idx = idx.to(self.device)
-                xb = self.prep(x[idx], train=True, generator=self.generator)
+                xb, yb = self.prep(x[idx], train=True, generator=self.generator), y[idx]
                 with self.autocast():
-                    loss, terms = loss_fn(self.model, xb, y[idx])
-                trainer.step(loss, terms)
+                    if self.da is None:
+                        logits, penalty, da_terms = self.model(xb), 0.0, {}
+                    else:
+                        xo, _ = self.sample(other, self.da.batch_size)
+                        z = self.model.features(torch.cat([xb, xo]))
+                        logits = self.model.head(z[: len(xb)])
+                        zb, zo = z[: len(xb)], z[len(xb):]
+                        penalty, da_terms = self.da.penalty(*((zo, zb) if which == "retain" else (zb, zo)))
+                    loss, terms = loss_fn(logits, yb, self.model)
+                trainer.step(loss + penalty, {**terms, **da_terms})
 
 
 def ce(model: Classifier, xb: torch.Tensor, yb: torch.Tensor):
     loss = F.cross_entropy(model(xb), yb)
+    return loss, {"ce": loss}
+
+
+def ce_logits(logits: torch.Tensor, yb: torch.Tensor, model: Classifier):
+    loss = F.cross_entropy(logits, yb)
     return loss, {"ce": loss}
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..models import Classifier
 from ..training import Preprocessor
-from .base import UnlearnContext, ce
+from .base import UnlearnContext, ce_logits
 
 
 def nearest_wrong_labels(model: Classifier, x: torch.Tensor, y: torch.Tensor, prep: Preprocessor, eps: float,
@@ -35,4 +35,4 @@ def nearest_wrong_labels(model: Classifier, x: torch.Tensor, y: torch.Tensor, pr
 def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
     # ctx.prep without train=True applies no augmentation
     new_labels = nearest_wrong_labels(ctx.original, ctx.x_forget, ctx.y_forget, ctx.prep, float(hp["fgsm_eps"]))
-    ctx.fit("forget", hp, ce, labels=new_labels)
+    ctx.fit("forget", hp, ce_logits, labels=new_labels)

@@ -18,6 +18,11 @@ from ..metrics.alignment import eigenspace_of, projected_share, second_moment
 from ..models import Classifier
 
 
+def _full_precision(z: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 features (autocast) -> float32; float32 and float64 stay as they are."""
+    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+
+
 class DARegularizer:
     def __init__(self, cfg: dict[str, Any]):
         self.weight = float(cfg["lambda_da"])
@@ -43,12 +48,12 @@ class DARegularizer:
         n = len(ctx.y_retain)
         idx = torch.randperm(n, generator=ctx.generator)[: min(self.epoch_subset, n)].to(ctx.device)
         with ctx.autocast():
-            z = model.features(ctx.prep(ctx.x_retain[idx])).float()
+            z = _full_precision(model.features(ctx.prep(ctx.x_retain[idx])))
         self._cov, self._mean = second_moment(z, self.center)
         model.train(was_training)
 
     def _space(self, z_retain: torch.Tensor):
-        z = z_retain.float()
+        z = _full_precision(z_retain)
         if self.detach_basis:
             z = z.detach()
         if self.source == "batch" or (self.source == "epoch" and self._cov is None):
@@ -70,7 +75,7 @@ class DARegularizer:
     def loss(self, z_forget: torch.Tensor, z_retain: torch.Tensor) -> torch.Tensor:
         """1 - DA(Z_f, Z_r) for one pair of feature batches (differentiable in Z_f, and in Z_r unless detached)."""
         space = self._space(z_retain)
-        return 1.0 - projected_share(z_forget.float(), space, eps=1e-12)
+        return 1.0 - projected_share(_full_precision(z_forget), space, eps=1e-12)
 
     def penalty(self, z_forget: torch.Tensor, z_retain: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         l_da = self.loss(z_forget, z_retain)

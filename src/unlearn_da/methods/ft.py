@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import UnlearnContext, ce
+from .base import UnlearnContext, ce_logits
 
 
 def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
-    ctx.fit("retain", hp, ce)
+    ctx.fit("retain", hp, ce_logits)

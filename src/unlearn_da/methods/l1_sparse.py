@@ -14,8 +14,8 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
     total = int(hp["epochs"]) * ctx.steps_per_epoch("retain", int(hp["batch_size"]))
     step = {"t": 0}
 
-    def loss_fn(model, xb, yb):
-        ce = F.cross_entropy(model(xb), yb)
+    def loss_fn(logits, yb, model):
+        ce = F.cross_entropy(logits, yb)
         l1 = sum(p.abs().sum() for p in model.parameters())
         weight = alpha * (1 - step["t"] / max(1, total))
         step["t"] += 1

@@ -42,7 +42,7 @@ class ForgetLoss:
             loss = F.cross_entropy(logits, random_wrong_labels(y, self.num_classes, self.generator))
             return loss, {"forget_rl": loss}
         ce = F.cross_entropy(logits, y)
-        if not self.stopped and float(ce) > self.cap:
+        if not self.stopped and float(ce.detach()) > self.cap:
             self.stopped = True
         return (0.0 if self.stopped else -ce), {"forget_ce": ce}
 

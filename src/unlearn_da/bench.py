@@ -1,0 +1,227 @@
+"""`make bench`: throughput and overheads measured on the current machine, as Markdown.
+
+- training-loop throughput (img/s) of each model: the project's ``fit`` against a bare
+  PyTorch loop (same model, batch, optimiser; data already normalised on the device);
+- the cost of the DA metric on 50,000 x 512 features;
+- the no-op rerun time of the default config (``snakemake -n`` and a real no-op run);
+- the time per rule, from the Snakemake ``benchmark:`` files of earlier runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .artifacts import write_text
+
+CASES = [  # (label, arch, channels, size, width, batch, samples per measured epoch)
+    ("smallcnn 8x8 (digits)", "smallcnn", 1, 8, 32, 64, 4096),
+    ("smallcnn 28x28 (Fashion-MNIST)", "smallcnn", 1, 28, 32, 128, 4096),
+    ("resnet18 32x32 (CIFAR)", "resnet18", 3, 32, 32, 128, 384),
+]
+
+
+def _bare_loop(model, x, y, batch: int, lr: float) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    t0 = time.perf_counter()
+    for start in range(0, len(y), batch):
+        loss = F.cross_entropy(model(x[start:start + batch]), y[start:start + batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return len(y) / (time.perf_counter() - t0)
+
+
+def training_throughput(threads: int, repeats: int = 3) -> list[dict]:
+    import torch
+
+    from .models import build_model, model_spec
+    from .runtime import select_device
+    from .training import Preprocessor, fit
+
+    torch.set_num_threads(threads)
+    device = select_device("auto")
+    rows = []
+    for label, arch, c, size, width, batch, n in CASES:
+        if device.type == "cuda":
+            n *= 16
+        gen = torch.Generator().manual_seed(0)
+        x8 = torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8, generator=gen).to(device)
+        y = torch.randint(0, 10, (n,), generator=gen).to(device)
+        prep = Preprocessor(np.full(c, 0.5), np.full(c, 0.25), 255.0, device)
+        xf = prep(x8)
+        spec = model_spec(arch, 10, c, size, width)
+        hp = {"epochs": 1, "batch_size": batch, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+              "schedule": "constant"}
+        ours, bare = [], []
+        for r in range(repeats + 1):  # the first round warms up both loops
+            torch.manual_seed(r)
+            m1 = build_model(spec).to(device)
+            m2 = build_model(spec).to(device)
+            m2.load_state_dict(m1.state_dict())
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fit(m1, x8, y, prep, hp, generator=torch.Generator().manual_seed(r), log=lambda m: None)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t_ours = n / (time.perf_counter() - t0)
+            t_bare = _bare_loop(m2, xf, y, batch, 0.01)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if r:
+                ours.append(t_ours)
+                bare.append(t_bare)
+        rows.append({"model": label, "batch": batch, "device": str(device), "ours": float(np.median(ours)),
+                     "bare": float(np.median(bare))})
+    return rows
+
+
+def da_cost(n: int = 50_000, d: int = 512, n_forget: int = 5_000) -> dict:
+    from .metrics.alignment import dimensional_alignment
+
+    rng = np.random.default_rng(0)
+    zr = rng.standard_normal((n, d), dtype=np.float32)
+    zf = rng.standard_normal((n_forget, d), dtype=np.float32)
+    t0 = time.perf_counter()
+    value = dimensional_alignment(zf, zr)
+    return {"seconds": time.perf_counter() - t0, "value": value, "shape": f"{n}x{d} retain, {n_forget}x{d} forget"}
+
+
+def noop_times(snakemake_bin: str) -> dict:
+    out = {}
+    for label, args in (("dry run (snakemake -n)", ["-n"]), ("no-op run (snakemake --cores 2)", ["--cores", "2"])):
+        t0 = time.perf_counter()
+        proc = subprocess.run([snakemake_bin, *args], capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        nothing = "Nothing to be done" in proc.stdout + proc.stderr
+        out[label] = (seconds, nothing)
+    return out
+
+
+def rule_times(pattern: str = "results/*/benchmarks/**/*.tsv") -> list[dict]:
+    import pandas as pd
+
+    rows = []
+    for path in glob.glob(pattern, recursive=True) + glob.glob("data/prepared/*/benchmarks/*.tsv"):
+        name = Path(path).stem
+        rule = name.split("_")[0] if name.startswith("unlearn_") else name
+        if rule.startswith("train_retrain") or rule.startswith("train_retrain_alt"):
+            rule = "train_retrain"
+        try:
+            seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
+        except (OSError, KeyError, IndexError, ValueError):
+            continue
+        rows.append({"rule": rule, "run": path.split("/")[1], "seconds": seconds})
+    if not rows:
+        return []
+    df = pd.DataFrame(rows)
+    agg = df.groupby(["run", "rule"])["seconds"].agg(["count", "mean", "max", "sum"]).reset_index()
+    return agg.to_dict("records")
+
+
+def paper_estimate(throughput: list[dict]) -> list[str]:
+    """Hours for the CIFAR-10 paper profile at the ResNet-18 throughput measured here."""
+    from .config import load_config
+
+    resnet = next(r for r in throughput if r["model"].startswith("resnet18"))
+    work = workload_images(load_config(["config/cifar10.yaml"]))
+    hours = work["total"] / resnet["ours"] / 3600
+    lines = ["## Cost of the CIFAR-10 paper profile (config/cifar10.yaml) on this machine", "",
+             f"Training-image passes of its DAG (3 seeds, 2 scenarios, {len(load_config(['config/cifar10.yaml'])['unlearn']['methods'])} "
+             "methods, 2 oracles per seed):", "", "| stage | million images |", "|---|---|"]
+    lines += [f"| {k} | {v / 1e6:.1f} |" for k, v in work.items()]
+    lines += ["", f"At the ResNet-18 throughput measured above ({resnet['ours']:.0f} img/s on {resnet['device']}): "
+              f"**{hours:.1f} hours** ({hours / 24:.1f} days) for one device.", ""]
+    return lines
+
+
+def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
+    import torch
+
+    lines = ["# Benchmark", "", f"Machine: {sys.platform}, torch {torch.__version__}, "
+             f"{torch.get_num_threads()} torch threads available, threads used: {threads}, "
+             f"CUDA: {torch.cuda.is_available()}", ""]
+    lines += ["## Training-loop throughput (img/s)", "",
+              "`fit` (uint8 -> normalise on the device, shuffle, schedule, hooks) against a bare loop "
+              "over pre-normalised tensors; same model, batch, optimiser. Median of 3 after a warm-up.", "",
+              "| model | batch | device | ours | bare | ratio |", "|---|---|---|---|---|---|"]
+    throughput = training_throughput(threads)
+    for r in throughput:
+        lines.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r['ours']:.0f} | {r['bare']:.0f} | "
+                     f"{r['ours'] / r['bare']:.2f} |")
+    da = da_cost()
+    lines += ["", "## DA metric", "", f"{da['shape']}: {da['seconds']:.2f} s (DA = {da['value']:.3f})", ""]
+    lines += paper_estimate(throughput)
+    if not skip_noop:
+        bin_dir = Path(sys.executable).parent
+        lines += ["## No-op rerun of the default config", "", "| command | seconds | nothing to do |",
+                  "|---|---|---|"]
+        for label, (sec, nothing) in noop_times(str(bin_dir / "snakemake")).items():
+            lines.append(f"| {label} | {sec:.2f} | {nothing} |")
+        lines.append("")
+    rows = rule_times()
+    lines += ["## Time per rule (Snakemake benchmark files of earlier runs)", ""]
+    if rows:
+        lines += ["| run | rule | jobs | mean s | max s | total s |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['run']} | {r['rule']} | {r['count']} | {r['mean']:.2f} | {r['max']:.2f} | "
+                         f"{r['sum']:.1f} |")
+    else:
+        lines.append("No benchmark files yet: run `make reproduce` first.")
+    text = "\n".join(lines) + "\n"
+    write_text(out, text)
+    return text
+
+
+def workload_images(config: dict) -> dict[str, float]:
+    """Training-image passes (forward + backward) the config's DAG performs, by stage.
+
+    Counts from the config and the data set sizes: epochs x samples seen per epoch for
+    every training and unlearning job, plus forward-only passes (features, teachers)
+    counted as one third of a training pass. Used to turn a measured img/s into hours.
+    """
+    from .config import resolve_method
+    from .datasets import DATASETS
+    from .pipeline import oracle_models
+
+    sizes = {"digits": 1797, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+    info = DATASETS[config["dataset"]]
+    n_all = sizes[config["dataset"]] * (1 - config["data"]["test_fraction"] if not info.has_test_split else 1)
+    n_train = n_all * (1 - config["data"]["val_fraction"])
+    n_test = 10000 if info.has_test_split else sizes["digits"] * config["data"]["test_fraction"]
+    seeds, scenarios = len(config["seeds"]), config["scenarios"]
+    epochs = config["train"]["epochs"]
+    out = {"original": seeds * epochs * n_train}
+    oracles = len(oracle_models(config))
+    out["oracles"] = 0.0
+    out["unlearning"] = 0.0
+    out["features (forward only, /3)"] = 0.0
+    models_per = len(config["unlearn"]["methods"]) + oracles + 1
+    for scen in scenarios:
+        frac = 0.1 if scen.startswith("random") else 1.0 / info.num_classes
+        n_f = n_train * (float(scen[6:]) / 100 if scen.startswith("random") else frac)
+        n_r = n_train - n_f
+        out["oracles"] += seeds * oracles * epochs * n_r
+        for method in config["unlearn"]["methods"]:
+            base, hp, plus_da = resolve_method(config, method)
+            e = hp.get("epochs", 1)
+            per = {"ft": n_r, "ga": n_f, "neggrad_plus": 2 * n_r, "rl": n_train, "salun": n_train + n_f / e,
+                   "boundary_shrink": n_f, "l1_sparse": n_r, "scrub": n_r * 1.33 + n_f * 1.33 / max(1, e),
+                   "bad_teacher": (n_f + 0.3 * n_r) * 1.67, "ssd": (n_train + n_f) / max(1, e),
+                   "muda": n_f * 3.33}[base]
+            if plus_da:
+                per *= 1.5
+            out["unlearning"] += seeds * e * per
+        out["features (forward only, /3)"] += seeds * models_per * (n_all + n_test) / 3
+    out["total"] = sum(out.values())
+    return out

@@ -1,0 +1,37 @@
+"""Every profile validates, and the paper DAG plans on the SLURM profile without a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import copy_project, dry_run_jobs, snakemake
+from unlearn_da.config import load_config, validate_config
+
+PROFILES = [[], ["config/quick.yaml"], ["config/fashion-mnist.yaml"], ["config/cifar10.yaml"],
+            ["config/cifar10.yaml", "config/cifar100.yaml"], ["tests/config/tiny.yaml"]]
+
+
+@pytest.mark.parametrize("files", PROFILES, ids=lambda f: "+".join(Path(p).stem for p in f) or "default")
+def test_profile_is_valid(files):
+    validate_config(load_config(files), sources=["config/config.yaml", *files])
+
+
+def test_cifar10_profile_follows_the_paper_recipe():
+    cfg = load_config(["config/cifar10.yaml"])
+    assert cfg["arch"] == "resnet18" and cfg["data"]["val_fraction"] == 0.1
+    t = cfg["train"]
+    assert (t["epochs"], t["batch_size"], t["lr"], t["momentum"], t["weight_decay"]) == (182, 256, 0.1, 0.9, 5e-4)
+    assert t["augment"] == "crop_flip" and len(cfg["seeds"]) >= 3
+
+
+def test_slurm_profile_plans_the_paper_dag(tmp_path):
+    root = copy_project(tmp_path / "proj")
+    args = ("--workflow-profile", "workflow/profiles/slurm", "--configfile", "config/cifar10.yaml")
+    jobs = dry_run_jobs(root, *args)
+    assert jobs["train_original"] == 3 and jobs["train_retrain"] == 12
+    assert jobs["unlearn"] == 6 * len(load_config(["config/cifar10.yaml"])["unlearn"]["methods"])
+    out = snakemake(root, "-n", *args).stdout
+    train = out[out.index("rule train_original:"):][:2500]
+    assert "slurm_partition=gpu" in train and "gpu=1" in train

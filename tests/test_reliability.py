@@ -1,0 +1,204 @@
+"""Bad input gets a clear error; a crash loses nothing; the same seed gives the same numbers."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import copy_project, env_with_venv, snakemake
+from unlearn_da.artifacts import sha256_file, write_sidecar
+from unlearn_da.config import load_config, validate_config
+from unlearn_da.errors import ArtifactError, ConfigError, DataError
+from unlearn_da.evaluate import load_labels
+from unlearn_da.features import load_features
+from unlearn_da.splits import Split, check_split, make_split
+
+BASE = load_config()
+
+
+def _set(cfg, dotted, value):
+    node = cfg
+    keys = dotted.split(".")
+    for key in keys[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if value is _DELETE:
+        del node[keys[-1]]
+    else:
+        node[keys[-1]] = value
+
+
+_DELETE = object()
+
+# (key, bad value, substrings the message must contain)
+BAD_CONFIGS = [
+    ("train.epochs", "ten", ["train.epochs", "'ten'", "expected integer"]),
+    ("train.epochs", -3, ["train.epochs", "-3", "must be >= 1"]),
+    ("train.lr", 0, ["train.lr", "must be > 0"]),
+    ("train.momentum", 1.5, ["train.momentum", "must be <= 1"]),
+    ("train.schedule", "linear", ["train.schedule", "'linear'", "cosine, multistep, constant"]),
+    ("device", "tpu", ["device", "'tpu'", "auto, cpu, cuda"]),
+    ("dataset", "mnist", ["dataset", "'mnist'", "digits, fashion_mnist, cifar10, cifar100"]),
+    ("arch", "resnet18", ["arch", "resnet18 expects 32x32", "smallcnn"]),
+    ("unlearn.methods", ["ft", "foo"], ["unlearn.methods[1]", "unknown method 'foo'", "allowed: bad_teacher"]),
+    ("unlearn.methods", ["ssd+da"], ["'ssd+da' is not allowed", "no training loop"]),
+    ("scenarios", ["random10", "half"], ["scenarios[1]", "unknown scenario 'half'", "random<P>"]),
+    ("scenarios", ["random0"], ["scenarios[0]", "must be > 0 and < 100"]),
+    ("scenarios", ["random100"], ["scenarios[0]", "must be > 0 and < 100"]),
+    ("scenarios", ["class10"], ["scenarios[0]", "class 10 does not exist", "0..9"]),
+    ("seeds", [0, 0], ["seeds", "non-unique"]),
+    ("seeds", [], ["seeds", "should be non-empty"]),
+    ("threads", 0, ["threads", "must be >= 1"]),
+    ("train.learning_rate", 0.1, ["unknown key(s) learning_rate", "allowed keys:", "lr"]),
+    ("colour", "blue", ["unknown key(s) colour"]),
+    ("data.val_fraction", 1.5, ["data.val_fraction", "must be < 1"]),
+    ("unlearn.muda.forget_loss", "kl", ["unlearn.muda.forget_loss", "none, neg_ce, random_label"]),
+    ("unlearn.variants", {"x": {"base": "muda", "lambda_sd": -1}}, ["unlearn.variants.x.lambda_sd", ">= 0"]),
+    ("unlearn.variants", {"ga": {"base": "ga"}}, ["variant name 'ga' is taken"]),
+    ("tuning.grids", {"ga": {"lr": [0.1, -1]}}, ["tuning.grids.ga.lr", "must be > 0"]),
+    ("evaluation.da.k", 0, ["evaluation.da.k", ">= 1"]),
+    ("unlearn.ft", _DELETE, ["method 'ft' has no hyper-parameter block"]),
+]
+
+
+@pytest.mark.parametrize("key,value,expected", BAD_CONFIGS, ids=[f"{k}={v!r}"[:40] for k, v, _ in BAD_CONFIGS])
+def test_bad_config_is_refused_with_a_clear_message(key, value, expected):
+    cfg = copy.deepcopy(BASE)
+    _set(cfg, key, value)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, sources=["config/config.yaml", "my-overlay.yaml"])
+    msg = str(err.value)
+    for part in expected:
+        assert part in msg, f"{part!r} missing from: {msg}"
+
+
+def test_error_names_the_overlay_file_that_set_the_key(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("train:\n  epochs: -1\n")
+    with pytest.raises(ConfigError, match=r"overlay\.yaml: key 'train\.epochs'"):
+        validate_config(load_config([overlay]), sources=["config/config.yaml", str(overlay)])
+
+
+def test_missing_fashion_data_without_download_is_a_config_error(tmp_path):
+    cfg = copy.deepcopy(BASE)
+    cfg.update(dataset="fashion_mnist")
+    cfg["data"].update(download=False, fashion_mnist_dirs=[str(tmp_path / "nowhere")])
+    with pytest.raises(ConfigError, match="none of these directories exists.*dataset-fashion-mnist"):
+        validate_config(cfg)
+
+
+def test_unparsable_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config([bad])
+
+
+def test_snakemake_refuses_a_bad_config_before_running_anything(tmp_path):
+    root = copy_project(tmp_path / "proj")
+    proc = snakemake(root, "-n", "--config", "device=tpu", check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "key 'device': 'tpu' is not allowed; allowed: auto, cpu, cuda" in out
+
+
+# ---------------------------------------------------------------------------------------- bad files
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "unlearn_da", *args], capture_output=True, text=True,
+                          env=env_with_venv())
+
+
+def test_cli_reports_a_missing_input_in_one_line(tmp_path):
+    proc = _cli("split", "--data", str(tmp_path / "missing.npz"), "--scenario", "random10", "--seed", "0",
+                "--out-dir", str(tmp_path / "s"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'missing.npz'}: file not found (made by rule 'prepare_data')"]
+
+
+def test_truncated_feature_file_names_file_and_rule(tmp_path):
+    path = tmp_path / "f.npz"
+    np.savez(path, **{f"{s}_{k}": np.zeros((3, 2)) for s in ("train", "val", "test") for k in ("features", "logits")})
+    write_sidecar(path, "extract_features", {})
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(ArtifactError, match=r"f\.npz: SHA-256 .*\(made by rule 'extract_features'\)"):
+        load_features(path)
+
+
+def test_feature_file_with_nan_is_refused(tmp_path):
+    path = tmp_path / "f.npz"
+    arrays = {f"{s}_{k}": np.zeros((3, 2)) for s in ("train", "val", "test") for k in ("features", "logits")}
+    arrays["val_features"][1, 1] = np.nan
+    np.savez(path, **arrays)
+    write_sidecar(path, "extract_features", {})
+    with pytest.raises(ArtifactError, match="val_features holds NaN"):
+        load_features(path)
+
+
+def test_missing_sidecar_is_reported(tmp_path, digits_file):
+    copy = tmp_path / "dataset.npz"
+    copy.write_bytes(digits_file.read_bytes())
+    with pytest.raises(ArtifactError, match="sidecar dataset.npz.meta.json is missing"):
+        load_labels(str(copy))
+
+
+def test_corrupted_metrics_json_names_the_rule(tmp_path):
+    from unlearn_da.tables import load_records
+
+    bad = tmp_path / "m.json"
+    bad.write_text('{"model": "ft", "metr')
+    with pytest.raises(ArtifactError, match=r"m\.json: not valid JSON .*rule 'metrics'"):
+        load_records([bad])
+
+
+# ---------------------------------------------------------------------------------------- resource guards
+def test_split_guards():
+    y = np.zeros(50, dtype=int)
+    with pytest.raises(DataError, match="retain set would be empty"):
+        make_split(y, "class0", 0)
+    with pytest.raises(DataError, match="retain set would be empty"):
+        make_split(np.arange(10), "random99.9", 0)
+    with pytest.raises(DataError, match="no train sample"):
+        make_split(np.arange(10) % 2, "class5", 0)
+    split = make_split(np.arange(100) % 10, "random10", 0)
+    with pytest.raises(DataError, match="outside the training set"):
+        check_split(split, 50, "here")
+    with pytest.raises(DataError, match="retain set is empty"):
+        check_split(Split("x", 0, np.arange(3), np.array([], dtype=int), None), 3, "here")
+
+
+# ---------------------------------------------------------------------------------------- crash + determinism
+def _outputs(root: Path) -> tuple[dict[str, str], dict[str, dict]]:
+    run = root / "results" / "digits-smallcnn"
+    shas = {str(p.relative_to(run)): sha256_file(p) for p in sorted(run.rglob("*.pt"))}
+    metrics = {}
+    for p in sorted(run.rglob("metrics/*.json")):
+        values = json.loads(p.read_text())["metrics"]
+        metrics[str(p.relative_to(run))] = {k: v for k, v in values.items() if k not in ("seconds",)}
+    return shas, metrics
+
+
+@pytest.mark.slow
+def test_kill_mid_training_then_rerun_gives_the_uninterrupted_results(tiny_project: Path, tmp_path: Path):
+    root = copy_project(tmp_path / "crash")
+    env = env_with_venv()
+    env["UNLEARN_DA_TEST_KILL_AFTER_EPOCH"] = "1"
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", "2", "--configfile", "tests/config/tiny.yaml"]
+    crashed = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, start_new_session=True)
+    assert crashed.returncode != 0  # SIGKILLed together with its jobs
+    leftovers = [p for p in (root / "results").rglob("*.pt") if not Path(str(p) + ".meta.json").exists()]
+    assert not leftovers, f"half-written checkpoints: {leftovers}"
+    snakemake(root, "--unlock", "--configfile", "tests/config/tiny.yaml")
+    snakemake(root, "--rerun-incomplete", "--configfile", "tests/config/tiny.yaml")
+    shas, metrics = _outputs(root)
+    ref_shas, ref_metrics = _outputs(tiny_project)
+    assert shas == ref_shas  # bit-identical checkpoints: same seed, same threads
+    assert metrics == ref_metrics
+    for meta in (root / "results").rglob("*.pt.meta.json"):
+        rec = json.loads(meta.read_text())
+        assert "seed" in rec and rec["threads"] == 1

@@ -1,0 +1,69 @@
+"""Aggregation: per-seed gaps to the oracle, mean ± std, best/second marks, selection rule."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from unlearn_da.tables import add_oracle_gaps, load_records, rank_marks, run_aggregate, summarise, wide_table
+from unlearn_da.tuning import score_candidates, select
+
+
+def _write(tmp_path, model, seed, **metrics):
+    path = tmp_path / f"{model}-{seed}.json"
+    path.write_text(json.dumps({"model": model, "seed": seed, "scenario": "random10", "metrics": metrics}))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    return [
+        _write(tmp_path, "retrain", 0, UA=10, RA=100, TA=90, MIA=20, seconds=10),
+        _write(tmp_path, "retrain", 1, UA=12, RA=100, TA=92, MIA=22, seconds=10),
+        _write(tmp_path, "a", 0, UA=14, RA=98, TA=90, MIA=20, seconds=1),   # gaps 4, 2, 0, 0 -> 1.5
+        _write(tmp_path, "a", 1, UA=12, RA=100, TA=88, MIA=26, seconds=2),  # gaps 0, 0, 4, 4 -> 2.0
+        _write(tmp_path, "b", 0, UA=0, RA=100, TA=90, MIA=0, seconds=5),    # gaps 10, 0, 0, 20 -> 7.5
+        _write(tmp_path, "b", 1, UA=0, RA=100, TA=92, MIA=0, seconds=5),    # gaps 12, 0, 0, 22 -> 8.5
+    ]
+
+
+def test_gaps_are_per_seed_then_averaged(files):
+    long = add_oracle_gaps(load_records(files))
+    stats = summarise(long, ["retrain", "a", "b"]).set_index(["model", "metric"])
+    assert stats.loc[("a", "avg_gap"), "mean"] == pytest.approx(1.75)
+    assert stats.loc[("b", "avg_gap"), "mean"] == pytest.approx(8.0)
+    assert stats.loc[("a", "gap_UA"), "mean"] == pytest.approx(2.0)
+    assert stats.loc[("a", "RTE"), "mean"] == pytest.approx(0.15)
+    assert stats.loc[("retrain", "avg_gap"), "mean"] == 0.0
+    assert stats.loc[("b", "UA"), "std"] == 0.0 and stats.loc[("a", "UA"), "std"] == pytest.approx(1.4142, 1e-3)
+
+
+def test_best_and_second_marks(files):
+    long = add_oracle_gaps(load_records(files))
+    wide = wide_table(summarise(long, ["retrain", "a", "b"]), ["UA", "avg_gap", "seconds"])
+    marks = rank_marks(wide, ["UA", "avg_gap", "seconds"])
+    assert marks[("a", "avg_gap")] == "best" and marks[("b", "avg_gap")] == "second"
+    assert marks[("a", "seconds")] == "best"
+    assert ("retrain", "UA") not in marks
+
+
+def test_aggregate_writes_every_format(files, tmp_path):
+    run_aggregate([str(f) for f in files], ["retrain", "a", "b"], "random10", "toy", str(tmp_path / "out"))
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "Retrain (oracle)" in md and "**1.75 ± 0.35**" in md
+    assert r"\textbf{" in (tmp_path / "out" / "table.tex").read_text()
+    table = pd.read_csv(tmp_path / "out" / "table.csv")
+    assert list(table["model"]) == ["retrain", "a", "b"]
+
+
+def test_selection_picks_the_smallest_validation_gap():
+    oracle = {"UA": 10, "RA": 100, "val_acc": 90, "MIA_val": 20}
+    recs = [{"model": "retrain", "scenario": "s", "seed": 0, "metrics": oracle},
+            {"model": "ga__t00", "scenario": "s", "seed": 0, "metrics": {**oracle, "UA": 30}},
+            {"model": "ga__t01", "scenario": "s", "seed": 0, "metrics": {**oracle, "UA": 14}}]
+    cands = {"ga__t00": {"base": "ga", "lr": 0.1}, "ga__t01": {"base": "ga", "lr": 0.01}}
+    chosen = select(score_candidates(recs, cands), cands)
+    assert chosen["ga"]["candidate"] == "ga__t01" and chosen["ga"]["values"] == {"lr": 0.01}
+    assert chosen["ga"]["score"] == pytest.approx(1.0)
