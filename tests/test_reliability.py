@@ -175,7 +175,8 @@ def test_split_guards():
 # ---------------------------------------------------------------------------------------- crash + determinism
 def _outputs(root: Path) -> tuple[dict[str, str], dict[str, dict]]:
     run = root / "results" / "digits-smallcnn"
-    shas = {str(p.relative_to(run)): sha256_file(p) for p in sorted(run.rglob("*.pt"))}
+    shas = {str(p.relative_to(run)): sha256_file(p) for p in sorted(run.rglob("*.pt")) + sorted(run.rglob("*.npz"))}
+    shas["dataset.npz"] = sha256_file(root / "data" / "prepared" / "digits" / "dataset.npz")
     metrics = {}
     for p in sorted(run.rglob("metrics/*.json")):
         values = json.loads(p.read_text())["metrics"]
@@ -197,7 +198,7 @@ def test_kill_mid_training_then_rerun_gives_the_uninterrupted_results(tiny_proje
     snakemake(root, "--rerun-incomplete", "--configfile", "tests/config/tiny.yaml")
     shas, metrics = _outputs(root)
     ref_shas, ref_metrics = _outputs(tiny_project)
-    assert shas == ref_shas  # bit-identical checkpoints: same seed, same threads
+    assert len(shas) == 23 and shas == ref_shas  # bit-identical checkpoints and features: same seed, same threads
     assert metrics == ref_metrics
     for meta in (root / "results").rglob("*.pt.meta.json"):
         rec = json.loads(meta.read_text())

@@ -78,6 +78,24 @@ def read_json(path: str | os.PathLike, made_by: str | None = None) -> Any:
         ) from exc
 
 
+def save_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
+    """Write arrays as an uncompressed ``.npz`` atomically, byte-for-byte reproducible.
+
+    ``numpy.savez`` stamps each member with the current time, so identical arrays
+    would give different files (and checksums); here every member gets a fixed date.
+    """
+    import zipfile
+
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, array in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with zf.open(info, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

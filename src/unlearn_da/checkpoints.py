@@ -18,7 +18,10 @@ def save_checkpoint(model: Classifier, path: str | os.PathLike, made_by: str, me
         raise ValueError("checkpoint meta needs the model 'spec' to rebuild the model")
     state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        # a file object, not the (random) temporary name: torch.save names the archive's
+        # root folder after a path, which would make identical weights differ in bytes
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
     return write_sidecar(path, made_by, meta)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import atomic_path, verify_artifact, write_sidecar
+from .artifacts import save_npz, verify_artifact, write_sidecar
 from .datasets import DatasetInfo, dataset_info
 from .errors import DataError
 
@@ -203,9 +203,7 @@ def prepare(name: str, params: dict[str, Any], out: str | os.PathLike, raw_dir: 
         "mean": mean,
         "std": std,
     }
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    save_npz(out, arrays)
     meta = {
         "dataset": name,
         "params": params,

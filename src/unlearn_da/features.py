@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import atomic_path, sha256_file, verify_artifact, write_sidecar
+from .artifacts import save_npz, sha256_file, verify_artifact, write_sidecar
 from .errors import ArtifactError
 
 SPLITS = ("train", "val", "test")
@@ -51,9 +51,7 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
                 f"{model_path}: the model produces non-finite {key} (NaN/inf); the method diverged "
                 f"(made by rule '{rule_for_model(name)}'); lower its learning rate"
             )
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    save_npz(out, arrays)
     print(f"features of {name}: dim {arrays['train_features'].shape[1]}, "
           f"{sum(len(arrays[f'{s}_logits']) for s in SPLITS)} samples", file=sys.stderr)
     return write_sidecar(out, "extract_features", {
