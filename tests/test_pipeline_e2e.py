@@ -84,3 +84,12 @@ def test_rule_code_hashes_cover_every_module_a_job_runs(tmp_path: Path):
             problems.add(f"{rec['command']} ({rec['method']}) imports {sorted(missing)}, not in its code hash")
     assert not problems, "\n".join(sorted(problems))
     assert seen == set(rule_of) | {"unlearn"}
+
+
+def test_html_report_is_self_contained(tiny_project: Path):
+    snakemake(tiny_project, *TINY, "--report", "report.html")
+    html = (tiny_project / "report.html").read_text()
+    for fig in P.FIGURES:
+        assert f"{fig}.png" in html
+    assert "table.md" in html and "table_features.csv" in html
+    assert "src=\"http" not in html  # nothing fetched from the network

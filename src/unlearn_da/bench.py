@@ -38,6 +38,8 @@ def _bare_loop(model, x, y, batch: int, lr: float) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
     return len(y) / (time.perf_counter() - t0)
 
 
@@ -63,21 +65,29 @@ def training_throughput(threads: int, repeats: int = 3) -> list[dict]:
         hp = {"epochs": 1, "batch_size": batch, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
               "schedule": "constant"}
         ours, bare = [], []
-        for r in range(repeats + 1):  # the first round warms up both loops
+        for r in range(repeats + 2):  # the first round warms up both loops
             torch.manual_seed(r)
             m1 = build_model(spec).to(device)
             m2 = build_model(spec).to(device)
             m2.load_state_dict(m1.state_dict())
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fit(m1, x8, y, prep, hp, generator=torch.Generator().manual_seed(r), log=lambda m: None)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t_ours = n / (time.perf_counter() - t0)
-            t_bare = _bare_loop(m2, xf, y, batch, 0.01)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            def run_ours():
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fit(m1, x8, y, prep, hp, generator=torch.Generator().manual_seed(r), log=lambda m: None)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                return n / (time.perf_counter() - t0)
+
+            def run_bare():
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                return _bare_loop(m2, xf, y, batch, 0.01)
+
+            if r % 2:  # alternate the order so neither loop always runs first
+                t_ours, t_bare = run_ours(), run_bare()
+            else:
+                t_bare, t_ours = run_bare(), run_ours()
             if r:
                 ours.append(t_ours)
                 bare.append(t_bare)
@@ -114,14 +124,16 @@ def rule_times(pattern: str = "results/*/benchmarks/**/*.tsv") -> list[dict]:
     rows = []
     for path in glob.glob(pattern, recursive=True) + glob.glob("data/prepared/*/benchmarks/*.tsv"):
         name = Path(path).stem
-        rule = name.split("_")[0] if name.startswith("unlearn_") else name
-        if rule.startswith("train_retrain") or rule.startswith("train_retrain_alt"):
-            rule = "train_retrain"
+        rule = next((r for r in ("train_original", "train_retrain", "unlearn", "features", "metrics",
+                                 "prepare_data") if name.startswith(r)), name)
+        if rule == "unlearn" and "__t" in name:
+            rule = "unlearn (tuning candidates)"
         try:
             seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
         except (OSError, KeyError, IndexError, ValueError):
             continue
-        rows.append({"rule": rule, "run": path.split("/")[1], "seconds": seconds})
+        rows.append({"rule": rule, "run": path.split("/")[2] if path.startswith("data/") else path.split("/")[1],
+                     "seconds": seconds})
     if not rows:
         return []
     df = pd.DataFrame(rows)
@@ -153,7 +165,8 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
              f"CUDA: {torch.cuda.is_available()}", ""]
     lines += ["## Training-loop throughput (img/s)", "",
               "`fit` (uint8 -> normalise on the device, shuffle, schedule, hooks) against a bare loop "
-              "over pre-normalised tensors; same model, batch, optimiser. Median of 3 after a warm-up.", "",
+              "over pre-normalised tensors; same model, batch, optimiser. Median of 4 rounds (alternating which "
+              "loop goes first) after a warm-up.", "",
               "| model | batch | device | ours | bare | ratio |", "|---|---|---|---|---|---|"]
     throughput = training_throughput(threads)
     for r in throughput:

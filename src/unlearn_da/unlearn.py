@@ -56,7 +56,7 @@ def run_unlearn(
     pr = torch.randperm(len(yr), generator=probe_gen)[:n_probe].to(session.device)
     eval_prep = session.preprocessor()
     recorder = StepRecorder(model, {"forget": (xf[pf], yf[pf]), "retain": (xr[pr], yr[pr])},
-                            eval_prep, int(params["log_every"]), session.amp)
+                            eval_prep, int(params["log_every"]), session.amp, log=log)
     plus_da = method_base(method)[1]
     da = None
     if plus_da:

@@ -31,8 +31,9 @@ class StepRecorder:
     """
 
     def __init__(self, model: Classifier, probes: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                 prep: Preprocessor, log_every: int, amp: bool = False):
-        self.model, self.probes, self.prep = model, probes, prep
+                 prep: Preprocessor, log_every: int, amp: bool = False,
+                 log: Callable[[str], None] | None = None):
+        self.model, self.probes, self.prep, self.log = model, probes, prep, log
         self.log_every, self.amp = max(1, int(log_every)), amp
         self.rows: list[dict[str, Any]] = []
         self.step = 0
@@ -62,6 +63,9 @@ class StepRecorder:
             self.eval_seconds += time.perf_counter() - t0
             row.update(self.probe_accuracy())
             self.rows.append(row)
+            if self.log is not None:  # progress in the job's log
+                self.log(f"step {self.step} [{self.phase}]: "
+                         + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("step", "phase")))
 
     def initial(self) -> None:
         """Record the starting point (step 0) before any update."""
