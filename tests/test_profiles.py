@@ -35,3 +35,15 @@ def test_slurm_profile_plans_the_paper_dag(tmp_path):
     out = snakemake(root, "-n", *args).stdout
     train = out[out.index("rule train_original:"):][:2500]
     assert "slurm_partition=gpu" in train and "gpu=1" in train
+
+
+def test_workload_estimate_scales_with_the_config():
+    from unlearn_da.bench import workload_images
+
+    one = workload_images(load_config(["config/cifar10.yaml"]))
+    more = load_config(["config/cifar10.yaml"])
+    more["seeds"] = [0, 1, 2, 3, 4, 5]
+    two = workload_images(more)
+    assert two["original"] == pytest.approx(2 * one["original"]) and two["total"] == pytest.approx(2 * one["total"])
+    # 3 seeds x 182 epochs x 45,000 training images for the original models
+    assert one["original"] == pytest.approx(3 * 182 * 45000)

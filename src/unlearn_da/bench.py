@@ -43,12 +43,35 @@ def _bare_loop(model, x, y, batch: int, lr: float) -> float:
     return len(y) / (time.perf_counter() - t0)
 
 
+def _our_loop(model, x8, y, prep, hp: dict, seed: int) -> float:
+    """img/s of the project's ``fit`` for one epoch."""
+    import torch
+
+    from .training import fit
+
+    if x8.is_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fit(model, x8, y, prep, hp, generator=torch.Generator().manual_seed(seed), log=lambda m: None)
+    if x8.is_cuda:
+        torch.cuda.synchronize()
+    return len(y) / (time.perf_counter() - t0)
+
+
+def _timed_bare(model, xf, y, batch: int) -> float:
+    import torch
+
+    if xf.is_cuda:
+        torch.cuda.synchronize()
+    return _bare_loop(model, xf, y, batch, 0.01)
+
+
 def training_throughput(threads: int, repeats: int = 3) -> list[dict]:
     import torch
 
     from .models import build_model, model_spec
     from .runtime import select_device
-    from .training import Preprocessor, fit
+    from .training import Preprocessor
 
     torch.set_num_threads(threads)
     device = select_device("auto")
@@ -70,24 +93,12 @@ def training_throughput(threads: int, repeats: int = 3) -> list[dict]:
             m1 = build_model(spec).to(device)
             m2 = build_model(spec).to(device)
             m2.load_state_dict(m1.state_dict())
-            def run_ours():
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                fit(m1, x8, y, prep, hp, generator=torch.Generator().manual_seed(r), log=lambda m: None)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                return n / (time.perf_counter() - t0)
-
-            def run_bare():
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                return _bare_loop(m2, xf, y, batch, 0.01)
-
             if r % 2:  # alternate the order so neither loop always runs first
-                t_ours, t_bare = run_ours(), run_bare()
+                t_ours = _our_loop(m1, x8, y, prep, hp, r)
+                t_bare = _timed_bare(m2, xf, y, batch)
             else:
-                t_bare, t_ours = run_bare(), run_ours()
+                t_bare = _timed_bare(m2, xf, y, batch)
+                t_ours = _our_loop(m1, x8, y, prep, hp, r)
             if r:
                 ours.append(t_ours)
                 bare.append(t_bare)

@@ -128,7 +128,7 @@ def _describe_error(err: Any, root: dict) -> str:
     if validator == "required":
         return err.message
     if validator in ("minItems", "uniqueItems", "maxItems"):
-        return f"{err.instance!r}: {err.message}"
+        return err.message
     return err.message
 
 
@@ -209,13 +209,17 @@ def method_names(schema: dict | None = None) -> list[str]:
 
 
 def _variant_problems(config: dict, schema: dict, name: str, spec: dict,
-                      sources: Sequence[str | Path]) -> list[str]:
-    """Validate a variant's merged hyper-parameters against its base method's schema block."""
+                      sources: Sequence[str | Path], where: Sequence[str] | None = None) -> list[str]:
+    """Validate a variant's merged hyper-parameters against its base method's schema block.
+
+    Problems are reported under ``where`` (default ``unlearn.variants.<name>``).
+    """
     import jsonschema
 
+    where = list(where) if where is not None else ["unlearn", "variants", name]
     base = spec["base"]
     if base not in config["unlearn"]:
-        return [_problem(["unlearn", "variants", name, "base"],
+        return [_problem(where + ["base"] if where[0] == "unlearn" else where,
                          f"base method '{base}' has no hyper-parameter block 'unlearn.{base}'", sources)]
     overrides = {k: v for k, v in spec.items() if k != "base"}
     probe = copy.deepcopy(config)
@@ -225,8 +229,7 @@ def _variant_problems(config: dict, schema: dict, name: str, spec: dict,
     for err in validator.iter_errors(probe):
         path = list(err.absolute_path)
         if path[:2] == ["unlearn", base]:
-            key = ["unlearn", "variants", name] + path[2:]
-            out.append(_problem(key, _describe_error(err, schema), sources))
+            out.append(_problem(where + path[2:], _describe_error(err, schema), sources))
     return out
 
 
@@ -279,8 +282,8 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
         checked: set[str] = set()
         for key, values in grid.items():
             for value in values:
-                for p in _variant_problems(config, schema, "grid", {"base": method, **first, key: value}, sources):
-                    msg = p.replace("unlearn.variants.grid", f"tuning.grids.{method}")
+                for msg in _variant_problems(config, schema, "grid", {"base": method, **first, key: value}, sources,
+                                             where=["tuning", "grids", method]):
                     if msg not in checked:
                         checked.add(msg)
                         problems.append(msg)
