@@ -26,15 +26,18 @@ CASES = [  # (label, arch, channels, size, width, batch, samples per measured ep
 ]
 
 
-def _bare_loop(model, x, y, batch: int, lr: float) -> float:
+def _bare_loop(model, x, y, batch: int, lr: float, amp: bool = False) -> float:
     import torch
     import torch.nn.functional as F
+
+    from .runtime import autocast
 
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     model.train()
     t0 = time.perf_counter()
     for start in range(0, len(y), batch):
-        loss = F.cross_entropy(model(x[start:start + batch]), y[start:start + batch])
+        with autocast(x.device, amp):
+            loss = F.cross_entropy(model(x[start:start + batch]), y[start:start + batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -43,7 +46,7 @@ def _bare_loop(model, x, y, batch: int, lr: float) -> float:
     return len(y) / (time.perf_counter() - t0)
 
 
-def _our_loop(model, x8, y, prep, hp: dict, seed: int) -> float:
+def _our_loop(model, x8, y, prep, hp: dict, seed: int, amp: bool = False) -> float:
     """img/s of the project's ``fit`` for one epoch."""
     import torch
 
@@ -52,29 +55,31 @@ def _our_loop(model, x8, y, prep, hp: dict, seed: int) -> float:
     if x8.is_cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    fit(model, x8, y, prep, hp, generator=torch.Generator().manual_seed(seed), log=lambda m: None)
+    fit(model, x8, y, prep, hp, generator=torch.Generator().manual_seed(seed), amp=amp, log=lambda m: None)
     if x8.is_cuda:
         torch.cuda.synchronize()
     return len(y) / (time.perf_counter() - t0)
 
 
-def _timed_bare(model, xf, y, batch: int) -> float:
+def _timed_bare(model, xf, y, batch: int, amp: bool = False) -> float:
     import torch
 
     if xf.is_cuda:
         torch.cuda.synchronize()
-    return _bare_loop(model, xf, y, batch, 0.01)
+    return _bare_loop(model, xf, y, batch, 0.01, amp)
 
 
 def training_throughput(threads: int, repeats: int = 3) -> list[dict]:
     import torch
 
     from .models import build_model, model_spec
-    from .runtime import select_device
+    from .runtime import amp_default, channels_last_default, select_device
     from .training import Preprocessor
 
     torch.set_num_threads(threads)
     device = select_device("auto")
+    # the pipeline's 'auto' precision settings on this device, in both loops
+    amp, cl = amp_default(device), channels_last_default(device)
     rows = []
     for label, arch, c, size, width, batch, n in CASES:
         if device.type == "cuda":
@@ -82,7 +87,7 @@ def training_throughput(threads: int, repeats: int = 3) -> list[dict]:
         gen = torch.Generator().manual_seed(0)
         x8 = torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8, generator=gen).to(device)
         y = torch.randint(0, 10, (n,), generator=gen).to(device)
-        prep = Preprocessor(np.full(c, 0.5), np.full(c, 0.25), 255.0, device)
+        prep = Preprocessor(np.full(c, 0.5), np.full(c, 0.25), 255.0, device, channels_last=cl)
         xf = prep(x8)
         spec = model_spec(arch, 10, c, size, width)
         hp = {"epochs": 1, "batch_size": batch, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
@@ -93,16 +98,19 @@ def training_throughput(threads: int, repeats: int = 3) -> list[dict]:
             m1 = build_model(spec).to(device)
             m2 = build_model(spec).to(device)
             m2.load_state_dict(m1.state_dict())
+            if cl:
+                m1, m2 = (m.to(memory_format=torch.channels_last) for m in (m1, m2))
             if r % 2:  # alternate the order so neither loop always runs first
-                t_ours = _our_loop(m1, x8, y, prep, hp, r)
-                t_bare = _timed_bare(m2, xf, y, batch)
+                t_ours = _our_loop(m1, x8, y, prep, hp, r, amp)
+                t_bare = _timed_bare(m2, xf, y, batch, amp)
             else:
-                t_bare = _timed_bare(m2, xf, y, batch)
-                t_ours = _our_loop(m1, x8, y, prep, hp, r)
+                t_bare = _timed_bare(m2, xf, y, batch, amp)
+                t_ours = _our_loop(m1, x8, y, prep, hp, r, amp)
             if r:
                 ours.append(t_ours)
                 bare.append(t_bare)
-        rows.append({"model": label, "batch": batch, "device": str(device), "ours": float(np.median(ours)),
+        rows.append({"model": label, "batch": batch, "device": str(device),
+                     "precision": ("bf16" if amp else "fp32") + (", channels_last" if cl else ""), "ours": float(np.median(ours)),
                      "bare": float(np.median(bare))})
     return rows
 
@@ -178,10 +186,11 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
               "`fit` (uint8 -> normalise on the device, shuffle, schedule, hooks) against a bare loop "
               "over pre-normalised tensors; same model, batch, optimiser. Median of 4 rounds (alternating which "
               "loop goes first) after a warm-up.", "",
-              "| model | batch | device | ours | bare | ratio |", "|---|---|---|---|---|---|"]
+              "| model | batch | device | precision | ours | bare | ratio |", "|---|---|---|---|---|---|---|"]
     throughput = training_throughput(threads)
     for r in throughput:
-        lines.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r['ours']:.0f} | {r['bare']:.0f} | "
+        lines.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r['precision']} | {r['ours']:.0f} | "
+                     f"{r['bare']:.0f} | "
                      f"{r['ours'] / r['bare']:.2f} |")
     da = da_cost()
     lines += ["", "## DA metric", "", f"{da['shape']}: {da['seconds']:.2f} s (DA = {da['value']:.3f})", ""]

@@ -43,8 +43,8 @@ def open_session(data_path: str, params: dict[str, Any], threads: int) -> Sessio
     y = {s: torch.from_numpy(getattr(data, f"y_{s}")).to(device) for s in ("train", "val", "test")}
     return Session(
         device=device,
-        amp=runtime.resolve_switch(precision["amp"], device),
-        channels_last=runtime.resolve_switch(precision["channels_last"], device),
+        amp=runtime.resolve_switch(precision["amp"], runtime.amp_default(device)),
+        channels_last=runtime.resolve_switch(precision["channels_last"], runtime.channels_last_default(device)),
         data=data,
         x=x,
         y=y,
