@@ -51,7 +51,7 @@ pull: venv
 	dvc pull
 	dvc status
 	$(MAKE) --no-print-directory verify
-	$(SNAKEMAKE) --touch
+	$(SNAKEMAKE) --touch --forceall
 
 verify: venv
 	python -m unlearn_da verify $(if $(PROFILE),--configfile $(PROFILE))

@@ -71,8 +71,16 @@ def test_pull_into_fresh_clone_reuses_every_model(shared):
     assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
     verified = sh(clone, str(BIN / "python"), "-m", "unlearn_da", "verify", "--configfile", TINY)
     assert "all match" in verified.stdout
-    snakemake(clone, "--touch", "--configfile", TINY)
-    assert dry_run_jobs(clone, "--configfile", TINY) == {}
+    snakemake(clone, "--touch", "--forceall", "--configfile", TINY)  # what `make pull` runs
+    dry = snakemake(clone, "-n", "--configfile", TINY)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    # every job's params and code are now in Snakemake's metadata: none missing ...
+    assert "missing provenance/metadata" not in dry.stdout + dry.stderr
+    # ... so a config change after the pull reruns exactly what it affects, as in a clone that trained
+    overlay = clone / "lr.yaml"
+    overlay.write_text("unlearn:\n  ga:\n    lr: 0.0005\n")
+    assert dry_run_jobs(clone, "--configfile", TINY, str(overlay)) == {
+        "unlearn": 2, "extract_features": 2, "metrics": 2, "aggregate": 2, "plots": 2, "all": 1}
     # a pulled checkpoint loads and reproduces its pulled metrics
     rel = "results/digits-smallcnn/class0/seed0"
     out = clone / "recheck"
