@@ -67,3 +67,14 @@ def test_selection_picks_the_smallest_validation_gap():
     chosen = select(score_candidates(recs, cands), cands)
     assert chosen["ga"]["candidate"] == "ga__t01" and chosen["ga"]["values"] == {"lr": 0.01}
     assert chosen["ga"]["score"] == pytest.approx(1.0)
+
+
+def test_tradeoff_zoom_window_stays_on_the_percent_scale_and_merges_coinciding_labels():
+    from unlearn_da.plots import _label_groups, _percent_limits
+
+    lo, hi = _percent_limits(99.9, 2.0)  # an oracle at the top of the scale
+    assert hi < 100.5 and lo < 99.9 < hi and hi - lo == pytest.approx(4.0)
+    lo, hi = _percent_limits(0.5, 2.0)
+    assert lo > -0.5 and lo < 0.5 < hi
+    groups = _label_groups({"a": (100.0, 88.0), "b": (100.0, 88.01), "c": (90.0, 50.0)}, (0.5, 0.5))
+    assert sorted(text for _, _, text in groups) == ["a, b", "c"]

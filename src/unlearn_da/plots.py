@@ -208,36 +208,104 @@ def stability_grid(steps: dict[str, pd.DataFrame], title: str, out: str | Path) 
     plt.close(fig)
 
 
+def _short_label(model: str) -> str:
+    return {"retrain": "oracle", "retrain_alt": "2nd oracle", "original": "original"}.get(model, model)
+
+
+def _percent_limits(centre: float, half: float) -> tuple[float, float]:
+    """A zoom window on a percent axis, slid to stay within [0, 100] plus a small margin."""
+    margin = 0.12 * half
+    lo, hi = centre - half, centre + half
+    if hi > 100 + margin:
+        lo, hi = lo - (hi - 100 - margin), 100 + margin
+    if lo < -margin:
+        lo, hi = -margin, hi + (-margin - lo)
+    return lo, hi
+
+
+def _zoom_half_widths(xs: np.ndarray, ys: np.ndarray, ox: float, oy: float, share: float = 0.5) -> tuple[float, float]:
+    """Half-widths of a window around the oracle holding about ``share`` of the models on each axis."""
+    def half(values: np.ndarray, centre: float) -> float:
+        dist = np.abs(values - centre)
+        return float(max(0.25, 1.3 * np.quantile(dist, share))) if len(dist) else 1.0
+
+    return half(xs, ox), half(ys, oy)
+
+
+def _label_groups(points: dict[str, tuple[float, float]], cell: tuple[float, float]) -> list[tuple[float, float, str]]:
+    """Merge the labels of points that would print on top of each other (same grid cell)."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    where: dict[tuple[int, int], tuple[float, float]] = {}
+    for name, (x, y) in points.items():
+        key = (int(np.floor(x / cell[0])), int(np.floor(y / cell[1])))
+        groups.setdefault(key, []).append(name)
+        where.setdefault(key, (x, y))
+    out = []
+    for key, names in groups.items():
+        lines = [", ".join(names[i:i + 3]) for i in range(0, len(names), 3)]
+        out.append((*where[key], "\n".join(lines)))
+    return out
+
+
 def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | Path) -> None:
-    """UA vs TA and MIA vs RA (mean ± std over seeds), every point labelled; the oracle as a black star."""
+    """UA vs TA and MIA vs RA (mean ± std over seeds); the oracle as a black star.
+
+    Top row: every model, labels for those outside the zoom window (dashed box). Bottom row:
+    the window around the oracle, where most methods sit, with their labels (names of points
+    that coincide are merged into one label).
+    """
     plt, _ = _setup()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
     stats = long.groupby(["model", "metric"])["value"].agg(["mean", "std"]).fillna(0.0)
     present = _ordered(models, set(long["model"]))
     pairs = [(x, y) for x, y in (("UA", "TA"), ("MIA", "RA")) if (present[0], x) in stats.index]
-    fig, axes = plt.subplots(1, len(pairs), figsize=(6.2 * len(pairs), 5.0), squeeze=False)
+    fig, axes = plt.subplots(2, len(pairs), figsize=(6.4 * len(pairs), 10.0), squeeze=False)
     markers = {"oracle": "*", "reference": "s", "method": "o", "method + DA": "D"}
-    for ax, (xm, ym) in zip(axes[0], pairs, strict=True):
-        for model in present:
-            if (model, xm) not in stats.index or (model, ym) not in stats.index:
-                continue
-            x, y = stats.loc[(model, xm)], stats.loc[(model, ym)]
-            kind = _kind(model)
-            ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt=markers[kind],
-                        markersize=15 if kind == "oracle" else 6, color=KIND_COLORS[kind], capsize=2,
-                        zorder=5 if kind == "oracle" else 2, alpha=0.9)
-            if kind != "oracle":
-                ax.annotate(model_label(model).split(",")[0], (x["mean"], y["mean"]), fontsize=7,
-                            xytext=(4, 3), textcoords="offset points", color="0.2")
-        ax.set_xlabel(f"{METRICS[xm].header} (%)")
-        ax.set_ylabel(f"{METRICS[ym].header} (%)")
-        ax.set_title(f"{METRICS[ym].header} against {METRICS[xm].header}")
-    from matplotlib.lines import Line2D
-
+    for col, (xm, ym) in enumerate(pairs):
+        shown = [m for m in present if (m, xm) in stats.index and (m, ym) in stats.index]
+        mean = {m: (float(stats.loc[(m, xm), "mean"]), float(stats.loc[(m, ym), "mean"])) for m in shown}
+        ox, oy = mean.get("retrain", next(iter(mean.values())))
+        others = [m for m in shown if m != "retrain"]
+        wx, wy = _zoom_half_widths(np.array([mean[m][0] for m in others]), np.array([mean[m][1] for m in others]),
+                                   ox, oy)
+        (x_lo, x_hi), (y_lo, y_hi) = _percent_limits(ox, wx), _percent_limits(oy, wy)
+        inside = {m for m in others if x_lo <= mean[m][0] <= x_hi and y_lo <= mean[m][1] <= y_hi}
+        for row, ax in enumerate(axes[:, col]):
+            for model in shown:
+                x, y = stats.loc[(model, xm)], stats.loc[(model, ym)]
+                kind = _kind(model)
+                ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt=markers[kind],
+                            markersize=15 if kind == "oracle" else 6, color=KIND_COLORS[kind], capsize=2,
+                            zorder=5 if kind == "oracle" else 2, alpha=0.9)
+            if row == 0:
+                labelled = {m: mean[m] for m in others if m not in inside}
+                ax.add_patch(Rectangle((x_lo, y_lo), x_hi - x_lo, y_hi - y_lo, fill=False, linestyle="--",
+                                       edgecolor="0.4", zorder=1))
+                ax.set_title(f"{METRICS[ym].header} against {METRICS[xm].header}: all models "
+                             f"(dashed box: zoom below)")
+                cell = (max(1e-9, np.ptp([v[0] for v in mean.values()]) / 25),
+                        max(1e-9, np.ptp([v[1] for v in mean.values()]) / 25))
+            else:
+                labelled = {m: mean[m] for m in inside}
+                ax.set_xlim(x_lo, x_hi)
+                ax.set_ylim(y_lo, y_hi)
+                hidden = len(others) - len(inside)
+                ax.set_title(f"zoom around the oracle ({hidden} model(s) outside, see above)")
+                cell = (wx / 12, wy / 12)
+            x_mid = float(np.mean(ax.get_xlim()))
+            for x, y, text in _label_groups({_short_label(m): xy for m, xy in labelled.items()}, cell):
+                left = x > x_mid  # labels point inwards so they stay inside the axes
+                ax.annotate(text, (x, y), fontsize=6.5, xytext=(-6 if left else 6, 3), textcoords="offset points",
+                            ha="right" if left else "left", color="0.2", clip_on=True)
+            ax.set_xlabel(f"{METRICS[xm].header} (%)")
+            ax.set_ylabel(f"{METRICS[ym].header} (%)")
     handles = [Line2D([0], [0], marker=markers[k], color=c, linestyle="", markersize=12 if k == "oracle" else 6,
                       label=k if k != "reference" else "original / 2nd oracle") for k, c in KIND_COLORS.items()]
     fig.legend(handles=handles, loc="upper center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle(f"{title}: trade-offs (closest to the black star = closest to the oracle)", y=1.05)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.suptitle(f"{title}: trade-offs (closest to the black star = closest to the oracle)", y=1.03)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     save_figure(fig, out)
     plt.close(fig)
 
