@@ -156,6 +156,23 @@ def test_corrupted_metrics_json_names_the_rule(tmp_path):
         load_records([bad])
 
 
+def test_atomic_writes_leave_no_temp_file_and_respect_the_umask(tmp_path):
+    import os
+
+    from unlearn_da.artifacts import atomic_path, write_json
+
+    old = os.umask(0o027)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640  # mkstemp alone gives 0600
+        with pytest.raises(RuntimeError), atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash mid-write")
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
 # ---------------------------------------------------------------------------------------- resource guards
 def test_split_guards():
     y = np.zeros(50, dtype=int)

@@ -27,9 +27,20 @@ from .errors import ArtifactError
 SIDECAR_SUFFIX = ".meta.json"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    ``mkstemp`` creates the file private (0600); before the rename it gets the mode
+    a plain ``open`` would give (0666 minus the umask), so shared results and DVC
+    caches stay readable by the group.
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a job killed mid-write
@@ -39,6 +50,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, final)
     finally:
         if tmp.exists():
