@@ -18,6 +18,28 @@ def test_profile_is_valid(files):
     validate_config(load_config(files), sources=["config/config.yaml", *files])
 
 
+def _chosen_values(selection_md: Path) -> dict[str, dict[str, str]]:
+    """The 'chosen values' table of a tuning trace: method -> {key: value as printed}."""
+    chosen: dict[str, dict[str, str]] = {}
+    for line in selection_md.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and "=" in cells[1]:
+            chosen[cells[0]] = dict(kv.split("=", 1) for kv in cells[1].split(", "))
+    return chosen
+
+
+@pytest.mark.parametrize("files, trace", [([], "digits"), (["config/fashion-mnist.yaml"], "fashion-mnist")])
+def test_tuned_values_in_the_profile_match_its_tuning_trace(files, trace):
+    chosen = _chosen_values(Path(f"config/tuning/{trace}-selection.md"))
+    cfg = load_config(files)
+    assert set(chosen) == set(cfg["tuning"]["grids"])
+    for method, values in chosen.items():
+        for key, printed in values.items():
+            actual = cfg["unlearn"][method][key]
+            expected = printed if isinstance(actual, str) else float(printed)
+            assert actual == expected, f"unlearn.{method}.{key}: config {actual!r}, trace {printed}"
+
+
 def test_cifar10_profile_follows_the_paper_recipe():
     cfg = load_config(["config/cifar10.yaml"])
     assert cfg["arch"] == "resnet18" and cfg["data"]["val_fraction"] == 0.1
