@@ -227,7 +227,7 @@ def test_da_loss_gradient_matches_finite_differences():
                 numeric[i, j] = (reg.loss(plus, zr) - reg.loss(minus, zr)) / (2 * eps)
     assert torch.allclose(grad, numeric, rtol=1e-5, atol=1e-8)
     # and the loss is 1 - DA as the metric computes it
-    assert float(loss) == pytest.approx(1 - dimensional_alignment(zf.detach().numpy(), zr.numpy(), k=3), abs=1e-9)
+    assert float(loss.detach()) == pytest.approx(1 - dimensional_alignment(zf.detach().numpy(), zr.numpy(), k=3), abs=1e-9)
 
 
 def test_da_basis_sources_give_a_valid_loss(trained):
@@ -235,7 +235,7 @@ def test_da_basis_sources_give_a_valid_loss(trained):
         ctx = make_ctx(trained, da={**CONFIG["unlearn"]["da"], "basis_source": source})
         ctx.da.on_epoch_start(ctx.model, ctx)
         penalty, terms = ctx.da.penalty_on_sampled(ctx.model, ctx)
-        assert 0.0 <= float(terms["l_da"]) <= 1.0
+        assert 0.0 <= float(terms["l_da"].detach()) <= 1.0
         penalty.backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in ctx.model.parameters())
 
