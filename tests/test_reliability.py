@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import copy_project, env_with_venv, snakemake
-from unlearn_da.artifacts import sha256_file, write_sidecar
+from unlearn_da.artifacts import atomic_path, sha256_file, write_json, write_sidecar
 from unlearn_da.config import load_config, validate_config
 from unlearn_da.errors import ArtifactError, ConfigError, DataError
 from unlearn_da.evaluate import load_labels
@@ -157,10 +158,6 @@ def test_corrupted_metrics_json_names_the_rule(tmp_path):
 
 
 def test_atomic_writes_leave_no_temp_file_and_respect_the_umask(tmp_path):
-    import os
-
-    from unlearn_da.artifacts import atomic_path, write_json
-
     old = os.umask(0o027)
     try:
         write_json(tmp_path / "a.json", {"x": 1})

@@ -16,8 +16,8 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
@@ -27,30 +27,22 @@ from .errors import ArtifactError
 SIDECAR_SUFFIX = ".meta.json"
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
-    ``mkstemp`` creates the file private (0600); before the rename it gets the mode
-    a plain ``open`` would give (0666 minus the umask), so shared results and DVC
-    caches stay readable by the group.
+    The temporary file is created like a plain ``open`` would (0666 minus the umask),
+    not private as ``tempfile.mkstemp`` makes it, so shared results and DVC caches
+    stay readable by the group.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}.*.tmp"):  # left by a job killed mid-write
         stale.unlink(missing_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, final)
     finally:
         if tmp.exists():
