@@ -5,7 +5,8 @@
 - spectra: normalised eigenvalue spectra of retain and forget features per model;
 - embedding: 2-D PCA of retain / forget / test features for original, oracle and chosen methods;
 - stability: forget and retain probe accuracy along each method's updates;
-- tradeoff: UA vs TA and MIA vs RA, the oracle as a star.
+- tradeoff: UA vs TA and MIA vs RA, the oracle as a star;
+- da_k: DA of forget and test features against the top-k retain eigenvectors, k = 1..d (first seed).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _facet_bars(data: pd.DataFrame, models: Sequence[str], metrics: Sequence[str
 
 def accuracy_bars(long: pd.DataFrame, models: Sequence[str], title: str, out: str | Path) -> None:
     """UA / RA / TA / MIA per model (mean ± std over seeds), the oracle's mean as a dashed line."""
-    metrics = [m for m in ("UA", "RA", "TA", "TA_remaining", "MIA") if m in set(long["metric"])]
+    metrics = [m for m in ("UA", "RA", "TA", "TA_forgotten", "MIA") if m in set(long["metric"])]
     headers = {m: METRICS[m].header + (" = 100 − forget acc." if m == "UA" else "") for m in metrics}
     _facet_bars(long, models, metrics, headers, "percent", f"{title}: output metrics (match the dashed oracle line)",
                 out, xlim=(0, 105))
@@ -310,10 +311,60 @@ def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | P
     plt.close(fig)
 
 
+def da_k_figure(table: pd.DataFrame, summary: dict, models: Sequence[str], title: str, out: str | Path) -> None:
+    """DA(k) of forget and test features, one line per model; the k where original and oracle
+    differ most dotted, each model's k under the configured rule as a dot (its reported DA)."""
+    plt, _ = _setup()
+    form = summary["form"]
+    column = f"da_{form}"
+    from .metrics.alignment import da_at_energy
+
+    order = [m for m in dict.fromkeys(("original", "retrain", *models)) if m in set(table["model"])]
+    sets = [s for s in ("forget", "test") if s in set(table["set"])]
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 3.8), sharey=True, squeeze=False)
+    palette = {"original": "0.55", "retrain": ORACLE_COLOR}
+    others = iter(["tab:orange", "tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive"])
+    colors = {m: palette.get(m) or next(others, "tab:cyan") for m in order}
+    best = summary["max_difference_by_k"]
+    rule = summary["configured_rule"]
+    for ax, which in zip(axes[0], sets, strict=True):
+        for model in order:
+            sub = table[(table["model"] == model) & (table["set"] == which)]
+            ax.plot(sub["k"], sub[column], color=colors[model], linewidth=2.0 if model == "retrain" else 1.2,
+                    label=_short_label(model))
+            curve = {"retain_energy": sub["retain_energy"].to_numpy(), form: sub[column].to_numpy()}
+            # the energy rule picks each model's own k from its retain spectrum
+            k_rule, da_rule = ((int(rule["k"]), float(curve[form][int(rule["k"]) - 1])) if rule["k"]
+                               else da_at_energy(curve, float(rule["energy"]), form))
+            ax.plot([k_rule], [da_rule], "o", color=colors[model], markersize=4)
+        ax.axvline(best["k"], color="0.3", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        from matplotlib.ticker import ScalarFormatter
+
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("k (top retain eigenvectors kept)")
+        ax.set_title(f"{which} vs retain eigenspace")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel(f"DA ({form})")
+    rule_text = f"k = {rule['k']}" if rule["k"] else f"energy {rule['energy']}"
+    axes[0][0].annotate(f"dotted: largest |original − oracle| on forget, k = {best['k']}\n"
+                        f"(retain energy {best['retain_energy_original']:.3f} original, "
+                        f"{best['retain_energy_oracle']:.3f} oracle); dots: {rule_text}",
+                        (0.02, 0.02), xycoords="axes fraction", fontsize=7, color="0.25")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(6, len(order)), frameon=False, bbox_to_anchor=(0.5, 1.02))
+    fig.suptitle(f"{title}: DA against the top-k retain eigenvectors (first seed)", y=1.08)
+    fig.tight_layout()
+    save_figure(fig, out)
+    plt.close(fig)
+
+
 def run_plots(long_csv: str, metric_files: Sequence[str], steps_files: Sequence[str],
               embed_features: Sequence[str], data: str, split_dir: str, models: Sequence[str], title: str,
-              out_dir: str, max_points: int, seed: int = 0) -> None:
-    """Every figure of one scenario into ``out_dir``."""
+              out_dir: str, max_points: int, seed: int = 0, da_k_features: Sequence[str] = (),
+              da_params: dict | None = None, da_k_out: str | None = None) -> None:
+    """Every figure of one scenario into ``out_dir``; with ``da_k_features`` also the DA(k) figure
+    and its data (``<da_k_out>.csv``/``.json``)."""
     from .evaluate import load_labels
     from .features import load_features
     from .splits import load_split
@@ -339,7 +390,12 @@ def run_plots(long_csv: str, metric_files: Sequence[str], steps_files: Sequence[
     ordered = {m: feats[m] for m in ("original", "retrain") + tuple(models) if m in feats}
     embedding_grid(ordered, labels["train"], labels["test"], split.forget, split.retain, title,
                    out / "embedding.png", max_points, seed)
+    if da_k_features:
+        from .da_curves import run_da_k
+
+        table, summary = run_da_k(da_k_features, split_dir, da_params or {}, seed, da_k_out or out / "da_k")
+        da_k_figure(table, summary, models, title, out / "da_k.png")
 
 
-FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding")
+FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding", "da_k")
 __all__ = ["FIGURES", "run_plots", "REFERENCE_ROWS"]

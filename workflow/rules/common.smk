@@ -79,11 +79,15 @@ def plot_inputs(wildcards):
     embed = ["original", "retrain"] + [
         m for m in config["evaluation"]["embedding"]["models"] if m in METHODS
     ]
+    da_k = ["original", "retrain"] + [
+        m for m in config["evaluation"]["da_k_curve"]["models"] if m in METHODS
+    ]
     return {
         "long": f"results/{run}/{wildcards.scenario}/metrics_long.csv",
         "metrics": [f"{base}/metrics/{m}.json" for m in MODELS],
         "steps": [f"{base}/models/{m}.steps.csv" for m in METHODS],
         "embed": [P.model_features(run, wildcards.scenario, seed, m) for m in embed],
+        "da_k": [P.model_features(run, wildcards.scenario, seed, m) for m in da_k],
         "data": DATA.format(dataset=wildcards.dataset),
         "manifest": SPLIT_FILES["manifest"].format(seed=seed, **wildcards),
     }

@@ -56,6 +56,8 @@ rule plots:
             "results/{{dataset}}-{{arch}}/{{scenario}}/figures/{name}.pdf",
             name=FIGURES,
         ),
+        da_k_csv="results/{dataset}-{arch}/{scenario}/da_k.csv",
+        da_k_json="results/{dataset}-{arch}/{scenario}/da_k.json",
     log:
         "results/{dataset}-{arch}/logs/{scenario}/plots.log",
     localrule: True
@@ -68,10 +70,13 @@ rule plots:
         out_dir=lambda wc, output: os.path.dirname(output.pdfs[0]),
         max_points=config["evaluation"]["embedding"]["max_points"],
         seed=config["evaluation"]["seed"],
+        da=P.as_json(config["evaluation"]["da"]),
+        da_k_out=lambda wc, output: output.da_k_csv.removesuffix(".csv"),
     shell:
         "python -m unlearn_da plot --long-csv {input.long:q} --metrics {input.metrics:q}"
         " --steps {input.steps:q} --embed-features {input.embed:q} --data {input.data}"
         " --split {params.split} --models {params.models:q}"
         " --title '{wildcards.dataset} / {wildcards.arch} — {wildcards.scenario}'"
         " --max-points {params.max_points} --seed {params.seed}"
+        " --da-k-features {input.da_k:q} --da-params {params.da:q} --da-k-out {params.da_k_out:q}"
         " --out-dir {params.out_dir} > {log} 2>&1"

@@ -7,17 +7,20 @@ frozen copy of the original model, and never the test or validation sets.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..models import Classifier
-from ..runtime import autocast
+from ..runtime import autocast, to_device
 from ..training import LossFn, Preprocessor, Trainer, batches_per_epoch, shuffled_batches
 
 # loss on a batch's logits: (logits, labels, model) -> (loss, named terms)
@@ -72,6 +75,35 @@ class StepRecorder:
         self.rows.append({"step": 0, "phase": "start", **self.probe_accuracy()})
 
 
+@contextlib.contextmanager
+def running_stats_frozen(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorm normalises with the batch's statistics but updates no buffer.
+
+    ``track_running_stats = False`` makes BatchNorm pass no running buffers to the kernel and
+    skip ``num_batches_tracked``; restored on exit. For the DA term's extra forwards, which
+    the base method would not have made.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
+def batch_stat_features(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+    """Features of ``x`` as a training forward computes them, leaving every BatchNorm buffer untouched."""
+    with running_stats_frozen(model):
+        return model.features(x)
+
+
+def da_seed(seed: int) -> int:
+    """Seed of the DA sampling generator, an independent stream derived from the run's seed."""
+    return int(np.random.SeedSequence([int(seed), 0xDA]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 @dataclass
 class UnlearnContext:
     """Everything a method may use. The test and validation sets are deliberately absent."""
@@ -92,6 +124,12 @@ class UnlearnContext:
     da_config: dict[str, Any] | None = None  # the unlearn.da block (MUDA builds its own regulariser)
     log: Callable[[str], None] = print
     extra: dict[str, Any] = field(default_factory=dict)
+    # draws of the DA term (paired batches, epoch subsets); default: derived from ``generator``'s seed
+    da_generator: torch.Generator | None = None
+
+    def __post_init__(self) -> None:
+        if self.da_generator is None:
+            self.da_generator = torch.Generator().manual_seed(da_seed(self.generator.initial_seed()))
 
     @property
     def device(self) -> torch.device:
@@ -105,15 +143,18 @@ class UnlearnContext:
         """One shuffled pass over the forget or retain set, preprocessed (with training augmentation)."""
         x, y = self._get(which)
         for idx in shuffled_batches(len(y), batch_size, self.generator):
-            idx = idx.to(self.device)
+            idx = to_device(idx, self.device)
             yield self.prep(x[idx], train=True, generator=self.generator), y[idx]
 
-    def sample(self, which: str, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random batch (without replacement inside the batch)."""
+    def sample(self, which: str, batch_size: int,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch (without replacement inside the batch), drawn with ``generator``
+        (default: the method's own; the DA term passes ``da_generator``)."""
+        gen = self.generator if generator is None else generator
         x, y = self._get(which)
         n = len(y)
-        idx = torch.randperm(n, generator=self.generator)[: min(batch_size, n)].to(self.device)
-        return self.prep(x[idx], train=True, generator=self.generator), y[idx]
+        idx = to_device(torch.randperm(n, generator=gen)[: min(batch_size, n)], self.device)
+        return self.prep(x[idx], train=True, generator=gen), y[idx]
 
     def steps_per_epoch(self, which: str, batch_size: int) -> int:
         return batches_per_epoch(len(self._get(which)[1]), batch_size)
@@ -125,6 +166,27 @@ class UnlearnContext:
 
     def autocast(self):
         return autocast(self.device, self.amp)
+
+    def start_epoch(self) -> None:
+        """Every method calls this at the start of each epoch: the DA term's ``epoch`` basis is
+        recomputed here (a no-op without DA or with another basis source)."""
+        if self.da is not None:
+            self.da.on_epoch_start(self.model, self)
+
+    def da_paired(self, xb: torch.Tensor, which: str):
+        """lambda * L_DA of the method's batch ``xb`` (from set ``which``) paired with a batch drawn
+        from the other set (0 unless running as ``+da``).
+
+        The pair goes through its own forward (batch statistics of the pair, no BatchNorm
+        buffer updated), so the method's own forward of ``xb`` stays exactly as without DA.
+        """
+        if self.da is None:
+            return 0.0, {}
+        other = "forget" if which == "retain" else "retain"
+        xo, _ = self.sample(other, self.da.batch_size, generator=self.da_generator)
+        xf, xr = (xb, xo) if which == "forget" else (xo, xb)
+        z = batch_stat_features(self.model, torch.cat([xf, xr]))
+        return self.da.penalty(z[: len(xf)], z[len(xf):])
 
     def da_penalty(self, z_forget: torch.Tensor, z_retain: torch.Tensor):
         """lambda * L_DA on features the method already computed (0 unless running as ``+da``)."""
@@ -155,33 +217,25 @@ class UnlearnContext:
         """Epochs over one set with ``loss_fn(logits, labels, model)``.
 
         For ``+da`` runs each batch is paired with a batch drawn from the other set
-        (forget with retain and vice versa); one forward pass gives both the logits of
-        the batch and the features the DA penalty compares.
+        (forget with retain and vice versa) for the DA penalty (``da_paired``); the
+        method's own forward, batches and BatchNorm buffers are those of the run without DA.
         """
         x, y = self._get(which)
         if labels is not None:
             y = labels
-        other = "forget" if which == "retain" else "retain"
         bs, epochs = int(hp["batch_size"]), int(hp["epochs"])
         spe = batches_per_epoch(len(y), bs)
         trainer = self.trainer(hp, epochs * spe, spe, **hooks)
         for _ in range(epochs):
             self.model.train()
-            if self.da is not None:
-                self.da.on_epoch_start(self.model, self)
+            self.start_epoch()
             for idx in shuffled_batches(len(y), bs, self.generator):
-                idx = idx.to(self.device)
+                idx = to_device(idx, self.device)
                 xb, yb = self.prep(x[idx], train=True, generator=self.generator), y[idx]
                 with self.autocast():
-                    if self.da is None:
-                        logits, penalty, da_terms = self.model(xb), 0.0, {}
-                    else:
-                        xo, _ = self.sample(other, self.da.batch_size)
-                        z = self.model.features(torch.cat([xb, xo]))
-                        logits = self.model.head(z[: len(xb)])
-                        zb, zo = z[: len(xb)], z[len(xb):]
-                        penalty, da_terms = self.da.penalty(*((zo, zb) if which == "retain" else (zb, zo)))
+                    logits = self.model(xb)
                     loss, terms = loss_fn(logits, yb, self.model)
+                    penalty, da_terms = self.da_paired(xb, which)
                 trainer.step(loss + penalty, {**terms, **da_terms})
 
 
@@ -196,11 +250,15 @@ def ce_logits(logits: torch.Tensor, yb: torch.Tensor, model: Classifier):
 
 
 def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 * KL(softmax(teacher/T) || softmax(student/T)), averaged over the batch (Hinton KD)."""
+    """T^2 * KL(softmax(teacher/T) || softmax(student/T)), averaged over the batch (Hinton KD).
+
+    In float32 whatever the autocast state: CPU autocast runs log_softmax in bf16, and bf16
+    log-probabilities (8 mantissa bits) blur the small student-teacher differences KD follows.
+    """
     t = float(temperature)
     return F.kl_div(
-        F.log_softmax(student_logits / t, dim=1),
-        F.log_softmax(teacher_logits.detach() / t, dim=1),
+        F.log_softmax(student_logits.float() / t, dim=1),
+        F.log_softmax(teacher_logits.detach().float() / t, dim=1),
         reduction="batchmean",
         log_target=True,
     ) * (t * t)

@@ -1,11 +1,22 @@
-"""The DA regulariser: L_DA = 1 - DA(Z_f, Z_r), a plug-in for MUDA and every ``<method>+da``.
+"""The DA regulariser: L_DA = 1 - DA_frob^2 (``form: frobenius``, default) or 1 - DA (``form: energy``),
+a plug-in for MUDA and every ``<method>+da``.
 
-PAPER.md, "MUDA: the unlearning objective": the retain eigenspace comes from
-the current model with eigenvectors detached (``detach_basis``); its source is
-``basis_source``: ``batch`` (the paired retain mini-batch; rank <= batch size,
-so a batch smaller than the feature dimension gives a rank-deficient basis),
-``ema`` (a running estimate of C_r across steps) or ``epoch`` (recomputed on a
-retain subset at each epoch start).
+PAPER.md, "MUDA: the unlearning objective" and "The paper's own form of DA": the retain
+eigenspace comes from the current model with eigenvectors detached (``detach_basis``); its
+source is ``basis_source``:
+- ``batch``: the paired retain mini-batch. Its second moment has rank <= batch size, so a
+  batch smaller than the feature dimension (64 vs ResNet-18's 512) gives a rank-deficient
+  basis: every direction the batch does not span is "outside" the retain eigenspace, and
+  ``energy`` picks k among at most batch-size non-zero eigenvalues;
+- ``ema``: a running estimate of C_r across steps (full rank after enough steps);
+- ``epoch``: recomputed on a retain subset (``epoch_subset`` samples, eval-mode features) at
+  each epoch start; every method calls ``ctx.start_epoch()`` there, and a missing call is an
+  error rather than a silent fall-back to ``batch``.
+
+Every DA computation (second moment, eigen-decomposition, projection) runs in float32 with
+autocast off, whatever the caller's autocast state (``runtime.full_precision``). Paired
+batches are drawn with the context's own DA generator, so drawing them does not change the
+data order of the method the regulariser is added to.
 """
 
 from __future__ import annotations
@@ -14,18 +25,18 @@ from typing import Any
 
 import torch
 
-from ..metrics.alignment import eigenspace_of, projected_share, second_moment
+from ..metrics.alignment import FORMS, Eigenspace, alignment_share, eigenspace_of, second_moment
 from ..models import Classifier
-
-
-def _full_precision(z: torch.Tensor) -> torch.Tensor:
-    """bf16/fp16 features (autocast) -> float32; float32 and float64 stay as they are."""
-    return z if z.dtype in (torch.float32, torch.float64) else z.float()
+from ..runtime import float32, full_precision, to_device
+from .base import batch_stat_features
 
 
 class DARegularizer:
     def __init__(self, cfg: dict[str, Any]):
         self.weight = float(cfg["lambda_da"])
+        self.form = str(cfg["form"])
+        if self.form not in FORMS:
+            raise ValueError(f"unlearn.da.form must be one of {', '.join(FORMS)}, got {self.form!r}")
         self.energy = float(cfg["energy"])
         self.k = cfg.get("k")
         self.center = bool(cfg["center"])
@@ -36,27 +47,34 @@ class DARegularizer:
         self.batch_size = int(cfg["batch_size"])
         self._cov: torch.Tensor | None = None
         self._mean: torch.Tensor | None = None
+        self.epoch_bases = 0  # how many epoch bases were computed (tests check every method refreshes it)
 
     # ---- basis ----------------------------------------------------------------------
     @torch.no_grad()
     def on_epoch_start(self, model: Classifier, ctx: Any) -> None:
-        """For ``basis_source: epoch``: second moment of a retain subset under the current model."""
+        """For ``basis_source: epoch``: second moment of a retain subset under the current model.
+
+        Eval mode (running BatchNorm statistics, nothing updated); the subset is drawn with
+        ``ctx.da_generator``, never with the method's generator.
+        """
         if self.source != "epoch":
             return
         was_training = model.training
         model.eval()
         n = len(ctx.y_retain)
-        idx = torch.randperm(n, generator=ctx.generator)[: min(self.epoch_subset, n)].to(ctx.device)
+        idx = to_device(torch.randperm(n, generator=ctx.da_generator)[: min(self.epoch_subset, n)], ctx.device)
         with ctx.autocast():
-            z = _full_precision(model.features(ctx.prep(ctx.x_retain[idx])))
-        self._cov, self._mean = second_moment(z, self.center)
+            z = model.features(ctx.prep(ctx.x_retain[idx]))
+        with full_precision(z.device):
+            self._cov, self._mean = second_moment(float32(z), self.center)
         model.train(was_training)
+        self.epoch_bases += 1
 
-    def _space(self, z_retain: torch.Tensor):
-        z = _full_precision(z_retain)
+    def _space(self, z_retain: torch.Tensor) -> Eigenspace:
+        z = float32(z_retain)
         if self.detach_basis:
             z = z.detach()
-        if self.source == "batch" or (self.source == "epoch" and self._cov is None):
+        if self.source == "batch":
             cov, mean = second_moment(z, self.center)
         elif self.source == "ema":
             batch_cov, batch_mean = second_moment(z.detach(), self.center)
@@ -68,22 +86,31 @@ class DARegularizer:
                 self._mean = d * self._mean + (1 - d) * batch_mean
             cov, mean = self._cov, self._mean
         else:  # epoch
+            if self._cov is None:
+                raise RuntimeError("basis_source 'epoch': no epoch basis yet; the method must call "
+                                   "ctx.start_epoch() at the start of every epoch")
             cov, mean = self._cov, self._mean
         return eigenspace_of(cov, mean, energy=self.energy, k=self.k)
 
     # ---- loss -----------------------------------------------------------------------
     def loss(self, z_forget: torch.Tensor, z_retain: torch.Tensor) -> torch.Tensor:
-        """1 - DA(Z_f, Z_r) for one pair of feature batches (differentiable in Z_f, and in Z_r unless detached)."""
-        space = self._space(z_retain)
-        return 1.0 - projected_share(_full_precision(z_forget), space, eps=1e-12)
+        """1 - DA (energy) or 1 - DA_frob^2 (frobenius) for one pair of feature batches
+        (differentiable in Z_f, and in Z_r unless detached); float32, autocast off."""
+        with full_precision(z_forget.device):
+            space = self._space(z_retain)
+            return 1.0 - alignment_share(float32(z_forget), space, self.form, eps=1e-12)
 
     def penalty(self, z_forget: torch.Tensor, z_retain: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         l_da = self.loss(z_forget, z_retain)
         return self.weight * l_da, {"l_da": l_da}
 
     def penalty_on_sampled(self, model: Classifier, ctx: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Draw a paired forget/retain batch, compute their features, return lambda * L_DA."""
-        xf, _ = ctx.sample("forget", self.batch_size)
-        xr, _ = ctx.sample("retain", self.batch_size)
-        z = model.features(torch.cat([xf, xr]))
+        """Draw a paired forget/retain batch (``ctx.da_generator``), return lambda * L_DA on their features.
+
+        One forward of the pair with BatchNorm on the pair's batch statistics and no running
+        statistic updated (``batch_stat_features``): the base method's buffers stay its own.
+        """
+        xf, _ = ctx.sample("forget", self.batch_size, generator=ctx.da_generator)
+        xr, _ = ctx.sample("retain", self.batch_size, generator=ctx.da_generator)
+        z = batch_stat_features(model, torch.cat([xf, xr]))
         return self.penalty(z[: len(xf)], z[len(xf):])

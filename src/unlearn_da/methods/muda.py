@@ -1,11 +1,12 @@
 """MUDA (Seo, Kim and Han, WACV 2025), as specified in PAPER.md.
 
 Forget step: a forget batch paired with a retain batch;
-    loss = lambda_da * (1 - DA(Z_f, Z_r)) + forget_weight * forget_loss(forget batch),
-with the retain eigenspace of the current model (``unlearn.da``: energy, centring,
-detached basis, basis source). ``forget_loss``: ``none`` | ``neg_ce`` (gradient
-ascent, switched off for good once the forget CE exceeds ``forget_loss_cap``) |
-``random_label`` (CE towards random wrong labels).
+    loss = lambda_da * L_DA(Z_f, Z_r) + forget_weight * forget_loss(forget batch)
+(L_DA in methods/da.py), with the retain eigenspace of the current model (``unlearn.da``:
+form, energy, centring, detached basis; the basis source is MUDA's own ``basis_source``,
+part of its tuning grid). ``forget_loss``: ``none`` | ``neg_ce`` (gradient ascent,
+switched off for good once the forget CE exceeds ``forget_loss_cap``) | ``random_label``
+(CE towards random wrong labels).
 Recover step: a retain batch;
     loss = CE + lambda_sd * T^2 * KL(softmax(teacher / T) || softmax(student / T)),
 the teacher being the frozen original model (``sd_target: outputs``) or, (ours), the
@@ -33,7 +34,7 @@ class ForgetLoss:
 
     def __init__(self, kind: str, cap: float, num_classes: int, generator: torch.Generator):
         self.kind, self.cap, self.num_classes, self.generator = kind, cap, num_classes, generator
-        self.stopped = False
+        self.stopped: torch.Tensor | None = None  # 0-d bool on the device once a neg_ce step ran
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor | float, dict]:
         if self.kind == "none":
@@ -42,9 +43,11 @@ class ForgetLoss:
             loss = F.cross_entropy(logits, random_wrong_labels(y, self.num_classes, self.generator))
             return loss, {"forget_rl": loss}
         ce = F.cross_entropy(logits, y)
-        if not self.stopped and float(ce.detach()) > self.cap:
-            self.stopped = True
-        return (0.0 if self.stopped else -ce), {"forget_ce": ce}
+        # the stop flag stays a device tensor: reading the loss on the host would make every
+        # forget step wait for the GPU; once the cap is exceeded the term is multiplied by 0 for good
+        over = ce.detach() > self.cap
+        self.stopped = over if self.stopped is None else self.stopped | over
+        return -ce * (~self.stopped).to(ce.dtype), {"forget_ce": ce}
 
 
 def recover_loss(ctx: UnlearnContext, z: torch.Tensor, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
@@ -60,7 +63,8 @@ def recover_loss(ctx: UnlearnContext, z: torch.Tensor, logits: torch.Tensor, x: 
 
 
 def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
-    da = DARegularizer({**ctx.da_config, "lambda_da": hp["lambda_da"]})
+    # unlearn.da (form, energy, centring, ...) with MUDA's own weight and basis source (tuned)
+    da = DARegularizer({**ctx.da_config, "lambda_da": hp["lambda_da"], "basis_source": hp["basis_source"]})
     forget_loss = ForgetLoss(hp["forget_loss"], float(hp["forget_loss_cap"]), ctx.num_classes, ctx.generator)
     weight_f = float(hp["forget_weight"])
     bs, epochs = int(hp["batch_size"]), int(hp["epochs"])
