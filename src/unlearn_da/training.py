@@ -1,4 +1,4 @@
-"""The one training loop: tensors on the device, no DataLoader workers, SGD + schedule.
+"""The one training loop: tensors on the device, no DataLoader workers, SGD (or Adam) + schedule.
 
 Used by the original model, the retrained oracle and every fine-tuning-style
 unlearning method (through ``loss_fn`` and the Trainer's hooks).
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .models import Classifier
-from .runtime import autocast
+from .runtime import autocast, to_device
 
 LossFn = Callable[[Classifier, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -60,14 +60,14 @@ class Preprocessor:
         p = self.padding
         if p > 0 and self.augment in ("crop", "crop_flip"):
             padded = F.pad(x, (p, p, p, p))
-            offs = torch.randint(0, 2 * p + 1, (b, 2), generator=generator).to(x.device)
+            offs = to_device(torch.randint(0, 2 * p + 1, (b, 2), generator=generator), x.device)
             rows = offs[:, 0, None] + torch.arange(h, device=x.device)[None, :]  # b x h
             cols = offs[:, 1, None] + torch.arange(w, device=x.device)[None, :]  # b x w
             bi = torch.arange(b, device=x.device)[:, None, None, None]
             ci = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
             x = padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
         if self.augment == "crop_flip":
-            flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+            flip = to_device(torch.rand(b, generator=generator) < 0.5, x.device)[:, None, None, None]
             x = torch.where(flip, x.flip(3), x)
         return x
 
@@ -101,8 +101,31 @@ def lr_factor(step: int, total: int, hp: dict[str, Any], steps_per_epoch: int) -
     return 1.0
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
+def build_optimizer(params: Any, hp: dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimiser ``hp['optimizer']`` names (default ``sgd``).
+
+    ``sgd``: torch's SGD with ``momentum``, ``weight_decay`` (coupled L2) and ``nesterov``, as in the
+    SalUn / Unlearn-Sparse / SCRUB code. ``adam``: torch's Adam with its default betas and ``weight_decay``
+    (coupled L2, as ``torch.optim.Adam(model.parameters(), lr=lr)`` in Bad Teacher's ``unlearn.py``);
+    ``momentum`` and ``nesterov`` are SGD's and are not used by Adam.
+    """
+    name = str(hp.get("optimizer", "sgd"))
+    lr, weight_decay = float(hp["lr"]), float(hp.get("weight_decay", 0.0))
+    if name == "sgd":
+        momentum = float(hp.get("momentum", 0.0))
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               nesterov=bool(hp.get("nesterov", False)) and momentum > 0)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer {name!r} is not known; allowed: {', '.join(OPTIMIZERS)}")
+
+
 class Trainer:
-    """SGD + per-step schedule + hooks; ``step(loss)`` does one update.
+    """The optimiser ``hp['optimizer']`` names (SGD by default) + per-step schedule + hooks;
+    ``step(loss)`` does one update.
 
     Hooks: ``before_step(trainer)`` runs between backward and the optimiser step
     (gradient masks), ``after_step(trainer)`` after it (weight restores),
@@ -121,13 +144,7 @@ class Trainer:
         on_step: Callable[[int, dict[str, torch.Tensor]], None] | None = None,
     ):
         self.model = model
-        self.opt = torch.optim.SGD(
-            params if params is not None else model.parameters(),
-            lr=float(hp["lr"]),
-            momentum=float(hp.get("momentum", 0.0)),
-            weight_decay=float(hp.get("weight_decay", 0.0)),
-            nesterov=bool(hp.get("nesterov", False)) and float(hp.get("momentum", 0.0)) > 0,
-        )
+        self.opt = build_optimizer(params if params is not None else model.parameters(), hp)
         total = max(1, total_steps)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(s, total, hp, max(1, steps_per_epoch))
@@ -191,7 +208,7 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         seen = 0
         for idx in shuffled_batches(n, bs, generator):
-            idx = idx.to(device)
+            idx = to_device(idx, device)
             xb = prep(x[idx], train=augment, generator=generator)
             with autocast(device, amp):
                 loss, terms = loss_fn(model, xb, y[idx])

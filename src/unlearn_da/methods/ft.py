@@ -1,4 +1,6 @@
-"""FT: continue training on the retain set only (SalUn family: ~10 epochs, lr searched)."""
+"""FT: continue training on the retain set only, following OPTML-Group/Unlearn-Saliency
+``Classification/unlearn/FT.py`` (``FT_iter`` without l1; Unlearn-Sparse ``unlearn/FT.py`` is the same):
+CE on D_r, SGD with momentum 0.9 and weight decay 5e-4 (``arg_parser.py`` defaults); ~10 epochs, lr searched."""
 
 from __future__ import annotations
 

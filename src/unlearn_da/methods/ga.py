@@ -1,4 +1,7 @@
-"""GA: gradient ascent on the forget set, loss = -CE (SalUn / l1-sparse code; very lr-sensitive)."""
+"""GA: gradient ascent on the forget set, loss = -CE, following OPTML-Group/Unlearn-Saliency
+``Classification/unlearn/GA.py`` (the same as Unlearn-Sparse ``unlearn/GA.py``): SGD with the reference's
+momentum 0.9 and weight decay 5e-4 (``arg_parser.py`` defaults), train mode, one pass over D_f per epoch.
+Very sensitive to the learning rate."""
 
 from __future__ import annotations
 

@@ -1,13 +1,24 @@
-"""NegGrad+: alpha * CE(D_r) - (1 - alpha) * CE(D_f) per paired batch (SCRUB's notebooks; alpha ~ 0.95)."""
+"""NegGrad+: alpha * CE(D_r) - (1 - alpha) * CE(D_f) per paired batch, following SCRUB
+(meghdadk/SCRUB, ``thirdparty/repdistiller/helper/loops.py`` ``train_negrad`` as called by
+``negative_grad`` in its notebooks, e.g. ``MIA_experiments.ipynb``).
+
+One epoch is one pass over D_r; each retain batch is paired with the next batch of a shuffled pass over
+D_f, cycled (``zip(train_loader, cycle(delete_loader))``). The retain and the forget batch go through
+the model in two separate forward passes (train mode), so BatchNorm normalises and tracks each set on its
+own, as ``output = model(input); del_output = model(del_input)`` does. The reference optimiser is plain
+SGD (``torch.optim.SGD(model.parameters(), lr=lr, weight_decay=0.0)``: no momentum, no weight decay).
+"""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 
+from ..training import shuffled_batches
 from .base import UnlearnContext
+from ..runtime import to_device
 
 
 def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
@@ -16,13 +27,17 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
     trainer = ctx.trainer(hp, epochs * spe, spe)
     for _ in range(epochs):
         ctx.model.train()
+        ctx.start_epoch()  # the DA term's epoch basis (a no-op without +da)
+        forget_batches = itertools.cycle(list(shuffled_batches(len(ctx.y_forget), bs, ctx.generator)))
         for xr, yr in ctx.epoch("retain", bs):
-            xf, yf = ctx.sample("forget", bs)
+            idx = to_device(next(forget_batches), ctx.device)
+            xf = ctx.prep(ctx.x_forget[idx], train=True, generator=ctx.generator)
+            yf = ctx.y_forget[idx]
             with ctx.autocast():
-                z = ctx.model.features(torch.cat([xr, xf]))
-                logits = ctx.model.head(z)
-                ce_r = F.cross_entropy(logits[: len(xr)], yr)
-                ce_f = F.cross_entropy(logits[len(xr):], yf)
-                penalty, da_terms = ctx.da_penalty(z[len(xr):], z[: len(xr)])
+                zr = ctx.model.features(xr)
+                ce_r = F.cross_entropy(ctx.model.head(zr), yr)
+                zf = ctx.model.features(xf)
+                ce_f = F.cross_entropy(ctx.model.head(zf), yf)
+                penalty, da_terms = ctx.da_penalty(zf, zr)
                 loss = alpha * ce_r - (1 - alpha) * ce_f + penalty
             trainer.step(loss, {"retain_ce": ce_r, "forget_ce": ce_f, **da_terms})

@@ -1,11 +1,15 @@
-"""SalUn (Fan et al. 2024, Unlearn-Saliency): a weight-saliency mask, then random labelling on masked weights only.
+"""SalUn (Fan et al. 2024): a weight-saliency mask, then random labelling on masked weights only, following
+OPTML-Group/Unlearn-Saliency: ``Classification/generate_mask.py`` (``save_gradient_ratio``) for the mask and
+``Classification/unlearn/RL.py`` (with its masked update) for the training.
 
-Mask: the top ``mask_ratio`` fraction (global threshold over all parameters) of
-|grad of -CE on D_f| at the original weights. Training: RL (random wrong labels on
-D_f with D_r). Masked-out weights stay exactly unchanged: their gradients are
-zeroed before each step, and after each step their values are restored and their
-momentum cleared, so weight decay and momentum cannot move them (the leak fixed
-in Unlearn-Saliency PR #33).
+Mask: gradients of -CE are summed over the batches of D_f (``batch_size``, shuffled, with the training
+augmentation of the profile, model in eval mode: the reference iterates the forget loader of the
+training set, RandomCrop + flip); the ``mask_ratio`` share of all weights with the largest summed
+|gradient| (one global ranking, exactly ``int(N * mask_ratio)`` weights, ties broken by position) is
+trainable. Training: RL (random labels on D_f with D_r, see ``rl.py``). Masked-out weights stay exactly
+unchanged: their gradients are zeroed before each step, and after each step their values are restored
+and their optimiser state (momentum; Adam's moments) cleared, so weight decay and momentum cannot move
+them (the leak fixed in Unlearn-Saliency PR #33).
 """
 
 from __future__ import annotations
@@ -16,21 +20,32 @@ import torch
 import torch.nn.functional as F
 
 from ..models import Classifier
-from ..training import Preprocessor, Trainer
+from ..training import Preprocessor, Trainer, shuffled_batches
 from . import rl
 from .base import UnlearnContext
+from ..runtime import to_device
 
 
 def saliency_mask(model: Classifier, x: torch.Tensor, y: torch.Tensor, prep: Preprocessor, ratio: float,
-                  batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """name -> bool mask of the salient weights (``ratio`` of all weights, globally)."""
+                  batch_size: int = 256, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """name -> bool mask of the salient weights: exactly ``int(ratio * N)`` of all N weights, globally.
+
+    With a ``generator`` the batches are shuffled and augmented as in training (the reference); without
+    one they are taken in order, unaugmented.
+    """
     params = dict(model.named_parameters())
     grads = {n: torch.zeros_like(p) for n, p in params.items()}
     was_training = model.training
-    model.eval()  # no BN statistics change while probing
-    for start in range(0, len(y), batch_size):
+    model.eval()  # no BN statistics change while probing (generate_mask.py: model.eval())
+    if generator is None:
+        batches = [torch.arange(start, min(start + batch_size, len(y))) for start in range(0, len(y), batch_size)]
+    else:
+        batches = list(shuffled_batches(len(y), batch_size, generator, min_batch=1))
+    for idx in batches:
+        idx = to_device(idx, y.device)
+        xb = prep(x[idx], train=True, generator=generator) if generator is not None else prep(x[idx])
         model.zero_grad(set_to_none=True)
-        loss = -F.cross_entropy(model(prep(x[start:start + batch_size])), y[start:start + batch_size])
+        loss = -F.cross_entropy(model(xb), y[idx])
         loss.backward()
         for n, p in params.items():
             if p.grad is not None:
@@ -38,9 +53,17 @@ def saliency_mask(model: Classifier, x: torch.Tensor, y: torch.Tensor, prep: Pre
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     flat = torch.cat([g.abs().flatten() for g in grads.values()])
-    k = max(1, int(round(ratio * flat.numel())))
-    threshold = torch.topk(flat, k, sorted=True).values[-1]
-    return {n: g.abs() >= threshold for n, g in grads.items()}
+    k = int(len(flat) * float(ratio))
+    # generate_mask.py ranks every |grad| and keeps the first k ranks: a stable descending sort gives each
+    # weight one rank, so zero gradients tied at the threshold are not all taken
+    order = torch.sort(flat, descending=True, stable=True).indices
+    chosen = torch.zeros(len(flat), dtype=torch.bool, device=flat.device)
+    chosen[order[:k]] = True
+    out, start = {}, 0
+    for n, g in grads.items():
+        out[n] = chosen[start:start + g.numel()].view_as(g)
+        start += g.numel()
+    return out
 
 
 def masked_update_hooks(model: Classifier, mask: dict[str, torch.Tensor]):
@@ -59,14 +82,16 @@ def masked_update_hooks(model: Classifier, mask: dict[str, torch.Tensor]):
             keep = ~mask[n]
             p.copy_(torch.where(keep, frozen[n], p))
             state = trainer.opt.state.get(p, {})
-            if state.get("momentum_buffer") is not None:
-                state["momentum_buffer"].mul_(mask[n])
+            for key in ("momentum_buffer", "exp_avg", "exp_avg_sq"):  # SGD momentum; Adam's moments
+                if state.get(key) is not None:
+                    state[key].mul_(mask[n])
 
     return before_step, after_step
 
 
 def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
-    mask = saliency_mask(ctx.model, ctx.x_forget, ctx.y_forget, ctx.prep, float(hp["mask_ratio"]))
+    mask = saliency_mask(ctx.model, ctx.x_forget, ctx.y_forget, ctx.prep, float(hp["mask_ratio"]),
+                         int(hp["batch_size"]), ctx.generator)
     ctx.extra["mask"] = mask
     before, after = masked_update_hooks(ctx.model, mask)
     rl.run(ctx, hp, before_step=before, after_step=after)
