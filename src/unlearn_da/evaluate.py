@@ -14,10 +14,10 @@ from .artifacts import read_json, verify_artifact, write_json
 from .errors import ArtifactError
 from .features import load_features, rule_for_model
 from .metrics.accuracy import accuracy, classwise_accuracy, unlearning_accuracy
-from .metrics.alignment import dimensional_alignment, normalized_spectrum
+from .metrics.alignment import dimensional_alignments, normalized_spectrum
 from .metrics.clustering import clustering_scores
 from .metrics.mia import loss_mia_accuracy, salun_mia_efficacy
-from .metrics.probe import linear_probe
+from .metrics.probe import holdout_split, linear_probe
 from .splits import load_split
 
 
@@ -53,7 +53,13 @@ def mia_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], fo
 def feature_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], forget: np.ndarray,
                     retain: np.ndarray, forgotten_class: int | None, num_classes: int,
                     cfg: dict[str, Any]) -> tuple[dict[str, float], dict[str, list[float]]]:
-    """DA (forget and test vs retain), linear probe, clustering; plus the normalised spectra."""
+    """DA (forget and test vs retain), linear probe, clustering; plus the normalised spectra.
+
+    The probe trains on D_r (``probe.train: retain``, the random-forgetting default) and then
+    scores all of D_f; or, when it must see D_f's class to predict it (``train``, the class-wise
+    default), on D_r plus a seeded half of D_f, and ``LP_forget`` scores only the other half:
+    its accuracy on its own training samples would measure memorisation by the probe.
+    ``LP_test_forgotten`` (class-wise) scores the forgotten class's test samples."""
     seed = int(cfg["seed"])
     z, y = arrays["train_features"], labels["train"]
     rng = np.random.default_rng(seed)
@@ -63,14 +69,22 @@ def feature_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray]
         retain_sub = np.sort(rng.permutation(retain)[: int(da_cfg["max_retain"])])
     zr, zf, zt = z[retain_sub], z[forget], arrays["test_features"]
     da_kwargs = {"energy": float(da_cfg["energy"]), "k": da_cfg["k"], "center": bool(da_cfg["center"])}
-    out = {"DA": dimensional_alignment(zf, zr, **da_kwargs), "DA_test": dimensional_alignment(zt, zr, **da_kwargs)}
+    # DA / DA_test in the configured form, and both forms by name so a reader can compare
+    da_f, da_t = dimensional_alignments(zf, zr, **da_kwargs), dimensional_alignments(zt, zr, **da_kwargs)
+    form = da_cfg.get("form", "frobenius")
+    out = {"DA": da_f[form], "DA_test": da_t[form],
+           **{f"DA_{f}": v for f, v in da_f.items()}, **{f"DA_test_{f}": v for f, v in da_t.items()}}
 
     probe_cfg = cfg["probe"]
     train_on = probe_cfg["train"]
     if train_on == "auto":
         train_on = "train" if forgotten_class is not None else "retain"
-    train_idx = np.arange(len(y)) if train_on == "train" else retain
-    eval_sets = {"forget": (zf, y[forget]), "test": (zt, labels["test"])}
+    if train_on == "train":  # the probe must see D_f's class(es): it scores only a held-out part of D_f
+        fit_forget, scored_forget = holdout_split(forget, seed=seed)
+        train_idx = np.sort(np.concatenate([retain, fit_forget]))
+    else:
+        train_idx, scored_forget = retain, forget
+    eval_sets = {"forget": (z[scored_forget], y[scored_forget]), "test": (zt, labels["test"])}
     if forgotten_class is not None:
         mask = labels["test"] == forgotten_class
         eval_sets["test_forgotten"] = (zt[mask], labels["test"][mask])
@@ -94,19 +108,29 @@ def feature_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray]
 
 def output_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                    forget: np.ndarray, retain: np.ndarray, forgotten_class: int | None) -> dict[str, float]:
+    """UA, RA, TA and the validation accuracy (tuning) in SalUn's convention.
+
+    Class-wise, SalUn drops the forgotten class from the test set (its data loaders keep
+    ``targets != class_to_replace``), so ``TA`` and ``val_acc`` are accuracies on the remaining
+    classes: they measure only what the model should keep, and the forgotten class (scored by UA
+    already) does not enter the Avg. Gap or the tuning score a second time. The forgotten class
+    gets its own ``TA_forgotten`` / ``val_acc_forgotten``; ``TA_all`` is the
+    whole test set, for comparison with papers that report that. Random forgetting: whole sets.
+    """
     y = labels["train"]
     logits = arrays["train_logits"]
     out = {
         "forget_acc": accuracy(logits[forget], y[forget]),
         "UA": unlearning_accuracy(logits[forget], y[forget]),
         "RA": accuracy(logits[retain], y[retain]),
-        "TA": accuracy(arrays["test_logits"], labels["test"]),
-        "val_acc": accuracy(arrays["val_logits"], labels["val"]),
     }
-    if forgotten_class is not None:
-        out["TA_forgotten"], out["TA_remaining"] = classwise_accuracy(
-            arrays["test_logits"], labels["test"], forgotten_class)
-        out["val_acc_forgotten"], out["val_acc_remaining"] = classwise_accuracy(
+    if forgotten_class is None:
+        out["TA"] = accuracy(arrays["test_logits"], labels["test"])
+        out["val_acc"] = accuracy(arrays["val_logits"], labels["val"])
+    else:
+        out["TA_forgotten"], out["TA"] = classwise_accuracy(arrays["test_logits"], labels["test"], forgotten_class)
+        out["TA_all"] = accuracy(arrays["test_logits"], labels["test"])
+        out["val_acc_forgotten"], out["val_acc"] = classwise_accuracy(
             arrays["val_logits"], labels["val"], forgotten_class)
     return out
 

@@ -3,6 +3,10 @@
 Each candidate (a grid point of ``tuning.grids``) is scored by its mean gap to the
 retrained oracle over UA, RA, validation accuracy and MIA-Efficacy computed with
 the validation set as non-members, averaged over the tuning seeds and scenarios.
+Class-wise, the validation accuracy is on the remaining classes (``val_acc`` of
+``evaluate.output_metrics``), as TA is in the tables (SalUn's convention): the
+forgotten class is scored by UA already and would otherwise count twice, and the
+candidate is then chosen by the same yardstick the tables report.
 The test set is never read. The smallest score wins; the chosen values are then
 copied into the profile's config by hand, with the rule cited beside them.
 """
@@ -18,8 +22,9 @@ import pandas as pd
 from .artifacts import read_json, write_json, write_text
 
 SELECTION_METRICS = ("UA", "RA", "val_acc", "MIA_val")
-RULE = ("smallest mean |candidate - oracle| over UA, RA, validation accuracy and MIA-Efficacy "
-        "(validation set as non-members), averaged over tuning seeds and scenarios")
+RULE = ("smallest mean |candidate - oracle| over UA, RA, validation accuracy (class-wise: on the "
+        "remaining classes) and MIA-Efficacy (validation set as non-members), averaged over tuning "
+        "seeds and scenarios")
 
 
 def score_candidates(records: Sequence[dict[str, Any]], candidates: dict[str, dict]) -> pd.DataFrame:
