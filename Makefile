@@ -4,7 +4,10 @@
 #   make test                 pytest (unit tests + a tiny end-to-end pipeline run)
 #   make lint                 snakemake --lint, snakefmt, ruff
 #   make tune                 hyper-parameter search on the validation split
+#   make da-energy            the DA metric's energy rule, chosen on the tuning seed's training features
 #   make bench                throughput and overheads on this machine -> results/bench/summary.md
+#   make smoke-paper          the CIFAR-10/100 paper profiles on small synthetic CIFAR, every rule, CPU
+#   make gpu-check            on a CUDA machine: the paper path's stages + ResNet-18 img/s (DEVICE=cpu to try)
 #   make push / make pull     share data, checkpoints and metrics through the DVC remote
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -15,7 +18,7 @@ CORES ?= all
 PROFILE ?=
 SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(if $(PROFILE),--configfile $(PROFILE))
 
-.PHONY: venv dev reproduce test lint report bench tune push pull verify clean-results
+.PHONY: venv dev reproduce test lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +42,19 @@ report: venv
 bench: venv
 	python -m unlearn_da bench --out results/bench/summary.md --threads 2
 
+smoke-paper: venv
+	python -m unlearn_da smoke-paper --workdir results/smoke-paper --cores $(if $(filter all,$(CORES)),$$(nproc),$(CORES))
+
+# runs with the machine's own python3 when there is no venv (GPU machines come with torch, no Snakemake)
+DEVICE ?= cuda
+gpu-check:
+	PYTHONPATH=src $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m unlearn_da gpu-check --device $(DEVICE) --workdir results/gpu-check
+
 tune: venv
 	$(SNAKEMAKE) tune
+
+da-energy: venv
+	$(SNAKEMAKE) da_energy
 
 push: venv
 	dvc push

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,21 +11,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "prepared", "raw", ".snakemake", "__pycache__",
-                                "*.egg-info", ".pytest_cache", ".ruff_cache", ".whl", ".gl")
 
 
 def copy_project(dest: Path) -> Path:
     """Copy the workflow (not outputs, not the venv) into ``dest``."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "config", "workflow", "tests", "envs", "src", "pyproject.toml", "Makefile",
-                 "dvc.yaml", ".dvcignore", "constraints.txt", "README.md"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=IGNORE)
-        elif src.exists():
-            shutil.copy2(src, dest / name)
-    return dest
+    from unlearn_da.smoke import copy_project as _copy
+
+    return _copy(dest, REPO)
 
 
 def env_with_venv() -> dict[str, str]:

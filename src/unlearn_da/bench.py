@@ -69,7 +69,9 @@ def _timed_bare(model, xf, y, batch: int, amp: bool = False) -> float:
     return _bare_loop(model, xf, y, batch, 0.01, amp)
 
 
-def training_throughput(threads: int, repeats: int = 3) -> list[dict]:
+def training_throughput(threads: int, repeats: int = 3, cases: list[tuple] | None = None, device: str = "auto",
+                        amp: bool | None = None, channels_last: bool | None = None) -> list[dict]:
+    """img/s of ``fit`` and of a bare loop per case; precision defaults to the pipeline's 'auto' settings."""
     import torch
 
     from .models import build_model, model_spec
@@ -77,11 +79,12 @@ def training_throughput(threads: int, repeats: int = 3) -> list[dict]:
     from .training import Preprocessor
 
     torch.set_num_threads(threads)
-    device = select_device("auto")
+    device = select_device(device)
     # the pipeline's 'auto' precision settings on this device, in both loops
-    amp, cl = amp_default(device), channels_last_default(device)
+    amp = amp_default(device) if amp is None else amp
+    cl = channels_last_default(device) if channels_last is None else channels_last
     rows = []
-    for label, arch, c, size, width, batch, n in CASES:
+    for label, arch, c, size, width, batch, n in cases or CASES:
         if device.type == "cuda":
             n *= 16
         gen = torch.Generator().manual_seed(0)
@@ -158,6 +161,15 @@ def rule_times(pattern: str = "results/*/benchmarks/**/*.tsv") -> list[dict]:
     df = pd.DataFrame(rows)
     agg = df.groupby(["run", "rule"])["seconds"].agg(["count", "mean", "max", "sum"]).reset_index()
     return agg.to_dict("records")
+
+
+def paper_hours(img_per_s: float) -> dict[str, float]:
+    """Projected hours of the CIFAR-10 and CIFAR-100 paper tables at a training rate of ``img_per_s``."""
+    from .config import REPO_ROOT, load_config
+
+    cfg = REPO_ROOT / "config"
+    profiles = {"cifar10": [cfg / "cifar10.yaml"], "cifar100": [cfg / "cifar10.yaml", cfg / "cifar100.yaml"]}
+    return {name: workload_images(load_config(files))["total"] / img_per_s / 3600 for name, files in profiles.items()}
 
 
 def paper_estimate(throughput: list[dict]) -> list[str]:

@@ -26,6 +26,16 @@ def _params(text: str) -> dict[str, Any]:
     return value
 
 
+def _json_list(text: str) -> list[Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError("must be a JSON list")
+    return value
+
+
 def cmd_prepare_data(a: argparse.Namespace) -> None:
     from .data import prepare
 
@@ -75,7 +85,15 @@ def cmd_plot(a: argparse.Namespace) -> None:
     from .plots import run_plots
 
     run_plots(a.long_csv, a.metrics, a.steps, a.embed_features, a.data, a.split, a.models, a.title,
-              a.out_dir, a.max_points, a.seed)
+              a.out_dir, a.max_points, a.seed, da_k_features=a.da_k_features, da_params=a.da_params,
+              da_k_out=a.da_k_out)
+
+
+def cmd_choose_da_energy(a: argparse.Namespace) -> None:
+    from .da_curves import run_choose_energy
+
+    result = run_choose_energy(a.pairs, a.params, a.seed, a.out_prefix)
+    print(f"evaluation.da.energy: {result['chosen_energy']} (fixed-size alternative: k = {result['chosen_k']})")
 
 
 def cmd_select(a: argparse.Namespace) -> None:
@@ -105,6 +123,21 @@ def cmd_bench(a: argparse.Namespace) -> None:
     from .bench import run_bench
 
     print(run_bench(a.out, threads=a.threads, skip_noop=a.skip_noop))
+
+
+def cmd_smoke_paper(a: argparse.Namespace) -> None:
+    from .smoke import run_smoke
+
+    run_smoke(a.workdir, datasets=tuple(a.datasets), cores=a.cores)
+
+
+def cmd_gpu_check(a: argparse.Namespace) -> None:
+    from .gpucheck import run_gpu_check
+
+    code = run_gpu_check(a.device, a.workdir, threads=a.threads, amp=a.amp, repeats=a.repeats,
+                         skip_throughput=a.skip_throughput)
+    if code:
+        sys.exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="")
     p.add_argument("--max-points", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--da-k-features", nargs="*", default=[], help="features of original, oracle and models "
+                   "for the DA(k) figure (first seed)")
+    p.add_argument("--da-params", type=_params, default=None, help="evaluation.da (JSON)")
+    p.add_argument("--da-k-out", default=None, help="prefix of the DA(k) curves (.csv, .json)")
+    p = add("choose-da-energy", cmd_choose_da_energy, "the DA metric's energy rule that best separates original "
+            "and oracle on the tuning seeds' training features")
+    p.add_argument("--pairs", type=_json_list, required=True,
+                   help="JSON list of {scenario, seed, original, oracle, split} (feature files, split folder)")
+    p.add_argument("--params", type=_params, required=True, help="evaluation.da (JSON)")
+    p.add_argument("--seed", type=int, default=0, help="evaluation.seed: the retain subset the metric draws")
+    p.add_argument("--out-prefix", required=True)
     p = add("select", cmd_select, "pick each method's hyper-parameters from the tuning runs (validation split)")
     p.add_argument("--inputs", nargs="+", required=True)
     p.add_argument("--candidates", type=_params, required=True, help="candidate name -> {base, values} (JSON)")
@@ -187,6 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/bench/summary.md")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-noop", action="store_true", help="do not time Snakemake no-op runs")
+
+    p = add("smoke-paper", cmd_smoke_paper, "the CIFAR paper profiles through every rule on synthetic data")
+    p.add_argument("--workdir", default="results/smoke-paper")
+    p.add_argument("--datasets", nargs="+", default=["cifar10", "cifar100"], choices=["cifar10", "cifar100"])
+    p.add_argument("--cores", type=int, default=2)
+
+    p = add("gpu-check", cmd_gpu_check, "the smoke's stages on a device with the profile's precision, "
+            "then ResNet-18 throughput and projected paper-table hours (no Snakemake needed)")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu", "auto"])
+    p.add_argument("--workdir", default="results/gpu-check")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--amp", default="auto", choices=["on", "off", "auto"],
+                   help="bf16 autocast; auto (default): the profile's setting, on for CUDA, off on the CPU (bf16 is emulated on most CPUs and 5-15x slower)")
+    p.add_argument("--repeats", type=int, default=3, help="measured rounds of the throughput loops")
+    p.add_argument("--skip-throughput", action="store_true")
     return parser
 
 

@@ -9,6 +9,7 @@ DAG build.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ def validate_config(
 
     schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
-    problems: list[str] = []
+    problems: list[str] = [_problem(path, f"{value!r} is not a finite number; NaN and infinity are not allowed",
+                                    sources) for path, value in _non_finite(config)]
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         # report the most specific sub-error for oneOf/anyOf
         if err.context:
@@ -160,6 +162,55 @@ def validate_config(
             "invalid configuration:\n  - " + "\n  - ".join(problems)
         )
     return config
+
+
+def _non_finite(node: Any, path: tuple = ()) -> Iterable[tuple[tuple, float]]:
+    """Every float in ``node`` that is NaN or infinite, with its key path (JSON schema's
+    ``type: number`` and ``minimum`` both let NaN through)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _non_finite(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _non_finite(value, (*path, i))
+
+
+def _subset_problems(config: dict, sources: Sequence[str | Path]) -> list[str]:
+    """A ``data.subset`` too small for the metrics, refused before anything runs.
+
+    Every class needs a test sample, a validation sample and a training sample
+    (the split is stratified), and k-means on a random forget set uses k = number
+    of classes, so that forget set needs at least that many samples.
+    """
+    subset = config["data"].get("subset")
+    if not subset:
+        return []
+    info = DATASETS[config["dataset"]]
+    c, n_train, n_test = info.num_classes, int(subset["train"]), int(subset["test"])
+    vf = float(config["data"]["val_fraction"])
+    out = []
+    if n_test < c:
+        out.append(_problem(["data", "subset", "test"], f"{n_test} test images cannot hold every one of the "
+                            f"{c} classes of {info.name}; use at least {c}", sources))
+    per_class = n_train // c
+    val = int(round(vf * per_class))
+    if val < 1 or per_class - val < 1:
+        need = next(n for n in range(c, 100 * c + 1, c)
+                    if 1 <= int(round(vf * (n // c))) < n // c) if vf > 0 else c
+        out.append(_problem(["data", "subset", "train"], f"{n_train} images give {per_class} per class, which "
+                            f"leaves no validation or no training sample per class at val_fraction {vf}; "
+                            f"use at least {need}", sources))
+        return out
+    n_fit = n_train - val * c
+    for i, scen in enumerate(config["scenarios"]):
+        kind, value = parse_scenario(scen)
+        if kind == "random" and int(round(n_fit * value / 100.0)) < c:
+            out.append(_problem(["scenarios", i], f"'{scen}' on data.subset.train {n_train} forgets about "
+                                f"{int(round(n_fit * value / 100.0))} samples, fewer than the {c} k-means "
+                                "clusters the clustering metric needs; raise data.subset.train", sources))
+    return out
 
 
 def _problem(path: Sequence[Any], message: str, sources: Sequence[str | Path]) -> str:
@@ -323,6 +374,7 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
                     sources,
                 )
             )
+    problems.extend(_subset_problems(config, sources))
     if config["arch"] == "resnet18" and info.size < 32:
         problems.append(
             _problem(["arch"], f"resnet18 expects 32x32 images; {info.name} is {info.size}x{info.size}; "

@@ -94,9 +94,10 @@ def _missing_dataset_error(name: str, searched: list[str], cause: Exception | No
         ),
     }.get(
         name,
-        "  1. copy torchvision's extracted folder (e.g. cifar-10-batches-py/) into data/raw/\n"
+        "  1. copy the extracted python folder (cifar-10-batches-py/ or cifar-100-python/) into "
+        "data/raw/ (or a directory listed in data.cifar_dirs)\n"
         "  2. or run once on a machine with a network with data.download: true "
-        "(torchvision downloads into data/raw/)\n"
+        "(torchvision downloads into the first of data.cifar_dirs)\n"
         "  3. or pull the prepared data set from a DVC remote: dvc pull",
     )
     where = f" (searched: {', '.join(searched)})" if searched else ""
@@ -138,23 +139,36 @@ def load_raw(name: str, params: dict[str, Any], raw_dir: str | os.PathLike = "da
             "y_test": read_idx(_fashion_file(base, FASHION_FILES["test_labels"])).astype(np.int64),
         }
     if name in ("cifar10", "cifar100"):
+        return _load_cifar(name, params, raw_dir)
+    dataset_info(name)  # raises the 'unknown dataset' error
+    raise AssertionError("unreachable")
+
+
+def _load_cifar(name: str, params: dict[str, Any], raw_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The python-pickle folder from ``data.cifar_dirs`` (MD5-checked, restricted unpickler);
+    with ``data.download`` and no local copy, torchvision downloads it into the first directory."""
+    from .cifar import find_cifar_dir, read_cifar
+
+    dirs = [str(d) for d in params.get("cifar_dirs", [raw_dir])]
+    base = find_cifar_dir(name, dirs)
+    if base is None and params.get("download", False):
         try:
             from torchvision.datasets import CIFAR10, CIFAR100
 
             cls = CIFAR10 if name == "cifar10" else CIFAR100
-            kwargs = {"download": bool(params.get("download", False))}
-            tr = cls(str(raw_dir), train=True, **kwargs)
-            te = cls(str(raw_dir), train=False, **kwargs)
-        except Exception as exc:
-            raise _missing_dataset_error(name, [str(raw_dir)], exc) from exc
-        return {
-            "x": np.ascontiguousarray(tr.data.transpose(0, 3, 1, 2)),
-            "y": np.asarray(tr.targets, dtype=np.int64),
-            "x_test": np.ascontiguousarray(te.data.transpose(0, 3, 1, 2)),
-            "y_test": np.asarray(te.targets, dtype=np.int64),
-        }
-    dataset_info(name)  # raises the 'unknown dataset' error
-    raise AssertionError("unreachable")
+            for train in (True, False):
+                cls(dirs[0], train=train, download=True)
+        except Exception as exc:  # network errors come in many types
+            raise _missing_dataset_error(name, dirs, exc) from exc
+        base = find_cifar_dir(name, dirs)
+    if base is None:
+        raise _missing_dataset_error(name, dirs, None)
+    raw = read_cifar(name, base, allow_unverified=bool(params.get("allow_unverified", False)))
+    unverified = raw.pop("unverified")
+    if unverified:
+        print(f"warning: {base}: {len(unverified)} file(s) do not match the published MD5s; "
+              "used anyway because data.allow_unverified is true", flush=True)
+    return raw
 
 
 # --------------------------------------------------------------------------- splitting
@@ -171,6 +185,35 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     return keep, held_out
 
 
+def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` sorted indices with every class's share of ``y`` kept (largest remainder), drawn with ``seed``."""
+    if n > len(y):
+        raise DataError(f"data.subset asks for {n} samples, but only {len(y)} exist")
+    classes, counts = np.unique(y, return_counts=True)
+    exact = counts * (n / len(y))
+    take = np.floor(exact).astype(int)
+    order = np.lexsort((classes, -(exact - take)))  # largest remainder first, ties by class
+    take[order[: n - int(take.sum())]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(y == c))[:t] for c, t in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(chosen))
+
+
+def _check_subset_sizes(y_pool: np.ndarray, y_test: np.ndarray, num_classes: int, val_fraction: float) -> None:
+    """Refuse a subset too small for the metrics: every class in val, train and test."""
+    for what, y in (("train (before the validation split)", y_pool), ("test", y_test)):
+        present = len(np.unique(y))
+        if present < num_classes:
+            raise DataError(f"data.subset: the {what} subset holds {present} of {num_classes} classes; "
+                            "raise data.subset so that every class has samples")
+    counts = np.bincount(y_pool, minlength=num_classes)
+    val = np.round(val_fraction * counts).astype(int)
+    if (val < 1).any() or (counts - val < 1).any():
+        raise DataError(f"data.subset.train: {int(counts.min())} samples in the smallest class leave no "
+                        f"validation or no training sample for it at val_fraction {val_fraction}; "
+                        "raise data.subset.train")
+
+
 def prepare(name: str, params: dict[str, Any], out: str | os.PathLike, raw_dir: str = "data/raw",
             code: str | None = None) -> dict:
     """Load ``name``, split it, and write the prepared ``.npz`` plus its sidecar."""
@@ -185,6 +228,12 @@ def prepare(name: str, params: dict[str, Any], out: str | os.PathLike, raw_dir: 
     else:
         pool, test_idx = stratified_split(y, float(params["test_fraction"]), seed)
         x_test, y_test = x[test_idx], y[test_idx]
+    subset = params.get("subset")
+    if subset:  # a stratified, seeded share of the pool and of the test set (laptop-sized paper profiles)
+        pool = pool[stratified_subset(y[pool], int(subset["train"]), seed + 2)]
+        test_keep = stratified_subset(y_test, int(subset["test"]), seed + 3)
+        x_test, y_test = x_test[test_keep], y_test[test_keep]
+        _check_subset_sizes(y[pool], y_test, info.num_classes, float(params["val_fraction"]))
     train_rel, val_rel = stratified_split(y[pool], float(params["val_fraction"]), seed + 1)
     train_idx, val_idx = pool[train_rel], pool[val_rel]
     x_train = x[train_idx]
@@ -209,6 +258,7 @@ def prepare(name: str, params: dict[str, Any], out: str | os.PathLike, raw_dir: 
         "params": params,
         "sizes": {k: int(len(arrays[f"y_{k}"])) for k in ("train", "val", "test")},
         "num_classes": info.num_classes,
+        "subset": subset or None,
         "code": code,
     }
     write_sidecar(out, "prepare_data", meta)

@@ -20,13 +20,13 @@ from .config import resolve_method
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ORACLES = ("retrain", "retrain_alt")
-FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding")
+FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding", "da_k")
 
 # the package modules each rule's command executes (cli.py only parses arguments)
 _COMMON = ("__init__.py", "artifacts.py", "errors.py", "datasets.py")
 _TORCH = _COMMON + ("runtime.py", "session.py", "data.py", "models.py", "training.py", "checkpoints.py")
 RULE_SOURCES: dict[str, tuple[str, ...]] = {
-    "prepare_data": _COMMON + ("data.py",),
+    "prepare_data": _COMMON + ("data.py", "cifar.py"),
     "split": _COMMON + ("splits.py", "scenarios.py", "data.py"),
     "train": _TORCH + ("train.py", "splits.py", "scenarios.py"),
     "unlearn": _TORCH + ("unlearn.py", "splits.py", "scenarios.py", "methods/__init__.py", "methods/base.py"),
@@ -38,7 +38,9 @@ RULE_SOURCES: dict[str, tuple[str, ...]] = {
     "plots": _COMMON + ("plots.py", "tables.py", "evaluate.py", "features.py", "splits.py", "scenarios.py",
                         "metrics/__init__.py",
                         "metrics/accuracy.py", "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py",
-                        "metrics/probe.py"),
+                        "metrics/probe.py", "da_curves.py"),
+    "choose_da_energy": _COMMON + ("da_curves.py", "features.py", "splits.py", "scenarios.py", "metrics/__init__.py",
+                                   "metrics/alignment.py"),
 }
 
 
@@ -92,7 +94,8 @@ def data_params(config: dict) -> dict[str, Any]:
     d = config["data"]
     return {"val_fraction": d["val_fraction"], "test_fraction": d["test_fraction"],
             "split_seed": d["split_seed"], "fashion_mnist_dirs": d["fashion_mnist_dirs"],
-            "download": d["download"]}
+            "download": d["download"], "cifar_dirs": d["cifar_dirs"],
+            "allow_unverified": d["allow_unverified"], "subset": d.get("subset")}
 
 
 def train_params(config: dict) -> dict[str, Any]:
@@ -124,7 +127,7 @@ def features_params(config: dict) -> dict[str, Any]:
 
 
 def metrics_params(config: dict) -> dict[str, Any]:
-    skip = {"batch_size", "embedding", "noise_floor"}
+    skip = {"batch_size", "embedding", "noise_floor", "da_k_curve"}
     return {k: v for k, v in config["evaluation"].items() if k not in skip}
 
 
@@ -166,6 +169,27 @@ def tuning_metrics(config: dict) -> list[str]:
     names = ["retrain"] + list(tuning_variants(config))
     return [f"results/{run}/{s}/seed{seed}/metrics/{m}.json" for s in scenarios for seed in tune["seeds"]
             for m in names]
+
+
+def da_energy_pairs(config: dict) -> list[dict[str, Any]]:
+    """(scenario, seed) pairs of the tuning runs whose original and oracle training features choose
+    the DA metric's energy rule (``make da-energy``): tuning seeds only, never a reported seed."""
+    run = run_name(config)
+    tune = config["tuning"]
+    return [{"scenario": s, "seed": seed, "original": model_features(run, s, seed, "original"),
+             "oracle": model_features(run, s, seed, "retrain"),
+             "split": f"data/prepared/{config['dataset']}/splits/{s}/seed{seed}"}
+            for s in (tune["scenarios"] or config["scenarios"]) for seed in tune["seeds"]]
+
+
+def da_energy_targets(config: dict) -> list[str]:
+    return [f"results/{run_name(config)}/tuning/da_energy.{ext}" for ext in ("md", "json")]
+
+
+def da_energy_params(config: dict) -> dict[str, Any]:
+    """What the choice depends on: the DA metric's form, centring and retain subset (not its energy)."""
+    da = config["evaluation"]["da"]
+    return {"form": da["form"], "center": da["center"], "max_retain": da["max_retain"]}
 
 
 def model_metrics(run: str, scenario: str, seed: int | str, model: str) -> str:

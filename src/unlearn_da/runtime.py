@@ -72,3 +72,33 @@ def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
             yield
     else:
         yield
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device | str) -> Iterator[None]:
+    """Autocast off for ``device``'s type, whatever the caller's state.
+
+    For linear algebra that must not run in bf16: CUDA autocast hands matmuls bf16
+    and CUDA has no bf16 ``eigh``; CPU autocast upcasts ``eigh`` silently but still
+    computes the second moment in bf16. Cast the inputs with :func:`float32` inside.
+    """
+    kind = device.type if isinstance(device, torch.device) else str(device)
+    with torch.autocast(device_type=kind, enabled=False):
+        yield
+
+
+def float32(t: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 -> float32; float32 and float64 (tests, gradient checks) stay as they are."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor (indices, random offsets) on ``device`` without a host synchronisation.
+
+    A plain ``.to("cuda")`` from pageable memory waits for the stream, i.e. for every kernel
+    queued so far: once per training step that stalls the GPU. Pinned memory with
+    ``non_blocking=True`` does not; torch keeps the pinned buffer alive until the copy is done.
+    """
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device, non_blocking=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,14 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
             np.save(fh, arr, allow_pickle=False)
 
 
+def _dataset_subset(dataset_file: str | os.PathLike) -> dict | None:
+    """The ``data.subset`` the prepared data set was drawn with (None: the whole data set)."""
+    sidecar = Path(f"{dataset_file}.meta.json")
+    if not sidecar.exists():
+        return None
+    return json.loads(sidecar.read_text()).get("subset")
+
+
 def write_split(split: Split, out_dir: str | os.PathLike, dataset_file: str | os.PathLike) -> dict:
     """Write forget.npy, retain.npy and a manifest with their checksums (manifest last)."""
     out = Path(out_dir)
@@ -72,6 +82,7 @@ def write_split(split: Split, out_dir: str | os.PathLike, dataset_file: str | os
         "n_forget": int(len(split.forget)),
         "n_retain": int(len(split.retain)),
         "dataset_sha256": sha256_file(dataset_file),
+        "dataset_subset": _dataset_subset(dataset_file),
         "files": {
             "forget.npy": sha256_file(out / "forget.npy"),
             "retain.npy": sha256_file(out / "retain.npy"),

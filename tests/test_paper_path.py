@@ -1,0 +1,180 @@
+"""The paper path (CIFAR, ResNet-18): safe CIFAR reading, the subset switch, non-finite config values,
+and a cut-down CIFAR-10 smoke through the pipeline's rules."""
+
+from __future__ import annotations
+
+import pickle
+import pickletools
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from unlearn_da.cifar import CIFAR, load_pickle, read_cifar
+from unlearn_da.config import load_config, validate_config
+from unlearn_da.data import load_prepared, prepare, stratified_subset
+from unlearn_da.errors import ConfigError, DataError
+from unlearn_da.synthetic import py2_dumps, write_synthetic_cifar
+
+
+def _globals(raw: bytes) -> set[str]:
+    return {arg for op, arg, _ in pickletools.genops(raw) if op.name in ("GLOBAL", "STACK_GLOBAL")}
+
+
+@pytest.fixture(scope="module")
+def cifar_raw(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("raw")
+    write_synthetic_cifar("cifar10", root, n_train=150, n_test=60, seed=0)
+    write_synthetic_cifar("cifar100", root, n_train=400, n_test=200, seed=0)
+    return root
+
+
+def test_synthetic_files_have_the_real_on_disk_form(cifar_raw: Path):
+    raw = (cifar_raw / "cifar-10-batches-py" / "data_batch_1").read_bytes()
+    assert raw[:2] == b"\x80\x02"  # protocol 2, as cPickle wrote the real files
+    assert _globals(raw) == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"}
+    ops = {op.name for op, _, _ in pickletools.genops(raw)}
+    assert "BINSTRING" in ops and "SHORT_BINSTRING" in ops  # Python-2 str, not Python-3 bytes
+    entry = pickle.loads(raw, encoding="latin1")  # what torchvision does with the real files
+    assert set(entry) == {"batch_label", "labels", "data", "filenames"}
+    assert entry["data"].dtype == np.uint8 and entry["data"].shape == (30, 3072)
+    c100 = pickle.loads((cifar_raw / "cifar-100-python" / "train").read_bytes(), encoding="latin1")
+    assert set(c100) == {"filenames", "batch_label", "fine_labels", "coarse_labels", "data"}
+    for name, layout in CIFAR.items():
+        assert sorted(p.name for p in (cifar_raw / layout.folder).iterdir()) == sorted(
+            [*layout.train, layout.test, layout.meta]), name
+
+
+def test_restricted_reader_gives_the_same_arrays_as_plain_pickle(cifar_raw: Path):
+    base = cifar_raw / "cifar-10-batches-py"
+    out = read_cifar("cifar10", base, allow_unverified=True)
+    plain = [pickle.loads((base / f).read_bytes(), encoding="latin1") for f in CIFAR["cifar10"].train]
+    expected = np.concatenate([p["data"] for p in plain]).reshape(-1, 3, 32, 32)
+    assert out["x"].dtype == np.uint8 and out["x"].shape == (150, 3, 32, 32)
+    assert np.array_equal(out["x"], expected)
+    assert out["y"].tolist() == sum((p["labels"] for p in plain), [])
+    assert out["x_test"].shape == (60, 3, 32, 32)
+    c100 = read_cifar("cifar100", cifar_raw / "cifar-100-python", allow_unverified=True)
+    assert c100["y"].max() == 99 and c100["x"].shape == (400, 3, 32, 32)
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
+@pytest.mark.parametrize("payload", [_Evil(), {"data": _Evil()}, {"labels": pd.Timestamp(0)}])
+def test_a_pickle_with_any_other_global_is_refused(tmp_path: Path, payload):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(DataError, match="refusing to unpickle global"):
+        load_pickle(path)
+
+
+def test_files_that_do_not_match_the_published_md5_are_refused_unless_allowed(cifar_raw: Path):
+    base = cifar_raw / "cifar-10-batches-py"
+    with pytest.raises(DataError, match="published MD5.*allow_unverified"):
+        read_cifar("cifar10", base)
+    assert read_cifar("cifar10", base, allow_unverified=True)["unverified"]  # names the files it let through
+
+
+def test_malformed_cifar_files_name_the_file(tmp_path: Path):
+    bad = tmp_path / "test_batch"
+    bad.write_bytes(py2_dumps({"labels": [1, 2], "data": np.zeros((2, 10), np.uint8)}))
+    with pytest.raises(DataError, match="test_batch.*uint8 N x 3072"):
+        from unlearn_da.cifar import _batch
+
+        _batch(bad, "labels")
+    truncated = tmp_path / "data_batch_2"
+    truncated.write_bytes(py2_dumps({"labels": [1]})[:-5])
+    with pytest.raises(DataError, match="data_batch_2: not a readable CIFAR pickle"):
+        load_pickle(truncated)
+
+
+def _cifar_params(raw: Path, **extra) -> dict:
+    return {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0, "fashion_mnist_dirs": [],
+            "download": False, "cifar_dirs": [str(raw)], "allow_unverified": True, **extra}
+
+
+def test_prepare_reads_cifar_and_applies_a_stratified_seeded_subset(cifar_raw: Path, tmp_path: Path):
+    subset = {"train": 100, "test": 40}
+    meta = prepare("cifar10", _cifar_params(cifar_raw, subset=subset), tmp_path / "a.npz")
+    prepare("cifar10", _cifar_params(cifar_raw, subset=subset), tmp_path / "b.npz")
+    data = load_prepared(tmp_path / "a.npz")
+    assert meta["subset"] == subset
+    assert len(data.y_train) + len(data.y_val) == 100 and len(data.y_test) == 40
+    assert np.bincount(data.y_test, minlength=10).tolist() == [4] * 10  # stratified
+    assert set(np.unique(data.y_val)) == set(range(10))  # validation carved from the subset, every class
+    assert data.x_train.dtype == np.uint8 and data.x_train.shape[1:] == (3, 32, 32)
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)  # same seed, same subset
+
+
+def test_stratified_subset_keeps_class_shares_and_depends_on_the_seed():
+    y = np.repeat(np.arange(4), [10, 20, 30, 40])
+    idx = stratified_subset(y, 50, seed=1)
+    assert len(idx) == 50 and np.bincount(y[idx]).tolist() == [5, 10, 15, 20]
+    assert not np.array_equal(idx, stratified_subset(y, 50, seed=2))
+    with pytest.raises(DataError, match="asks for 101"):
+        stratified_subset(y, 101, seed=0)
+
+
+def test_subset_split_manifest_records_the_subset(cifar_raw: Path, tmp_path: Path):
+    from unlearn_da.splits import make_split, write_split
+
+    prepare("cifar10", _cifar_params(cifar_raw, subset={"train": 100, "test": 40}), tmp_path / "d.npz")
+    manifest = write_split(make_split(load_prepared(tmp_path / "d.npz").y_train, "class0", 0), tmp_path / "s",
+                           tmp_path / "d.npz")
+    assert manifest["dataset_subset"] == {"train": 100, "test": 40}
+
+
+@pytest.mark.parametrize("subset, key, message", [
+    ({"train": 1000, "test": 5}, "data.subset.test", "cannot hold every one of the 10 classes"),
+    ({"train": 40, "test": 100}, "data.subset.train", "no validation or no training sample"),
+    ({"train": 80, "test": 100}, "scenarios[0]", "fewer than the 10 k-means clusters"),
+])
+def test_a_subset_too_small_for_the_metrics_is_refused(subset, key, message):
+    config = load_config(["config/cifar10.yaml"], overrides={"data": {"subset": subset}})
+    with pytest.raises(ConfigError, match=rf"key '{re.escape(key)}'.*{message}"):
+        validate_config(config, sources=[])
+
+
+@pytest.mark.parametrize("path, value", [
+    (("unlearn", "ft", "lr"), float("nan")),
+    (("train", "weight_decay"), float("inf")),
+    (("unlearn", "da", "energy"), float("-inf")),
+])
+def test_non_finite_numbers_are_refused_naming_the_key(path, value):
+    overrides: dict = {}
+    node = overrides
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+    node[path[-1]] = value
+    config = load_config([], overrides=overrides)
+    with pytest.raises(ConfigError, match=rf"key '{re.escape('.'.join(path))}'.*not a finite number"):
+        validate_config(config, sources=[])
+
+
+@pytest.mark.slow
+def test_cifar10_smoke_runs_resnet18_through_the_rules(tmp_path: Path):
+    """CI's cut-down paper smoke: synthetic CIFAR-10 in the real form, ResNet-18 with crop+flip, MUDA, one +da
+    baseline, SSD and Boundary Shrinking, features, metrics and one table, through Snakemake."""
+    from unlearn_da.smoke import run_smoke
+
+    methods = ["muda", "ft+da", "ssd", "boundary_shrink"]
+    summary = run_smoke(tmp_path, datasets=("cifar10",), sizes={"cifar10": (200, 100)}, methods=methods,
+                        scenarios=["class0"], targets=["results/cifar10-resnet18/class0/table.md"],
+                        report=False, log=lambda m: None)
+    assert summary["cifar10"]["jobs"] >= 4 + 2 * (len(methods) + 2)  # data, split, models, features, metrics
+    run = tmp_path / "project" / "results" / "cifar10-resnet18"
+    table = pd.read_csv(run / "class0" / "table.csv")
+    assert list(table["model"]) == ["retrain", "retrain_alt", "original", *methods]
+    assert table["TA_mean"].notna().all() and table["UA_mean"].between(0, 100).all()
+    meta = (run / "seed0" / "models" / "original.pt.meta.json").read_text()
+    assert '"arch": "resnet18"' in meta and '"augment": "crop_flip"' in meta
+    assert "muda" in (run / "class0" / "table.md").read_text()
+
