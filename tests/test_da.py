@@ -395,3 +395,31 @@ def test_da_k_curves_table_json_and_figure(tmp_path):
     assert (tmp_path / "da_k.csv").read_text().startswith("model,set,k,retain_energy,da_frobenius,da_energy")
     da_k_figure(table, summary, ["retrain", "original", "muda"], "test", tmp_path / "da_k.png")
     assert (tmp_path / "da_k.png").stat().st_size > 0 and (tmp_path / "da_k.pdf").stat().st_size > 0
+
+
+def test_fgsm_labels_run_in_float32_under_bf16_autocast(start):
+    """Boundary Shrinking's attack and argmax run as the reference's float32, whatever the caller's autocast."""
+    from unlearn_da.methods.boundary_shrink import fgsm_labels
+
+    model, x, y, prep = start
+    dtypes = []
+    hook = model.fc.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            labels = fgsm_labels(model, prep(x[:16]), y[:16], prep, 0.1)
+    finally:
+        hook.remove()
+    assert dtypes and set(dtypes) == {torch.float32}
+    assert labels.shape == (16,)
+
+
+def test_bad_teacher_loss_is_float32_for_bf16_logits():
+    from unlearn_da.methods.bad_teacher import unlearner_loss
+
+    g = torch.Generator().manual_seed(0)
+    s, good, bad = (torch.randn(32, 10, generator=g) * 4 for _ in range(3))
+    u = (torch.arange(32) % 2).float()
+    low = [v.to(torch.bfloat16) for v in (s, good, bad)]
+    got = unlearner_loss(*low, u, 1.0)
+    want = unlearner_loss(*(v.float() for v in low), u, 1.0)
+    assert got.dtype == torch.float32 and torch.equal(got, want)

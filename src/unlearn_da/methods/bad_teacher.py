@@ -32,6 +32,9 @@ def unlearner_loss(student_logits: torch.Tensor, good_logits: torch.Tensor, bad_
     if reduction not in KL_REDUCTIONS:
         raise ValueError(f"kl_reduction {reduction!r} is not known; allowed: {', '.join(KL_REDUCTIONS)}")
     t = float(temperature)
+    # float32 whatever autocast produced: softmax/log-softmax of bf16 logits lose the small
+    # probabilities the KL is made of (distill_kl does the same)
+    student_logits, good_logits, bad_logits = (v.float() for v in (student_logits, good_logits, bad_logits))
     u = is_forget[:, None].to(student_logits.dtype)
     target = u * F.softmax(bad_logits.detach() / t, 1) + (1 - u) * F.softmax(good_logits.detach() / t, 1)
     total = F.kl_div(F.log_softmax(student_logits / t, 1), target, reduction="sum")

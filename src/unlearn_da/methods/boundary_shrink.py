@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models import Classifier
+from ..runtime import full_precision
 from ..training import Preprocessor
 from .base import UnlearnContext
 
@@ -58,8 +59,11 @@ def fgsm_labels(model: Classifier, xb: torch.Tensor, yb: torch.Tensor, prep: Pre
     """The original's argmax at the FGSM point of each sample of the (normalised) batch ``xb``."""
     was_training = model.training
     model.eval()
-    adv = fgsm_perturb(model, xb, yb, prep, eps)
-    labels = _argmax(model, adv, yb, exclude_true_class)
+    # float32 whatever the caller's autocast, as the reference runs: under bf16 the gradient's
+    # signs (FGSM) and near-ties of the argmax would come from bf16 activations
+    with full_precision(xb.device):
+        adv = fgsm_perturb(model, xb.float(), yb, prep, eps)
+        labels = _argmax(model, adv, yb, exclude_true_class)
     model.train(was_training)
     return labels
 
