@@ -28,6 +28,11 @@ def _chosen_values(selection_md: Path) -> dict[str, dict[str, str]]:
     return chosen
 
 
+# values the reference code fixes that overrule a trace made before the method followed it (issue 13):
+# Bad Teacher's lr was tuned under SGD; under the reference's Adam it is the reference's 1e-4 until re-tuned
+REFERENCE_OVERRIDES = {("bad_teacher", "lr"): 1.0e-4}
+
+
 @pytest.mark.parametrize("files, trace", [([], "digits"), (["config/fashion-mnist.yaml"], "fashion-mnist")])
 def test_tuned_values_in_the_profile_match_its_tuning_trace(files, trace):
     chosen = _chosen_values(Path(f"config/tuning/{trace}-selection.md"))
@@ -36,6 +41,9 @@ def test_tuned_values_in_the_profile_match_its_tuning_trace(files, trace):
     for method, values in chosen.items():
         for key, printed in values.items():
             actual = cfg["unlearn"][method][key]
+            if (method, key) in REFERENCE_OVERRIDES:
+                assert actual == REFERENCE_OVERRIDES[method, key], f"unlearn.{method}.{key}: config {actual!r}"
+                continue
             expected = printed if isinstance(actual, str) else float(printed)
             assert actual == expected, f"unlearn.{method}.{key}: config {actual!r}, trace {printed}"
 
