@@ -17,10 +17,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .models import Classifier
 from .runtime import autocast, to_device
+
+try:  # progress bars where tqdm is installed (it is a dependency here; GPU machines may lack it)
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover - exercised by `make gpu-check` on bare machines
+    tqdm = None
 
 LossFn = Callable[[Classifier, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
@@ -201,7 +205,7 @@ def fit(
     loss_fn = loss_fn or cross_entropy_loss(float(hp.get("label_smoothing", 0.0)))
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     history = []
-    bar = tqdm(range(epochs), desc=desc, disable=None, leave=False)
+    bar = tqdm(range(epochs), desc=desc, disable=None, leave=False) if tqdm is not None else range(epochs)
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
@@ -217,7 +221,8 @@ def fit(
             seen += len(idx)
         mean_loss = float(loss_sum) / max(1, seen)
         history.append({"epoch": epoch + 1, "loss": mean_loss, "lr": trainer.lr, "seconds": time.perf_counter() - t0})
-        bar.set_postfix(loss=f"{mean_loss:.4f}")
+        if tqdm is not None:
+            bar.set_postfix(loss=f"{mean_loss:.4f}")
         log(f"{desc}: epoch {epoch + 1}/{epochs} loss {mean_loss:.4f} lr {trainer.lr:.4g} "
             f"({history[-1]['seconds']:.2f}s)")
         _fault_injection(epoch + 1)
