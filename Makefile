@@ -71,7 +71,7 @@ verify: venv
 	python -m unlearn_da verify $(if $(PROFILE),--configfile $(PROFILE))
 
 test: dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: dev
 	snakemake --lint

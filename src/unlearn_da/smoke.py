@@ -46,10 +46,11 @@ def copy_project(dest: Path, root: Path = REPO_ROOT) -> Path:
     return dest
 
 
-def smoke_overlay(dataset: str, raw_dir: Path, train: int, test: int,
-                  methods: list[str] | None = None, scenarios: list[str] | None = None) -> dict[str, Any]:
+def smoke_overlay(dataset: str, raw_dir: Path, train: int, test: int, methods: list[str] | None = None,
+                  scenarios: list[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The generated part of the smoke config: where the synthetic files are, and how many to use."""
-    overlay: dict[str, Any] = {"data": {"cifar_dirs": [str(raw_dir)], "subset": {"train": train, "test": test}}}
+    overlay: dict[str, Any] = {**(extra or {}),
+                               "data": {"cifar_dirs": [str(raw_dir)], "subset": {"train": train, "test": test}}}
     if methods is not None:
         overlay["unlearn"] = {"methods": list(methods)}
     if scenarios is not None:
@@ -81,7 +82,7 @@ def jobs_done(snakemake_output: str) -> int:
 def run_smoke(workdir: str | Path, datasets: tuple[str, ...] = ("cifar10", "cifar100"), cores: int = 2,
               sizes: dict[str, tuple[int, int]] | None = None, methods: list[str] | None = None,
               scenarios: list[str] | None = None, targets: list[str] | None = None,
-              report: bool = True, log=print) -> dict[str, Any]:
+              report: bool = True, extra: dict[str, Any] | None = None, log=print) -> dict[str, Any]:
     """Run the smoke for ``datasets``; return per data set the wall time, the job count and the tables."""
     from .synthetic import write_synthetic_cifar
 
@@ -95,7 +96,7 @@ def run_smoke(workdir: str | Path, datasets: tuple[str, ...] = ("cifar10", "cifa
         # the synthetic source is a little larger than the subset, so the subset draw is exercised
         write_synthetic_cifar(dataset, raw, n_train=n_train + n_train // 4, n_test=n_test + n_test // 4, seed=0)
         overlay = project / "config" / f"smoke-{dataset}.generated.yaml"
-        overlay.write_text(yaml.safe_dump(smoke_overlay(dataset, raw, n_train, n_test, methods, scenarios)))
+        overlay.write_text(yaml.safe_dump(smoke_overlay(dataset, raw, n_train, n_test, methods, scenarios, extra)))
         configs = [*PROFILES[dataset], "config/smoke-paper.yaml", str(overlay.relative_to(project))]
         args = ["--cores", str(cores), "--configfile", *configs, "--rerun-incomplete"]
         log(f"smoke {dataset}: snakemake {' '.join(args)} (in {project})")
