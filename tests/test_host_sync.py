@@ -130,3 +130,22 @@ def test_the_counter_sees_a_per_step_read(monkeypatch):
             x[:1].to(torch.device("cpu"))
     assert counts["__float__"] == 4 and counts["blocking .to(device)"] == 4
 
+
+
+def test_method_time_excludes_only_the_probes_made_while_it_ran():
+    """The starting point's probe (recorded before the method runs) must not be subtracted from its time."""
+    import time as _time
+
+    from unlearn_da.unlearn import method_seconds
+
+    class Recorder:
+        eval_seconds = 5.0  # e.g. the initial probe, before the method started
+
+    rec = Recorder()
+
+    def run(ctx, hp):
+        _time.sleep(0.05)
+        rec.eval_seconds += 0.02  # a probe inside the run
+
+    seconds = method_seconds(run, None, {}, rec, torch.device("cpu"))
+    assert 0.025 <= seconds < 1.0

@@ -35,6 +35,21 @@ def write_steps(rows: list[dict[str, Any]], path: str) -> None:
             writer.writerows(rows)
 
 
+def method_seconds(run, ctx: UnlearnContext, hp: dict[str, Any], recorder: StepRecorder,
+                   device: torch.device) -> float:
+    """Wall-clock of ``run(ctx, hp)`` without the probe evaluations made while it ran.
+
+    Only the evaluation time spent inside this window is subtracted (the starting point's
+    probe, recorded before, is not: subtracting it gave negative times for short runs).
+    """
+    eval_before = recorder.eval_seconds
+    t0 = time.perf_counter()
+    run(ctx, hp)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0 - (recorder.eval_seconds - eval_before)
+
+
 def run_unlearn(
     data: str, split_dir: str, original: str, method: str, seed: int, threads: int,
     params: dict[str, Any], out: str, steps_out: str, code: str | None = None,
@@ -80,11 +95,7 @@ def run_unlearn(
     run = get_method(params["base"])
     recorder.initial()
     log(f"unlearn {method}: |D_f|={len(yf)} |D_r|={len(yr)} on {session.device}, seed {seed}")
-    t0 = time.perf_counter()
-    run(ctx, params["hp"])
-    if session.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0 - recorder.eval_seconds
+    seconds = method_seconds(run, ctx, params["hp"], recorder, session.device)
     final = recorder.probe_accuracy()
     log(f"unlearn {method}: {seconds:.2f}s (probe evaluation excluded), probe {final}")
     write_steps(recorder.rows, steps_out)
