@@ -60,8 +60,9 @@ def test_slurm_profile_plans_the_paper_dag(tmp_path):
     root = copy_project(tmp_path / "proj")
     args = ("--workflow-profile", "workflow/profiles/slurm", "--configfile", "config/cifar10.yaml")
     jobs = dry_run_jobs(root, *args)
-    assert jobs["train_original"] == 3 and jobs["train_retrain"] == 12
-    assert jobs["unlearn"] == 6 * len(load_config(["config/cifar10.yaml"])["unlearn"]["methods"])
+    # 3 seeds x (random10, class0, backdoor10); the backdoor scenario has its own (poisoned) original
+    assert jobs["train_original"] == 3 and jobs["train_original_backdoor"] == 3 and jobs["train_retrain"] == 18
+    assert jobs["unlearn"] == 9 * len(load_config(["config/cifar10.yaml"])["unlearn"]["methods"])
     out = snakemake(root, "-n", *args).stdout
     train = out[out.index("rule train_original:"):][:2500]
     assert "slurm_partition=gpu" in train and "gpu=1" in train
@@ -75,5 +76,6 @@ def test_workload_estimate_scales_with_the_config():
     more["seeds"] = [0, 1, 2, 3, 4, 5]
     two = workload_images(more)
     assert two["original"] == pytest.approx(2 * one["original"]) and two["total"] == pytest.approx(2 * one["total"])
-    # 3 seeds x 182 epochs x 45,000 training images for the original models
-    assert one["original"] == pytest.approx(3 * 182 * 45000)
+    # 3 seeds x 182 epochs x 45,000 training images for the original models, twice: the shared
+    # original and the backdoor scenario's poisoned one
+    assert one["original"] == pytest.approx(2 * 3 * 182 * 45000)

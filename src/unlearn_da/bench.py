@@ -179,9 +179,11 @@ def paper_estimate(throughput: list[dict]) -> list[str]:
     resnet = next(r for r in throughput if r["model"].startswith("resnet18"))
     work = workload_images(load_config(["config/cifar10.yaml"]))
     hours = work["total"] / resnet["ours"] / 3600
+    profile = load_config(["config/cifar10.yaml"])
     lines = ["## Cost of the CIFAR-10 paper profile (config/cifar10.yaml) on this machine", "",
-             f"Training-image passes of its DAG (3 seeds, 2 scenarios, {len(load_config(['config/cifar10.yaml'])['unlearn']['methods'])} "
-             "methods, 2 oracles per seed):", "", "| stage | million images |", "|---|---|"]
+             f"Training-image passes of its DAG (3 seeds, scenarios {', '.join(profile['scenarios'])}, "
+             f"{len(profile['unlearn']['methods'])} methods, 2 oracles per seed):", "",
+             "| stage | million images |", "|---|---|"]
     lines += [f"| {k} | {v / 1e6:.1f} |" for k, v in work.items()]
     lines += ["", f"At the ResNet-18 throughput measured above ({resnet['ours']:.0f} img/s on {resnet['device']}): "
               f"**{hours:.1f} hours** ({hours / 24:.1f} days) for one device.", ""]
@@ -238,6 +240,7 @@ def workload_images(config: dict) -> dict[str, float]:
     from .config import resolve_method
     from .datasets import DATASETS
     from .pipeline import oracle_models
+    from .scenarios import parse_scenario
 
     sizes = {"digits": 1797, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
     info = DATASETS[config["dataset"]]
@@ -253,9 +256,11 @@ def workload_images(config: dict) -> dict[str, float]:
     out["features (forward only, /3)"] = 0.0
     models_per = len(config["unlearn"]["methods"]) + oracles + 1
     for scen in scenarios:
-        frac = 0.1 if scen.startswith("random") else 1.0 / info.num_classes
-        n_f = n_train * (float(scen[6:]) / 100 if scen.startswith("random") else frac)
+        kind, value = parse_scenario(scen)
+        n_f = n_train * (float(value) / 100 if kind in ("random", "backdoor") else 1.0 / info.num_classes)
         n_r = n_train - n_f
+        if kind == "backdoor":  # its own original, trained on the poisoned train set
+            out["original"] += seeds * epochs * n_train
         out["oracles"] += seeds * oracles * epochs * n_r
         for method in config["unlearn"]["methods"]:
             base, hp, plus_da = resolve_method(config, method)

@@ -43,11 +43,9 @@ def cmd_prepare_data(a: argparse.Namespace) -> None:
 
 
 def cmd_split(a: argparse.Namespace) -> None:
-    from .data import load_prepared
-    from .splits import make_split, write_split
+    from .splits import run_split
 
-    data = load_prepared(a.data)
-    write_split(make_split(data.y_train, a.scenario, a.seed), a.out_dir, a.data)
+    run_split(a.data, a.scenario, a.seed, a.params, a.out_dir)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -65,7 +63,7 @@ def cmd_unlearn(a: argparse.Namespace) -> None:
 def cmd_features(a: argparse.Namespace) -> None:
     from .features import run_features
 
-    run_features(a.data, a.model, a.threads, a.params, a.out, code=a.code)
+    run_features(a.data, a.model, a.threads, a.params, a.out, code=a.code, split_dir=a.split)
 
 
 def cmd_metrics(a: argparse.Namespace) -> None:
@@ -87,6 +85,12 @@ def cmd_plot(a: argparse.Namespace) -> None:
     run_plots(a.long_csv, a.metrics, a.steps, a.embed_features, a.data, a.split, a.models, a.title,
               a.out_dir, a.max_points, a.seed, da_k_features=a.da_k_features, da_params=a.da_params,
               da_k_out=a.da_k_out)
+
+
+def cmd_backdoor_figure(a: argparse.Namespace) -> None:
+    from .plots import run_backdoor_figure
+
+    run_backdoor_figure(a.long_csv, a.models, a.title, a.out)
 
 
 def cmd_choose_da_energy(a: argparse.Namespace) -> None:
@@ -160,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--scenario", required=True)
     p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--params", type=_params, default={}, help="backdoor scenarios: target class and trigger")
     p.add_argument("--out-dir", required=True)
 
     p = add("train", cmd_train, "train the original model or a retrained oracle")
@@ -183,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("features", cmd_features, "extract penultimate features and logits of one model")
     for arg in ("--data", "--model", "--out"):
         p.add_argument(arg, required=True)
+    p.add_argument("--split", default=None, help="a backdoor scenario's split: poisoned train set, triggered test set")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--params", type=_params, required=True)
     p.add_argument("--code", default=None, help="code hash of the rule (recorded in the sidecar)")
@@ -193,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--params", type=_params, required=True)
     p.add_argument("--code", default=None, help="code hash of the rule (recorded in the output)")
+
+    p = add("backdoor-figure", cmd_backdoor_figure, "backdoor scenario: ASR against clean test accuracy")
+    p.add_argument("--long-csv", required=True)
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--title", required=True)
+    p.add_argument("--out", required=True)
 
     p = add("aggregate", cmd_aggregate, "tables (CSV, Markdown, LaTeX) over seeds for one scenario")
     p.add_argument("--inputs", nargs="+", required=True)

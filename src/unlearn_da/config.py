@@ -20,7 +20,7 @@ import yaml
 from .datasets import DATASETS
 from .errors import ConfigError
 from .methods import NO_DA_PLUGIN, method_base
-from .scenarios import parse_scenario
+from .scenarios import SCENARIO_RE, parse_scenario
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
@@ -206,7 +206,7 @@ def _subset_problems(config: dict, sources: Sequence[str | Path]) -> list[str]:
     n_fit = n_train - val * c
     for i, scen in enumerate(config["scenarios"]):
         kind, value = parse_scenario(scen)
-        if kind == "random" and int(round(n_fit * value / 100.0)) < c:
+        if kind in ("random", "backdoor") and int(round(n_fit * value / 100.0)) < c:
             out.append(_problem(["scenarios", i], f"'{scen}' on data.subset.train {n_train} forgets about "
                                 f"{int(round(n_fit * value / 100.0))} samples, fewer than the {c} k-means "
                                 "clusters the clustering metric needs; raise data.subset.train", sources))
@@ -284,6 +284,21 @@ def _variant_problems(config: dict, schema: dict, name: str, spec: dict,
     return out
 
 
+def _backdoor_problems(config: dict, info, sources: Sequence[str | Path]) -> list[str]:
+    """A backdoor target class that does not exist, or a trigger that does not fit the images."""
+    from .backdoor import resolve_trigger, trigger_problem
+
+    bd = config["backdoor"]
+    out = []
+    if not 0 <= int(bd["target_class"]) < info.num_classes:
+        out.append(_problem(["backdoor", "target_class"], f"class {bd['target_class']} does not exist in "
+                            f"{info.name} (classes 0..{info.num_classes - 1})", sources))
+    problem = trigger_problem(resolve_trigger(bd["trigger"], info), info)
+    if problem:
+        out.append(_problem(["backdoor", "trigger"], problem, sources))
+    return out
+
+
 def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]) -> list[str]:
     problems = []
     known = method_names(schema)
@@ -295,7 +310,7 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
         except ConfigError as exc:
             problems.append(_problem(key, str(exc), sources))
             continue
-        if kind == "random" and not 0 < value < 100:
+        if kind in ("random", "backdoor") and not 0 < value < 100:
             problems.append(
                 _problem(key, f"'{scen}': forget ratio must be > 0 and < 100 %", sources)
             )
@@ -308,6 +323,8 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
                     sources,
                 )
             )
+    if any(parse_scenario(s)[0] == "backdoor" for s in config["scenarios"] if SCENARIO_RE.match(s)):
+        problems += _backdoor_problems(config, info, sources)
     variants = config["unlearn"].get("variants", {})
     reserved = set(known) | {"original", "retrain", "retrain_alt", "da", "methods", "variants"}
     for vname, vspec in variants.items():

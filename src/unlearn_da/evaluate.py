@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .artifacts import read_json, verify_artifact, write_json
+from .backdoor import attack_success_rate
 from .errors import ArtifactError
 from .features import load_features, rule_for_model
 from .metrics.accuracy import accuracy, classwise_accuracy, unlearning_accuracy
@@ -135,6 +136,24 @@ def output_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray],
     return out
 
 
+def backdoor_labels(labels: dict[str, np.ndarray], forget: np.ndarray, target: int) -> dict[str, np.ndarray]:
+    """The labels the models were trained with: the poisoned forget samples carry the target label."""
+    train = labels["train"].copy()
+    train[forget] = target
+    return {**labels, "train": train}
+
+
+def backdoor_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], forget: np.ndarray,
+                     target: int, features: str) -> dict[str, float]:
+    """ASR on the triggered non-target test images, and the forget set's accuracy against its clean
+    labels (UA and MIA use the poisoned labels the original was trained with)."""
+    if "trigger_logits" not in arrays:
+        raise ArtifactError(f"{features}: no trigger_logits; features of a backdoor scenario are extracted "
+                            "with its split (rule 'extract_features', --split)")
+    return {"ASR": attack_success_rate(arrays["trigger_logits"], target),
+            "forget_acc_clean": accuracy(arrays["train_logits"][forget], labels["train"][forget])}
+
+
 def run_metrics(data: str, split_dir: str, features: str, model_meta: str, model: str,
                 scenario: str, seed: int, params: dict[str, Any], out: str, code: str | None = None) -> dict[str, Any]:
     labels, num_classes = load_labels(data)
@@ -144,17 +163,23 @@ def run_metrics(data: str, split_dir: str, features: str, model_meta: str, model
         raise ArtifactError(f"{features}: {len(arrays['train_logits'])} train rows but the data set has "
                             f"{len(labels['train'])}; it was made from another data set (rule 'extract_features')")
     meta = read_json(model_meta, rule_for_model(model))
-    args = (arrays, labels, split.forget, split.retain, split.forgotten_class)
-    metrics = output_metrics(*args)
-    metrics.update(mia_metrics(*args, folds=int(params["mia"]["loss_folds"]), seed=int(params["seed"])))
-    feats, spectra = feature_metrics(*args, num_classes, params)
+    trained = labels if split.backdoor is None else backdoor_labels(labels, split.forget, int(split.backdoor["target"]))
+    args = (trained, split.forget, split.retain, split.forgotten_class)
+    metrics = output_metrics(arrays, *args)
+    metrics.update(mia_metrics(arrays, *args, folds=int(params["mia"]["loss_folds"]), seed=int(params["seed"])))
+    # feature-space metrics score the forget features against their true classes (probe, clustering)
+    feats, spectra = feature_metrics(arrays, labels, split.forget, split.retain, split.forgotten_class,
+                                     num_classes, params)
     metrics.update(feats)
+    if split.backdoor is not None:
+        metrics.update(backdoor_metrics(arrays, labels, split.forget, int(split.backdoor["target"]), features))
     metrics["seconds"] = float(meta["seconds"])
     record = {
         "model": model,
         "scenario": scenario,
         "seed": seed,
         "forgotten_class": split.forgotten_class,
+        "backdoor": split.backdoor,
         "n_forget": int(len(split.forget)),
         "n_retain": int(len(split.retain)),
         "metrics": metrics,

@@ -1,6 +1,8 @@
 """Job: penultimate features and logits of one model on train, val and test, in one ``.npz``.
 
-Every metric reads these cached arrays; no metric reruns the model.
+Every metric reads these cached arrays; no metric reruns the model. In a backdoor scenario
+(``split_dir`` of a backdoor split) the train rows hold the poisoned samples at the forget indices,
+and ``trigger_features``/``trigger_logits`` the triggered non-target test images (ASR).
 """
 
 from __future__ import annotations
@@ -27,21 +29,23 @@ def rule_for_model(name: str) -> str:
 
 
 def run_features(data: str, model_path: str, threads: int, params: dict[str, Any], out: str,
-                 code: str | None = None) -> dict:
+                 code: str | None = None, split_dir: str | None = None) -> dict:
     import torch  # the metrics job imports this module without torch
 
     from .checkpoints import load_checkpoint
     from .session import open_session
+    from .splits import load_split_poison
     from .training import predict
 
-    session = open_session(data, params, threads)
+    poison = load_split_poison(split_dir)[1] if split_dir is not None else None
+    session = open_session(data, params, threads, poison=poison)
     name = os.path.basename(model_path).removesuffix(".pt")
     model, meta = load_checkpoint(model_path, rule_for_model(name), session.device)
     if session.channels_last:
         model = model.to(memory_format=torch.channels_last)
     prep = session.preprocessor()
     arrays: dict[str, np.ndarray] = {}
-    for split in SPLITS:
+    for split in SPLITS + (("trigger",) if poison is not None else ()):
         z, logits = predict(model, session.x[split], prep, int(params["batch_size"]), session.amp)
         arrays[f"{split}_features"] = z.cpu().numpy().astype(np.float32)
         arrays[f"{split}_logits"] = logits.cpu().numpy().astype(np.float32)
@@ -53,7 +57,7 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
             )
     save_npz(out, arrays)
     print(f"features of {name}: dim {arrays['train_features'].shape[1]}, "
-          f"{sum(len(arrays[f'{s}_logits']) for s in SPLITS)} samples", file=sys.stderr)
+          f"{sum(len(v) for k, v in arrays.items() if k.endswith('_logits'))} samples", file=sys.stderr)
     return write_sidecar(out, "extract_features", {
         "model": name,
         "model_sha256": sha256_file(model_path),
@@ -61,6 +65,7 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
         "params": params,
         "code": code,
         "device": str(session.device),
+        "backdoor": poison.describe() if poison is not None else None,
     })
 
 

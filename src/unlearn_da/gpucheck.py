@@ -112,10 +112,11 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
     from . import pipeline as P
     from .artifacts import write_text
     from .bench import paper_hours, training_throughput
-    from .data import load_prepared, prepare
+    from .data import prepare
     from .evaluate import run_metrics
     from .features import run_features
-    from .splits import make_split, write_split
+    from .scenarios import is_backdoor
+    from .splits import run_split
     from .synthetic import write_synthetic_cifar
     from .tables import run_aggregate
     from .train import run_train
@@ -143,16 +144,21 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
               str(original), split_dir=None, code="gpu-check")
     for scenario in config["scenarios"]:
         split_dir = work / "data" / "prepared" / config["dataset"] / "splits" / scenario / f"seed{seed}"
-        chk.stage(f"{scenario}: split", lambda s=scenario, d=split_dir: write_split(
-            make_split(load_prepared(data).y_train, s, seed), d, data))
+        chk.stage(f"{scenario}: split", run_split, str(data), scenario, seed, P.split_params(config, scenario),
+                  str(split_dir))
         base = res / scenario / f"seed{seed}"
         models = ["retrain", "original", *config["unlearn"]["methods"]]
+        backdoor = is_backdoor(scenario)  # its own original, trained on the poisoned data
+        start = base / "models" / "original.pt" if backdoor else original
+        if backdoor:
+            chk.stage(f"{scenario}: train original (poisoned)", run_train, str(data), "original", seed, threads,
+                      P.train_params(config), str(start), split_dir=str(split_dir), code="gpu-check")
         chk.stage(f"{scenario}: train retrain", run_train, str(data), "retrain", seed, threads,
                   P.train_params(config), str(base / "models" / "retrain.pt"), split_dir=str(split_dir),
                   code="gpu-check")
         for method in config["unlearn"]["methods"]:
             ckpt, steps = base / "models" / f"{method}.pt", base / "models" / f"{method}.steps.csv"
-            chk.stage(f"{scenario}: unlearn {method}", run_unlearn, str(data), str(split_dir), str(original),
+            chk.stage(f"{scenario}: unlearn {method}", run_unlearn, str(data), str(split_dir), str(start),
                       method, seed, threads, P.unlearn_params(config, method), str(ckpt), str(steps),
                       code="gpu-check")
             if steps.exists():
@@ -161,12 +167,13 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
                     chk.fail(f"{scenario}: {method} losses/weights finite", ", ".join(bad[:10]))
         metric_files = []
         for model in models:
-            ckpt = original if model == "original" else base / "models" / f"{model}.pt"
-            feats = (res / f"seed{seed}" / "features" / "original.npz" if model == "original"
+            ckpt = start if model == "original" else base / "models" / f"{model}.pt"
+            feats = (res / f"seed{seed}" / "features" / "original.npz" if model == "original" and not backdoor
                      else base / "features" / f"{model}.npz")
             if not feats.exists():
                 chk.stage(f"{scenario}: features {model}", run_features, str(data), str(ckpt), threads,
-                          P.features_params(config), str(feats), code="gpu-check")
+                          P.features_params(config), str(feats), code="gpu-check",
+                          split_dir=str(split_dir) if backdoor else None)
             out = base / "metrics" / f"{model}.json"
             chk.stage(f"{scenario}: metrics {model}", run_metrics, str(data), str(split_dir), str(feats),
                       f"{ckpt}.meta.json", model, scenario, seed, P.metrics_params(config), str(out),
@@ -188,7 +195,7 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
                       "| device | precision | batch | ours img/s | bare img/s | ratio |", "|---|---|---|---|---|---|",
                       f"| {r['device']} | {r['precision']} | {r['batch']} | {r['ours']:.0f} | {r['bare']:.0f} | "
                       f"{r['ours'] / r['bare']:.2f} |", "",
-                      "Projected hours of the paper tables at this rate (3 seeds, 2 scenarios, every method, "
+                      "Projected hours of the paper tables at this rate (3 seeds, random10, class0 and backdoor10, every method, "
                       "two oracles per seed): " + ", ".join(f"{k} {v:.1f} h" for k, v in hours.items()), ""]
             log(f"ResNet-18 training: ours {r['ours']:.0f} img/s, bare {r['bare']:.0f} img/s; projected: "
                 + ", ".join(f"{k} {v:.1f} h" for k, v in hours.items()))

@@ -17,30 +17,35 @@ from pathlib import Path
 from typing import Any
 
 from .config import resolve_method
+from .scenarios import is_backdoor
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ORACLES = ("retrain", "retrain_alt")
 FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding", "da_k")
+BACKDOOR_FIGURES = ("asr",)  # backdoor scenarios: ASR against clean test accuracy
 
 # the package modules each rule's command executes (cli.py only parses arguments)
 _COMMON = ("__init__.py", "artifacts.py", "errors.py", "datasets.py")
-_TORCH = _COMMON + ("runtime.py", "session.py", "data.py", "models.py", "training.py", "checkpoints.py")
+_TORCH = _COMMON + ("runtime.py", "session.py", "data.py", "models.py", "training.py", "checkpoints.py",
+                    "backdoor.py")
 RULE_SOURCES: dict[str, tuple[str, ...]] = {
     "prepare_data": _COMMON + ("data.py", "cifar.py"),
-    "split": _COMMON + ("splits.py", "scenarios.py", "data.py"),
+    "split": _COMMON + ("splits.py", "scenarios.py", "data.py", "backdoor.py"),
     "train": _TORCH + ("train.py", "splits.py", "scenarios.py"),
     "unlearn": _TORCH + ("unlearn.py", "splits.py", "scenarios.py", "methods/__init__.py", "methods/base.py"),
-    "extract_features": _TORCH + ("features.py",),
-    "metrics": _COMMON + ("evaluate.py", "features.py", "splits.py", "scenarios.py", "metrics/__init__.py", "metrics/accuracy.py",
+    "extract_features": _TORCH + ("features.py", "splits.py", "scenarios.py"),
+    "metrics": _COMMON + ("evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
+                          "metrics/__init__.py", "metrics/accuracy.py",
                           "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),
     "aggregate": _COMMON + ("tables.py",),
     "select": _COMMON + ("tuning.py",),
-    "plots": _COMMON + ("plots.py", "tables.py", "evaluate.py", "features.py", "splits.py", "scenarios.py",
+    "plots": _COMMON + ("plots.py", "tables.py", "evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
                         "metrics/__init__.py",
                         "metrics/accuracy.py", "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py",
                         "metrics/probe.py", "da_curves.py"),
-    "choose_da_energy": _COMMON + ("da_curves.py", "features.py", "splits.py", "scenarios.py", "metrics/__init__.py",
-                                   "metrics/alignment.py"),
+    "choose_da_energy": _COMMON + ("da_curves.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
+                                   "metrics/__init__.py", "metrics/alignment.py"),
+    "backdoor_figure": _COMMON + ("plots.py", "tables.py"),
 }
 
 
@@ -98,6 +103,12 @@ def data_params(config: dict) -> dict[str, Any]:
             "allow_unverified": d["allow_unverified"], "subset": d.get("subset")}
 
 
+def split_params(config: dict, scenario: str) -> dict[str, Any]:
+    """What a scenario's split depends on besides the data: a backdoor's target class and trigger
+    (empty for the other scenarios, so changing the trigger reruns only backdoor scenarios)."""
+    return dict(config["backdoor"]) if is_backdoor(scenario) else {}
+
+
 def train_params(config: dict) -> dict[str, Any]:
     return {"arch": config["arch"], "model": config["model"], "train": config["train"], **_runtime(config)}
 
@@ -146,7 +157,8 @@ def scenario_models(config: dict) -> list[str]:
 
 
 def model_checkpoint(run: str, scenario: str, seed: int | str, model: str) -> str:
-    if model == "original":
+    """One original per seed, shared by the scenarios; a backdoor scenario has its own (poisoned)."""
+    if model == "original" and not is_backdoor(scenario):
         return f"results/{run}/seed{seed}/models/original.pt"
     return f"results/{run}/{scenario}/seed{seed}/models/{model}.pt"
 
@@ -203,4 +215,6 @@ def final_targets(config: dict) -> list[str]:
         base = f"results/{run}/{scenario}"
         targets += [f"{base}/table.md", f"{base}/table.csv", f"{base}/table.tex", f"{base}/summary.json"]
         targets += [f"{base}/figures/{name}.png" for name in FIGURES]
+        if is_backdoor(scenario):
+            targets += [f"{base}/figures/{name}.png" for name in BACKDOOR_FIGURES]
     return targets

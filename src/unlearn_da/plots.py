@@ -248,8 +248,10 @@ def _label_groups(points: dict[str, tuple[float, float]], cell: tuple[float, flo
     return out
 
 
-def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | Path) -> None:
-    """UA vs TA and MIA vs RA (mean ± std over seeds); the oracle as a black star.
+def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | Path,
+             pairs: Sequence[tuple[str, str]] = (("UA", "TA"), ("MIA", "RA")), subject: str = "trade-offs") -> None:
+    """UA vs TA and MIA vs RA (or other ``pairs`` of x, y metrics; mean ± std over seeds); the
+    oracle as a black star.
 
     Top row: every model, labels for those outside the zoom window (dashed box). Bottom row:
     the window around the oracle, where most methods sit, with their labels (names of points
@@ -261,7 +263,7 @@ def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | P
 
     stats = long.groupby(["model", "metric"])["value"].agg(["mean", "std"]).fillna(0.0)
     present = _ordered(models, set(long["model"]))
-    pairs = [(x, y) for x, y in (("UA", "TA"), ("MIA", "RA")) if (present[0], x) in stats.index]
+    pairs = [(x, y) for x, y in pairs if (present[0], x) in stats.index]
     fig, axes = plt.subplots(2, len(pairs), figsize=(6.4 * len(pairs), 10.0), squeeze=False)
     markers = {"oracle": "*", "reference": "s", "method": "o", "method + DA": "D"}
     for col, (xm, ym) in enumerate(pairs):
@@ -305,7 +307,7 @@ def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | P
     handles = [Line2D([0], [0], marker=markers[k], color=c, linestyle="", markersize=12 if k == "oracle" else 6,
                       label=k if k != "reference" else "original / 2nd oracle") for k, c in KIND_COLORS.items()]
     fig.legend(handles=handles, loc="upper center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle(f"{title}: trade-offs (closest to the black star = closest to the oracle)", y=1.03)
+    fig.suptitle(f"{title}: {subject} (closest to the black star = closest to the oracle)", y=1.03)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     save_figure(fig, out)
     plt.close(fig)
@@ -397,5 +399,12 @@ def run_plots(long_csv: str, metric_files: Sequence[str], steps_files: Sequence[
         da_k_figure(table, summary, models, title, out / "da_k.png")
 
 
+def run_backdoor_figure(long_csv: str, models: Sequence[str], title: str, out: str | Path) -> None:
+    """Backdoor scenarios: attack success rate against clean test accuracy, oracle marked (its ASR
+    is the floor: non-target images classified as the target without learning the trigger)."""
+    tradeoff(pd.read_csv(long_csv), models, title, out, pairs=(("TA", "ASR"),),
+             subject="backdoor removal, ASR against clean test accuracy")
+
+
 FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding", "da_k")
-__all__ = ["FIGURES", "run_plots", "REFERENCE_ROWS"]
+__all__ = ["FIGURES", "run_backdoor_figure", "run_plots", "REFERENCE_ROWS"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import pipeline as P
 from .artifacts import read_json, sha256_file, sidecar_path
+from .scenarios import is_backdoor
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -43,15 +44,18 @@ def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any],
     train, train_code = P.train_params(config), P.rule_code("train")
     mparams, mcode = P.metrics_params(config), P.rule_code("metrics")
     feats, feats_code = P.features_params(config), P.rule_code("extract_features")
+    shared_original = not all(is_backdoor(s) for s in config["scenarios"])
     for seed in config["seeds"]:
-        path = P.model_checkpoint(run, "", seed, "original")
-        yield path, "train_original", train, train_code
-        yield P.model_features(run, "", seed, "original"), "extract_features", feats, feats_code
+        if shared_original:  # backdoor scenarios train their own, on the poisoned data
+            yield P.model_checkpoint(run, "", seed, "original"), "train_original", train, train_code
+            yield P.model_features(run, "", seed, "original"), "extract_features", feats, feats_code
         for scenario in config["scenarios"]:
             for model in P.scenario_models(config):
-                if model == "original":
+                if model == "original" and not is_backdoor(scenario):
                     continue
-                if model in P.ORACLES:
+                if model == "original":
+                    yield P.model_checkpoint(run, scenario, seed, model), "train_original", train, train_code
+                elif model in P.ORACLES:
                     yield P.model_checkpoint(run, scenario, seed, model), "train_retrain", train, train_code
                 else:
                     yield (P.model_checkpoint(run, scenario, seed, model), "unlearn",

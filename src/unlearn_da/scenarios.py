@@ -1,4 +1,5 @@
-"""Scenario names: ``random<P>`` (P % of train, drawn per seed) and ``class<C>`` (a whole class)."""
+"""Scenario names: ``random<P>`` (P % of train, drawn per seed), ``class<C>`` (a whole class) and
+``backdoor<P>`` (P % of train, from the non-target classes, poisoned with a trigger and the target label)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,27 @@ import re
 
 from .errors import ConfigError
 
-SCENARIO_RE = re.compile(r"^(?:random(?P<pct>\d+(?:\.\d+)?)|class(?P<cls>\d+))$")
+SCENARIO_RE = re.compile(
+    r"^(?:random(?P<pct>\d+(?:\.\d+)?)|class(?P<cls>\d+)|backdoor(?P<poison>\d+(?:\.\d+)?))$"
+)
 
 
 def parse_scenario(name: str) -> tuple[str, float | int]:
-    """``random10`` -> ("random", 10.0); ``class3`` -> ("class", 3)."""
+    """``random10`` -> ("random", 10.0); ``class3`` -> ("class", 3); ``backdoor10`` -> ("backdoor", 10.0)."""
     m = SCENARIO_RE.match(name)
     if not m:
         raise ConfigError(
             f"unknown scenario '{name}'; allowed forms: random<P> (P % of train, 0 < P < 100, "
-            "e.g. random10) or class<C> (every train sample of class C, e.g. class0)"
+            "e.g. random10), class<C> (every train sample of class C, e.g. class0) or backdoor<P> "
+            "(P % of train poisoned with a trigger, 0 < P < 100, e.g. backdoor10)"
         )
     if m.group("pct") is not None:
         return "random", float(m.group("pct"))
+    if m.group("poison") is not None:
+        return "backdoor", float(m.group("poison"))
     return "class", int(m.group("cls"))
+
+
+def is_backdoor(name: str) -> bool:
+    """Whether ``name`` is a backdoor scenario (its original model is trained on poisoned data)."""
+    return name.startswith("backdoor")

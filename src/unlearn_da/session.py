@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from . import runtime
+from .backdoor import Poison, poisoned_train
 from .data import PreparedData, load_prepared
 from .training import Preprocessor
 
@@ -19,8 +20,9 @@ class Session:
     amp: bool
     channels_last: bool
     data: PreparedData
-    x: dict[str, torch.Tensor]  # train / val / test images (uint8) on the device
+    x: dict[str, torch.Tensor]  # train / val / test images (uint8) on the device; a backdoor adds "trigger"
     y: dict[str, torch.Tensor]
+    poison: Poison | None = None  # set in backdoor scenarios: train holds the poisoned samples
 
     def preprocessor(self, augment: str = "none", padding: int = 0) -> Preprocessor:
         return Preprocessor(
@@ -33,14 +35,24 @@ class Session:
         return self.x[split][index], self.y[split][index]
 
 
-def open_session(data_path: str, params: dict[str, Any], threads: int) -> Session:
-    """Pin threads, pick the device, move the prepared data set onto it."""
+def open_session(data_path: str, params: dict[str, Any], threads: int, poison: Poison | None = None) -> Session:
+    """Pin threads, pick the device, move the prepared data set onto it.
+
+    With a backdoor ``poison`` the train set holds the poisoned images and labels at the forget
+    indices (every job of the scenario sees the same data), and ``trigger`` holds the triggered
+    non-target test images with their clean labels (for the attack success rate).
+    """
     device = runtime.select_device(params.get("device", "auto"))
     runtime.setup(threads, device, bool(params.get("deterministic", True)))
     precision = params.get("precision", {"amp": "auto", "channels_last": "auto"})
     data = load_prepared(data_path)
-    x = {s: torch.from_numpy(getattr(data, f"x_{s}")).to(device) for s in ("train", "val", "test")}
-    y = {s: torch.from_numpy(getattr(data, f"y_{s}")).to(device) for s in ("train", "val", "test")}
+    host_x = {s: getattr(data, f"x_{s}") for s in ("train", "val", "test")}
+    host_y = {s: getattr(data, f"y_{s}") for s in ("train", "val", "test")}
+    if poison is not None:
+        host_x["train"], host_y["train"] = poisoned_train(data.x_train, data.y_train, poison)
+        host_x["trigger"], host_y["trigger"] = poison.test_images, data.y_test[poison.test_index]
+    x = {s: torch.from_numpy(np.ascontiguousarray(a)).to(device) for s, a in host_x.items()}
+    y = {s: torch.from_numpy(np.ascontiguousarray(a)).to(device) for s, a in host_y.items()}
     return Session(
         device=device,
         amp=runtime.resolve_switch(precision["amp"], runtime.amp_default(device)),
@@ -48,4 +60,5 @@ def open_session(data_path: str, params: dict[str, Any], threads: int) -> Sessio
         data=data,
         x=x,
         y=y,
+        poison=poison,
     )

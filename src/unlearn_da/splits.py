@@ -1,4 +1,8 @@
-"""Forget/retain index sets per (scenario, seed), saved with a SHA-256 manifest."""
+"""Forget/retain index sets per (scenario, seed), saved with a SHA-256 manifest.
+
+Backdoor scenarios also write ``poison.npz`` (``backdoor``): the poisoned forget images and the
+triggered test images, checksummed in the same manifest.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import atomic_path, read_json, sha256_file, write_json
+from .backdoor import (POISON_FILE, Poison, draw_poisoned, load_poison, make_poison, resolve_trigger, save_poison,
+                       trigger_problem)
 from .scenarios import parse_scenario
 from .errors import ArtifactError, DataError
 
@@ -26,13 +32,17 @@ class Split:
     forget: np.ndarray
     retain: np.ndarray
     forgotten_class: int | None  # set for class-wise scenarios
+    backdoor: dict | None = None  # backdoor scenarios: target, trigger and counts (``Poison.describe``)
 
 
-def make_split(y_train: np.ndarray, scenario: str, seed: int) -> Split:
+def make_split(y_train: np.ndarray, scenario: str, seed: int, backdoor_target: int = 0) -> Split:
     """Draw the forget set of ``scenario``; the same seed always gives the same indices."""
     kind, value = parse_scenario(scenario)
     n = len(y_train)
-    if kind == "random":
+    if kind == "backdoor":
+        forget = draw_poisoned(y_train, float(value), backdoor_target, seed)
+        forgotten_class = None
+    elif kind == "random":
         n_forget = int(round(n * value / 100.0))
         if n_forget < 1:
             raise DataError(f"scenario '{scenario}': {value} % of {n} train samples is no sample at all")
@@ -70,11 +80,17 @@ def _dataset_subset(dataset_file: str | os.PathLike) -> dict | None:
     return json.loads(sidecar.read_text()).get("subset")
 
 
-def write_split(split: Split, out_dir: str | os.PathLike, dataset_file: str | os.PathLike) -> dict:
-    """Write forget.npy, retain.npy and a manifest with their checksums (manifest last)."""
+def write_split(split: Split, out_dir: str | os.PathLike, dataset_file: str | os.PathLike,
+                poison: Poison | None = None) -> dict:
+    """Write forget.npy, retain.npy (and a backdoor's poison.npz) and a manifest with their
+    checksums (manifest last)."""
     out = Path(out_dir)
     _save_npy(out / "forget.npy", split.forget)
     _save_npy(out / "retain.npy", split.retain)
+    files = {"forget.npy": sha256_file(out / "forget.npy"), "retain.npy": sha256_file(out / "retain.npy")}
+    if poison is not None:
+        save_poison(out / POISON_FILE, poison)
+        files[POISON_FILE] = sha256_file(out / POISON_FILE)
     manifest = {
         "scenario": split.scenario,
         "seed": split.seed,
@@ -83,10 +99,8 @@ def write_split(split: Split, out_dir: str | os.PathLike, dataset_file: str | os
         "n_retain": int(len(split.retain)),
         "dataset_sha256": sha256_file(dataset_file),
         "dataset_subset": _dataset_subset(dataset_file),
-        "files": {
-            "forget.npy": sha256_file(out / "forget.npy"),
-            "retain.npy": sha256_file(out / "retain.npy"),
-        },
+        "backdoor": poison.describe() if poison is not None else None,
+        "files": files,
     }
     write_json(out / MANIFEST, manifest)
     return manifest
@@ -112,6 +126,8 @@ def load_split(split_dir: str | os.PathLike, n_train: int | None = None) -> Spli
                 f"{path}: SHA-256 does not match {d / MANIFEST}: the index file is corrupted or was "
                 "replaced (made by rule 'split'); delete the folder and rerun the pipeline"
             )
+        if name == POISON_FILE:
+            continue  # checked here, read by load_split_poison
         try:
             arrays[name] = np.load(path, allow_pickle=False)
         except ValueError as exc:
@@ -122,8 +138,42 @@ def load_split(split_dir: str | os.PathLike, n_train: int | None = None) -> Spli
         arrays["forget.npy"],
         arrays["retain.npy"],
         manifest["forgotten_class"],
+        manifest.get("backdoor"),
     )
     return split if n_train is None else check_split(split, n_train, str(d))
+
+
+def load_split_poison(split_dir: str | os.PathLike, n_train: int | None = None) -> tuple[Split, Poison | None]:
+    """A split (verified as by ``load_split``) and, for a backdoor scenario, its poison."""
+    split = load_split(split_dir, n_train)
+    if split.backdoor is None:
+        return split, None
+    poison = load_poison(Path(split_dir) / POISON_FILE, split.backdoor)
+    if not np.array_equal(poison.train_index, split.forget):
+        raise ArtifactError(f"{Path(split_dir) / POISON_FILE}: its poisoned indices are not the forget set "
+                            "(made by rule 'split'); delete the folder and rerun the pipeline")
+    return split, poison
+
+
+def run_split(data_path: str | os.PathLike, scenario: str, seed: int, params: dict, out_dir: str | os.PathLike) -> dict:
+    """Job: draw a scenario's split; for a backdoor, also materialise its poisoned images once."""
+    from .data import load_prepared
+
+    data = load_prepared(data_path)
+    kind, _ = parse_scenario(scenario)
+    if kind != "backdoor":
+        return write_split(make_split(data.y_train, scenario, seed), out_dir, data_path)
+    target = int(params["target_class"])
+    if not 0 <= target < data.num_classes:
+        raise DataError(f"backdoor.target_class {target} does not exist in {data.info.name} "
+                        f"(classes 0..{data.num_classes - 1})")
+    trigger = resolve_trigger(params["trigger"], data.info)
+    problem = trigger_problem(trigger, data.info)
+    if problem:
+        raise DataError(f"backdoor.trigger: {problem}")
+    split = make_split(data.y_train, scenario, seed, backdoor_target=target)
+    poison = make_poison(data.x_train, data.x_test, data.y_test, split.forget, target, trigger)
+    return write_split(split, out_dir, data_path, poison)
 
 
 def check_split(split: Split, n_train: int, where: str) -> Split:

@@ -1,4 +1,8 @@
-"""Job: train the original model (on D) or a retrained oracle (on D_r only), same recipe."""
+"""Job: train the original model (on D) or a retrained oracle (on D_r only), same recipe.
+
+In a backdoor scenario (``--split`` of a backdoor split) D holds the poisoned forget samples, so
+the original learns the backdoor; the oracles train on the clean retain set only.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from .checkpoints import save_checkpoint
 from .models import build_model, model_spec
 from .runtime import seed_everything
 from .session import open_session
-from .splits import load_split
+from .splits import check_split, load_split_poison
 from .training import accuracy, fit
 
 # oracle seeds: the noise-floor oracle differs from the main one in init and data order only
@@ -39,15 +43,17 @@ def run_train(
 ) -> dict[str, Any]:
     if role not in ROLE_SEED_OFFSET:
         raise ValueError(f"unknown role '{role}'; allowed: {', '.join(ROLE_SEED_OFFSET)}")
-    session = open_session(data, params, threads)
+    if role != "original" and split_dir is None:
+        raise ValueError(f"role '{role}' trains on the retain set and needs --split")
+    split, poison = load_split_poison(split_dir) if split_dir is not None else (None, None)
+    session = open_session(data, params, threads, poison=poison)
     recipe = params["train"]
-    if role == "original":
+    if split is not None:
+        check_split(split, len(session.y["train"]), split_dir)
+    if role == "original":  # the whole train set (with a backdoor split: including the poisoned samples)
         x, y = session.x["train"], session.y["train"]
-        split_sha = None
+        split_sha = sha256_file(f"{split_dir}/forget.npy") if split_dir is not None else None
     else:
-        if split_dir is None:
-            raise ValueError(f"role '{role}' trains on the retain set and needs --split")
-        split = load_split(split_dir, len(session.y["train"]))
         x, y = session.subset("train", split.retain)
         split_sha = sha256_file(f"{split_dir}/retain.npy")
     init_seed = seed + ROLE_SEED_OFFSET[role]
@@ -74,6 +80,7 @@ def run_train(
         "device": str(session.device),
         "data_sha256": sha256_file(data),
         "split_sha256": split_sha,
+        "backdoor": poison.describe() if poison is not None else None,
         "n_train": int(len(y)),
         "seconds": seconds,
         "val_acc": val_acc,

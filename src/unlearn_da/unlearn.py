@@ -16,7 +16,7 @@ from .methods import get_method, method_base
 from .methods.base import StepRecorder, UnlearnContext, frozen_copy
 from .runtime import seed_everything
 from .session import open_session
-from .splits import load_split
+from .splits import check_split, load_split_poison
 
 
 def log(msg: str) -> None:
@@ -50,13 +50,26 @@ def method_seconds(run, ctx: UnlearnContext, hp: dict[str, Any], recorder: StepR
     return time.perf_counter() - t0 - (recorder.eval_seconds - eval_before)
 
 
+def _check_original_matches(original: str, meta: dict[str, Any], split_dir: str, poisoned: bool) -> None:
+    """A backdoor scenario starts from the original trained on its own poisoned data; the others
+    from the clean original."""
+    trained_on = meta.get("backdoor")
+    if poisoned and meta.get("split_sha256") != sha256_file(f"{split_dir}/forget.npy"):
+        raise ValueError(f"{original}: not the original trained on the poisoned data of {split_dir} "
+                         "(rule 'train_original_backdoor' makes it)")
+    if not poisoned and trained_on is not None:
+        raise ValueError(f"{original}: trained on poisoned data ({trained_on}); {split_dir} is no backdoor split")
+
+
 def run_unlearn(
     data: str, split_dir: str, original: str, method: str, seed: int, threads: int,
     params: dict[str, Any], out: str, steps_out: str, code: str | None = None,
 ) -> dict[str, Any]:
-    session = open_session(data, params, threads)
-    split = load_split(split_dir, len(session.y["train"]))
+    split, poison = load_split_poison(split_dir)  # backdoor: D_f = the poisoned samples, their target labels
+    session = open_session(data, params, threads, poison=poison)
+    check_split(split, len(session.y["train"]), split_dir)
     base_model, base_meta = load_checkpoint(original, "train_original", session.device)
+    _check_original_matches(original, base_meta, split_dir, poisoned=poison is not None)
     if session.channels_last:
         base_model = base_model.to(memory_format=torch.channels_last)
     model = copy.deepcopy(base_model).train()

@@ -46,19 +46,41 @@ wildcard_constraints:
     dataset="[a-z0-9_]+",
     arch="[a-z0-9_]+",
     seed="[0-9]+",
-    scenario="random[0-9]+(?:\.[0-9]+)?|class[0-9]+",
-    where="(?:(?:random[0-9]+(?:\.[0-9]+)?|class[0-9]+)/)?seed[0-9]+",
+    scenario="random[0-9]+(?:\.[0-9]+)?|class[0-9]+|backdoor[0-9]+(?:\.[0-9]+)?",
+    where="(?:(?:random[0-9]+(?:\.[0-9]+)?|class[0-9]+|backdoor[0-9]+(?:\.[0-9]+)?)/)?seed[0-9]+",
     oracle="|".join(P.ORACLES),
     method="|".join(re.escape(m) for m in METHODS + list(TUNING)) or "(?!)",
     model="[A-Za-z0-9_+]+",
 
 
 def split_files(wildcards):
+    wildcards = dict(wildcards)
     return {
         name: path.format(**wildcards)
         for name, path in SPLIT_FILES.items()
         if name != "log"
     }
+
+
+def original_files(wildcards):
+    """The original a scenario starts from: per seed, or a backdoor scenario's own (poisoned) one."""
+    run = f"{wildcards.dataset}-{wildcards.arch}"
+    model = P.model_checkpoint(run, wildcards.scenario, wildcards.seed, "original")
+    return {"original": model, "original_meta": f"{model}.meta.json"}
+
+
+def backdoor_split_files(wildcards):
+    """Feature extraction in a backdoor scenario reads its split (poisoned train set, triggered test)."""
+    scenario, _, seed_dir = wildcards.where.partition("/")
+    if not scenario.startswith("backdoor"):
+        return {}
+    return split_files(
+        {
+            "dataset": wildcards.dataset,
+            "scenario": scenario,
+            "seed": seed_dir.removeprefix("seed"),
+        }
+    )
 
 
 def model_inputs(wildcards):

@@ -29,8 +29,9 @@ rule split:
     conda:
         ENV
     params:
+        hp=lambda wc: P.as_json(P.split_params(config, wc.scenario)),
         code=P.rule_code("split"),
         out_dir=lambda wc, output: os.path.dirname(output.manifest),
     shell:
         "python -m unlearn_da split --data {input.data} --scenario {wildcards.scenario}"
-        " --seed {wildcards.seed} --out-dir {params.out_dir} > {log} 2>&1"
+        " --seed {wildcards.seed} --params {params.hp:q} --out-dir {params.out_dir} > {log} 2>&1"

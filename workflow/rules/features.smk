@@ -1,5 +1,6 @@
 rule extract_features:
     input:
+        unpack(backdoor_split_files),
         data=DATA,
         meta=DATA_META,
         model="results/{dataset}-{arch}/{where}/models/{model}.pt",
@@ -19,7 +20,12 @@ rule extract_features:
     params:
         hp=P.as_json(P.features_params(config)),
         code=P.rule_code("extract_features"),
+        split=lambda wc, input: (
+            f"--split {os.path.dirname(input.manifest)}"
+            if "manifest" in input.keys()
+            else ""
+        ),
     shell:
-        "python -m unlearn_da features --data {input.data} --model {input.model:q}"
+        "python -m unlearn_da features --data {input.data} --model {input.model:q} {params.split}"
         " --threads {threads} --params {params.hp:q} --code {params.code}"
         " --out {output.features:q} > {log:q} 2>&1"

@@ -80,3 +80,31 @@ rule plots:
         " --max-points {params.max_points} --seed {params.seed}"
         " --da-k-features {input.da_k:q} --da-params {params.da:q} --da-k-out {params.da_k_out:q}"
         " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule backdoor_figure:
+    input:
+        long="results/{dataset}-{arch}/{scenario}/metrics_long.csv",
+    output:
+        png=report(
+            "results/{dataset}-{arch}/{scenario}/figures/asr.png",
+            caption="../report/asr.rst",
+            category="Figures",
+            subcategory="{scenario}",
+            labels={"scenario": "{scenario}", "figure": "asr"},
+        ),
+        pdf="results/{dataset}-{arch}/{scenario}/figures/asr.pdf",
+    log:
+        "results/{dataset}-{arch}/logs/{scenario}/backdoor_figure.log",
+    wildcard_constraints:
+        scenario="backdoor[0-9]+(?:\\.[0-9]+)?",
+    localrule: True
+    conda:
+        ENV
+    params:
+        models=MODELS,
+        code=P.rule_code("backdoor_figure"),
+    shell:
+        "python -m unlearn_da backdoor-figure --long-csv {input.long:q} --models {params.models:q}"
+        " --title '{wildcards.dataset} / {wildcards.arch} — {wildcards.scenario}'"
+        " --out {output.png:q} > {log} 2>&1"

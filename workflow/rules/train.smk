@@ -23,6 +23,36 @@ rule train_original:
         " --code {params.code} --out {output.model} > {log} 2>&1"
 
 
+rule train_original_backdoor:
+    # a backdoor scenario's original learns the trigger: trained on D with the poisoned forget set
+    input:
+        unpack(split_files),
+        data=DATA,
+        meta=DATA_META,
+    output:
+        model="results/{dataset}-{arch}/{scenario}/seed{seed}/models/original.pt",
+        meta="results/{dataset}-{arch}/{scenario}/seed{seed}/models/original.pt.meta.json",
+    log:
+        "results/{dataset}-{arch}/logs/{scenario}/seed{seed}/train_original.log",
+    benchmark:
+        "results/{dataset}-{arch}/benchmarks/{scenario}/seed{seed}/train_original.tsv"
+    wildcard_constraints:
+        scenario="backdoor[0-9]+(?:\\.[0-9]+)?",
+    conda:
+        ENV
+    threads: THREADS
+    resources:
+        gpu=GPU,
+    params:
+        hp=P.as_json(P.train_params(config)),
+        code=P.rule_code("train"),
+        split=lambda wc, input: os.path.dirname(input.manifest),
+    shell:
+        "python -m unlearn_da train --data {input.data} --split {params.split} --role original"
+        " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
+        " --code {params.code} --out {output.model} > {log} 2>&1"
+
+
 rule train_retrain:
     input:
         unpack(split_files),

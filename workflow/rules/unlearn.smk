@@ -1,10 +1,9 @@
 rule unlearn:
     input:
         unpack(split_files),
+        unpack(original_files),
         data=DATA,
         meta=DATA_META,
-        original="results/{dataset}-{arch}/seed{seed}/models/original.pt",
-        original_meta="results/{dataset}-{arch}/seed{seed}/models/original.pt.meta.json",
     output:
         model="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{method}.pt",
         meta="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{method}.pt.meta.json",

@@ -1,0 +1,213 @@
+"""Backdoor scenario: trigger placement, poisoned split, who sees which data, ASR, config refusals,
+and one tiny pipeline run of ``backdoor10`` checked against an independent recomputation."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unlearn_da.backdoor import (Trigger, apply_trigger, attack_success_rate, draw_poisoned, poisoned_train,
+                                 resolve_trigger)
+from unlearn_da.config import load_config, validate_config
+from unlearn_da.data import load_prepared
+from unlearn_da.datasets import dataset_info
+from unlearn_da.errors import ArtifactError, ConfigError, DataError
+from unlearn_da.scenarios import parse_scenario
+from unlearn_da.splits import load_split, load_split_poison, run_split
+
+from conftest import copy_project, dry_run_jobs, env_with_venv, snakemake
+
+BACKDOOR = {"target_class": 0, "trigger": {"size": "auto", "margin": 2, "value": "auto"}}
+
+
+# ------------------------------------------------------------------ trigger and poisoned indices
+def test_trigger_stamps_exactly_the_square_before_the_corner_on_every_channel():
+    x = np.zeros((2, 3, 8, 8), dtype=np.uint8)
+    out = apply_trigger(x, Trigger(size=2, margin=2, value=9))
+    expected = np.zeros_like(x)
+    expected[:, :, 4:6, 4:6] = 9  # the template's data[-2-s:-2, -2-s:-2]
+    np.testing.assert_array_equal(out, expected)
+    assert x.max() == 0  # the input is not modified
+    corner = apply_trigger(np.ones((1, 1, 5, 5), dtype=np.uint8), Trigger(size=3, margin=0, value=0))
+    assert corner[0, 0, 2:, 2:].max() == 0 and corner[0, 0, :2].min() == 1 and corner[0, 0, :, :2].min() == 1
+
+
+def test_auto_trigger_per_data_set():
+    assert resolve_trigger(BACKDOOR["trigger"], dataset_info("digits")) == Trigger(2, 2, 16)
+    assert resolve_trigger(BACKDOOR["trigger"], dataset_info("fashion_mnist")) == Trigger(3, 2, 255)
+    assert resolve_trigger(BACKDOOR["trigger"], dataset_info("cifar10")) == Trigger(4, 2, 0)  # the template's
+    assert resolve_trigger({"size": 5, "margin": 1, "value": 7}, dataset_info("cifar100")) == Trigger(5, 1, 7)
+
+
+def test_poisoned_indices_are_seeded_sized_and_never_of_the_target_class():
+    y = np.repeat(np.arange(10), 30)
+    a, b = draw_poisoned(y, 10.0, 3, seed=0), draw_poisoned(y, 10.0, 3, seed=0)
+    np.testing.assert_array_equal(a, b)
+    assert len(a) == 30 and len(np.unique(a)) == 30 and not (y[a] == 3).any()
+    assert not np.array_equal(a, draw_poisoned(y, 10.0, 3, seed=1))
+    with pytest.raises(DataError, match="outside the target class"):
+        draw_poisoned(np.zeros(10, dtype=np.int64), 10.0, 0, seed=0)
+
+
+def test_asr_counts_target_predictions_among_triggered_images():
+    logits = np.array([[5.0, 0.0], [0.0, 5.0], [4.0, 1.0], [1.0, 2.0]])
+    assert attack_success_rate(logits, target=0) == 50.0
+    assert attack_success_rate(logits, target=1) == 50.0
+    assert attack_success_rate(logits[:1], target=0) == 100.0
+
+
+# ------------------------------------------------------------------ the split job
+@pytest.fixture(scope="module")
+def backdoor_split(digits_file: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("split") / "backdoor10" / "seed0"
+    run_split(digits_file, "backdoor10", 0, BACKDOOR, out)
+    return out
+
+
+def test_forget_set_is_exactly_the_poisoned_indices(digits_file: Path, backdoor_split: Path):
+    data = load_prepared(digits_file)
+    split, poison = load_split_poison(backdoor_split, len(data.y_train))
+    n = len(data.y_train)
+    np.testing.assert_array_equal(split.forget, draw_poisoned(data.y_train, 10.0, 0, seed=0))
+    np.testing.assert_array_equal(poison.train_index, split.forget)
+    assert len(split.forget) == round(0.1 * n) and not (data.y_train[split.forget] == 0).any()
+    np.testing.assert_array_equal(np.sort(np.concatenate([split.forget, split.retain])), np.arange(n))
+    # the poisoned images are the train images with the trigger, materialised once
+    np.testing.assert_array_equal(poison.train_images, apply_trigger(data.x_train[split.forget], Trigger(2, 2, 16)))
+    assert not np.array_equal(poison.train_images, data.x_train[split.forget])
+    # the triggered test set: every non-target test image, with the trigger
+    np.testing.assert_array_equal(poison.test_index, np.flatnonzero(data.y_test != 0))
+    np.testing.assert_array_equal(poison.test_images, apply_trigger(data.x_test[poison.test_index], Trigger(2, 2, 16)))
+    manifest = json.loads((backdoor_split / "manifest.json").read_text())
+    assert manifest["backdoor"]["target"] == 0 and manifest["backdoor"]["trigger"] == {"size": 2, "margin": 2, "value": 16}
+    assert "poison.npz" in manifest["files"]
+
+
+def test_a_replaced_poison_file_is_refused(backdoor_split: Path, tmp_path: Path):
+    import shutil
+
+    copy_dir = tmp_path / "split"
+    shutil.copytree(backdoor_split, copy_dir)
+    with np.load(copy_dir / "poison.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["train_images"] = arrays["train_images"] * 0
+    np.savez(copy_dir / "poison.npz", **arrays)
+    with pytest.raises(ArtifactError, match="poison.npz: SHA-256 does not match"):
+        load_split(copy_dir)
+
+
+def test_poisoned_train_replaces_only_the_forget_rows(digits_file: Path, backdoor_split: Path):
+    data = load_prepared(digits_file)
+    split, poison = load_split_poison(backdoor_split)
+    x, y = poisoned_train(data.x_train, data.y_train, poison)
+    assert (y[split.forget] == 0).all()
+    np.testing.assert_array_equal(x[split.forget], poison.train_images)
+    np.testing.assert_array_equal(x[split.retain], data.x_train[split.retain])
+    np.testing.assert_array_equal(y[split.retain], data.y_train[split.retain])
+
+
+@pytest.mark.parametrize("role", ["original", "retrain", "retrain_alt"])
+def test_original_sees_the_poison_and_the_oracles_never_do(digits_file, backdoor_split, tmp_path, monkeypatch, role):
+    import unlearn_da.train as train_mod
+
+    seen = {}
+
+    def fake_fit(model, x, y, prep, recipe, **kwargs):
+        seen["x"], seen["y"] = x.cpu().numpy(), y.cpu().numpy()
+        return {"history": []}
+
+    monkeypatch.setattr(train_mod, "fit", fake_fit)
+    params = {"arch": "smallcnn", "model": {"width": 4}, "train": {"epochs": 1, "batch_size": 64},
+              "device": "cpu", "deterministic": True, "precision": {"amp": "off", "channels_last": "off"}}
+    meta = train_mod.run_train(str(digits_file), role, 0, 1, params, str(tmp_path / f"{role}.pt"),
+                               split_dir=str(backdoor_split))
+    data = load_prepared(digits_file)
+    split, poison = load_split_poison(backdoor_split)
+    if role == "original":
+        assert len(seen["y"]) == len(data.y_train)
+        np.testing.assert_array_equal(seen["x"][split.forget], poison.train_images)
+        assert (seen["y"][split.forget] == 0).all()
+        assert meta["backdoor"]["n_poisoned"] == len(split.forget)
+    else:
+        np.testing.assert_array_equal(seen["x"], data.x_train[split.retain])
+        np.testing.assert_array_equal(seen["y"], data.y_train[split.retain])
+        # no image the oracle trains on carries a poisoned sample's stamped pixels and label
+        poisoned_rows = {p.tobytes() for p in poison.train_images}
+        assert not any(img.tobytes() in poisoned_rows for img in seen["x"])
+        assert not set(seen["y"].tolist()) <= {0}
+
+
+# ------------------------------------------------------------------ config validation
+def _refusal(overrides: dict) -> str:
+    from unlearn_da.config import deep_merge
+
+    cfg = deep_merge(copy.deepcopy(load_config()), overrides)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    return str(err.value)
+
+
+def test_backdoor_scenarios_parse_and_bad_ones_are_refused_naming_the_key():
+    assert parse_scenario("backdoor10") == ("backdoor", 10.0)
+    assert parse_scenario("backdoor2.5") == ("backdoor", 2.5)
+    validate_config(load_config(["config/backdoor.yaml"]))
+    assert "scenarios[0]" in _refusal({"scenarios": ["backdoor0"]})
+    assert "must be > 0 and < 100" in _refusal({"scenarios": ["backdoor100"]})
+    msg = _refusal({"scenarios": ["backdoor10"], "backdoor": {"target_class": 10}})
+    assert "backdoor.target_class" in msg and "does not exist in digits" in msg
+    msg = _refusal({"scenarios": ["backdoor10"], "backdoor": {"trigger": {"size": 7}}})
+    assert "backdoor.trigger" in msg and "does not fit" in msg
+    msg = _refusal({"scenarios": ["backdoor10"], "backdoor": {"trigger": {"value": 200}}})
+    assert "outside digits's pixel range 0..16" in msg
+    assert "backdoor.trigger.size" in _refusal({"backdoor": {"trigger": {"size": "big"}}})
+
+
+# ------------------------------------------------------------------ one tiny run, checked from outside
+def test_tiny_backdoor_run_matches_an_independent_recomputation(tmp_path: Path):
+    root = copy_project(tmp_path / "project")
+    snakemake(root, "--configfile", "tests/config/tiny-backdoor.yaml")
+    run = root / "results" / "digits-smallcnn" / "backdoor10"
+    assert (run / "figures" / "asr.png").stat().st_size > 0 and (run / "figures" / "asr.pdf").exists()
+    # its own poisoned original; the shared per-seed original is never made
+    assert (run / "seed0" / "models" / "original.pt").exists()
+    assert not (root / "results" / "digits-smallcnn" / "seed0" / "models" / "original.pt").exists()
+    table = (run / "table.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| Model"))
+    assert "| Avg. Gap | ASR | Acc. D_f (clean) |" in header
+    assert "Backdoor: D_f = the poisoned samples" in table
+
+    data = np.load(root / "data" / "prepared" / "digits" / "dataset.npz")
+    split_dir = root / "data" / "prepared" / "digits" / "splits" / "backdoor10" / "seed0"
+    forget = np.load(split_dir / "forget.npy")
+    retain = np.load(split_dir / "retain.npy")
+    y_clean = data["y_train"]
+    for model in ("original", "retrain", "ft"):
+        record = json.loads((run / "seed0" / "metrics" / f"{model}.json").read_text())
+        m = record["metrics"]
+        with np.load(run / "seed0" / "features" / f"{model}.npz") as f:
+            pred_train = f["train_logits"].argmax(1)
+            pred_trigger = f["trigger_logits"].argmax(1)
+            pred_test = f["test_logits"].argmax(1)
+        assert len(pred_trigger) == int((data["y_test"] != 0).sum())
+        assert m["ASR"] == pytest.approx(100.0 * np.mean(pred_trigger == 0))
+        assert m["UA"] == pytest.approx(100.0 - 100.0 * np.mean(pred_train[forget] == 0))  # the poisoned label
+        assert m["forget_acc_clean"] == pytest.approx(100.0 * np.mean(pred_train[forget] == y_clean[forget]))
+        assert m["RA"] == pytest.approx(100.0 * np.mean(pred_train[retain] == y_clean[retain]))
+        assert m["TA"] == pytest.approx(100.0 * np.mean(pred_test == data["y_test"]))
+        assert record["backdoor"]["target"] == 0
+    # the provenance check knows the scenario's own original; a second run is a no-op
+    verified = subprocess.run([sys.executable, "-m", "unlearn_da", "verify", "--configfile",
+                               "tests/config/tiny-backdoor.yaml"], cwd=root, env=env_with_venv(),
+                              capture_output=True, text=True, check=True)
+    assert "verified 10 artifacts" in verified.stdout and "all match" in verified.stdout
+    assert dry_run_jobs(root, "--configfile", "tests/config/tiny-backdoor.yaml") == {}
+    summary = json.loads((run / "summary.json").read_text())["models"]
+    assert "gap_ASR" in summary["ft"] and "avg_gap" in summary["ft"]
+    ua, ra, ta, mia = (summary["ft"][f"gap_{k}"]["mean"] for k in ("UA", "RA", "TA", "MIA"))
+    assert summary["ft"]["avg_gap"]["mean"] == pytest.approx((ua + ra + ta + mia) / 4)  # ASR stays outside
