@@ -70,3 +70,23 @@ def digits_file(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "dataset.npz"
     prepare("digits", {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}, out)
     return out
+
+
+def train_small_cnn(digits_file: Path, epochs: int):
+    """A small CNN (with BatchNorm) trained on the digits train set for ``epochs``, seed 0, one
+    thread; returns (model in eval mode, x, y, preprocessor) with the data as CPU tensors."""
+    import torch
+
+    from unlearn_da.data import load_prepared
+    from unlearn_da.models import build_model, model_spec
+    from unlearn_da.runtime import seed_everything
+    from unlearn_da.training import Preprocessor, fit
+
+    torch.set_num_threads(1)
+    data = load_prepared(digits_file)
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    prep = Preprocessor(data.mean, data.std, 16.0, torch.device("cpu"))
+    model = build_model(model_spec("smallcnn", 10, 1, 8, 8))
+    fit(model, x, y, prep, {"epochs": epochs, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
+        generator=seed_everything(0), log=lambda m: None)
+    return model.eval(), x, y, prep

@@ -14,7 +14,6 @@ from unlearn_da import pipeline as P
 from unlearn_da.artifacts import save_npz, write_sidecar
 from unlearn_da.config import load_config
 from unlearn_da.da_curves import choose_energy, run_choose_energy, run_da_k
-from unlearn_da.data import load_prepared
 from unlearn_da.evaluate import feature_metrics
 from unlearn_da.methods import METHOD_MODULES, NO_DA_PLUGIN, get_method
 from unlearn_da.methods.base import StepRecorder, UnlearnContext, batch_stat_features, distill_kl, frozen_copy
@@ -27,11 +26,11 @@ from unlearn_da.metrics.alignment import (
     retain_eigenspace,
     separating_rule,
 )
-from unlearn_da.models import build_model, model_spec
+from unlearn_da.models import model_spec
 from unlearn_da.plots import da_k_figure
-from unlearn_da.runtime import seed_everything
 from unlearn_da.splits import make_split, write_split
-from unlearn_da.training import Preprocessor, fit
+
+from conftest import train_small_cnn
 
 CONFIG = load_config()
 DA_CFG = CONFIG["unlearn"]["da"]
@@ -184,14 +183,7 @@ def test_feature_metrics_report_da_in_the_configured_form_and_both_forms_by_name
 @pytest.fixture(scope="module")
 def start(digits_file):
     """A small CNN with BatchNorm, trained briefly on digits, and the data as tensors."""
-    torch.set_num_threads(1)
-    data = load_prepared(digits_file)
-    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    prep = Preprocessor(data.mean, data.std, 16.0, torch.device("cpu"))
-    model = build_model(SPEC)
-    fit(model, x, y, prep, {"epochs": 2, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
-        generator=seed_everything(0), log=lambda m: None)
-    return model.eval(), x, y, prep
+    return train_small_cnn(digits_file, epochs=2)
 
 
 def _ctx(start, da: dict | None, scenario: str = "class0") -> UnlearnContext:

@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 
 from unlearn_da.config import load_config
-from unlearn_da.data import load_prepared
 from unlearn_da.methods import get_method
 from unlearn_da.methods.base import StepRecorder, UnlearnContext, frozen_copy
 from unlearn_da.models import build_model, model_spec
-from unlearn_da.runtime import seed_everything
 from unlearn_da.splits import make_split
-from unlearn_da.training import Preprocessor, Trainer, fit
+from unlearn_da.training import Preprocessor, Trainer
+
+from conftest import train_small_cnn
 
 SPEC = model_spec("smallcnn", 10, 1, 8, 8)
 CONFIG = load_config()
@@ -31,15 +31,7 @@ PROFILES = {"default": [], "fashion-mnist": ["config/fashion-mnist.yaml"], "cifa
 
 @pytest.fixture(scope="module")
 def trained(digits_file):
-    torch.set_num_threads(1)
-    data = load_prepared(digits_file)
-    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    prep = Preprocessor(data.mean, data.std, 16.0, torch.device("cpu"))
-    gen = seed_everything(0)
-    model = build_model(SPEC)
-    fit(model, x, y, prep, {"epochs": 6, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
-        generator=gen, log=lambda m: None)
-    return model.eval(), x, y, prep
+    return train_small_cnn(digits_file, epochs=6)
 
 
 def make_ctx(trained, scenario="class0", seed=0, prep=None, x_forget=None, y_forget=None, x_retain=None,
