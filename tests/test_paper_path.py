@@ -176,7 +176,14 @@ def test_cifar10_smoke_runs_resnet18_through_the_rules(tmp_path: Path):
     assert table["TA_mean"].notna().all() and table["UA_mean"].between(0, 100).all()
     meta = (run / "seed0" / "models" / "original.pt.meta.json").read_text()
     assert '"arch": "resnet18"' in meta and '"augment": "crop_flip"' in meta
-    assert "muda" in (run / "class0" / "table.md").read_text()
+    md = (run / "class0" / "table.md").read_text()
+    assert "muda" in md
+    # the published l1-sparse class-wise row beside our oracle (config/reference); no other method of it ran
+    section = md.split("### Published vs reproduced — cifar10 / resnet18 — class0", 1)[1]
+    assert "**ℓ1-sparse (Jia et al., NeurIPS 2023), project page" in section and "| retrain (Retrain) |" in section
+    published = pd.read_csv(run / "class0" / "published.csv")
+    assert set(published["model"]) == {"retrain"} and len(published) == 5
+    assert published.loc[published["metric"] == "TA", "published"].item() == 94.83
 
 
 

@@ -76,7 +76,8 @@ def cmd_metrics(a: argparse.Namespace) -> None:
 def cmd_aggregate(a: argparse.Namespace) -> None:
     from .tables import run_aggregate
 
-    run_aggregate(a.inputs, a.models, a.scenario, a.title, a.out_dir)
+    run_aggregate(a.inputs, a.models, a.scenario, a.title, a.out_dir, dataset=a.dataset, arch=a.arch,
+                  reference_dir=a.reference_dir)
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
@@ -211,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", required=True)
     p.add_argument("--scenario", required=True)
     p.add_argument("--title", default="")
+    p.add_argument("--dataset", default="", help="with --arch and --scenario, picks the matching reference rows")
+    p.add_argument("--arch", default="")
+    p.add_argument("--reference-dir", default=None, help="published tables of peer papers (*.csv) to show "
+                   "beside ours where (dataset, arch, scenario) match, e.g. config/reference")
     p.add_argument("--out-dir", required=True)
 
     p = add("plot", cmd_plot, "figures of one scenario")

@@ -37,7 +37,7 @@ RULE_SOURCES: dict[str, tuple[str, ...]] = {
     "metrics": _COMMON + ("evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
                           "metrics/__init__.py", "metrics/accuracy.py",
                           "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),
-    "aggregate": _COMMON + ("tables.py",),
+    "aggregate": _COMMON + ("tables.py", "reference.py", "scenarios.py"),
     "select": _COMMON + ("tuning.py",),
     "plots": _COMMON + ("plots.py", "tables.py", "evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
                         "metrics/__init__.py",
@@ -64,6 +64,14 @@ def code_hash(*relpaths: str) -> str:
 
 
 DA_SOURCES = ("methods/da.py", "metrics/__init__.py", "metrics/alignment.py")
+
+# published numbers of peer papers that the tables show beside ours (``reference.py``)
+REFERENCE_DIR = "config/reference"
+
+
+def reference_files(ref_dir: str = REFERENCE_DIR) -> list[str]:
+    """The reference tables: inputs of ``aggregate``, so editing one reruns the tables."""
+    return sorted(p.as_posix() for p in Path(ref_dir).glob("*.csv"))
 
 
 def method_sources(config: dict, method: str) -> tuple[str, ...]:

@@ -211,8 +211,29 @@ BACKDOOR_LEGEND = (" Backdoor: D_f = the poisoned samples; UA and MIA-Eff. with 
                    "Avg. Gap = mean gap over UA, RA, TA and MIA-Eff. only; ASR's gap is shown beside it.")
 
 
+def published_section(summary: dict[str, Any], dataset: str, arch: str, scenario: str, title: str,
+                      reference_dir: str | None, out: Path) -> str:
+    """Published numbers of peer papers beside ours (``reference.py``): writes ``published.csv`` and
+    returns the Markdown section where a reference matches (dataset, arch, scenario); otherwise
+    returns "" and removes a ``published.csv`` left from an earlier match (it is not a declared output)."""
+    from . import reference  # only aggregation reads the reference tables (the plots rules import this module)
+
+    matched = (reference.match_references(reference.load_references(reference_dir), dataset, arch, scenario)
+               if reference_dir else None)
+    target = out / "published.csv"
+    if matched is None or matched.empty:
+        target.unlink(missing_ok=True)
+        return ""
+    comparison = reference.compare(matched, summary)
+    write_text(target, comparison.to_csv(index=False, float_format="%.4f"))
+    return reference.to_markdown(comparison, matched, summary, f"{title} — {scenario}")
+
+
 def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: str, title: str,
-                  out_dir: str) -> dict[str, Any]:
+                  out_dir: str, dataset: str = "", arch: str = "",
+                  reference_dir: str | None = None) -> dict[str, Any]:
+    """Write the scenario's tables and summary; with ``reference_dir``, also the comparison with
+    the published numbers that match (``dataset``, ``arch``, ``scenario``)."""
     out = Path(out_dir)
     long = add_oracle_gaps(load_records(inputs))
     stats = summarise(long, model_order)
@@ -224,8 +245,6 @@ def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: s
     write_text(out / "metrics_long.csv", long.sort_values(["model", "seed", "metric"]).to_csv(index=False))
     write_text(out / "table.csv", main.to_csv(index=False, float_format="%.4f"))
     write_text(out / "table_features.csv", feats.to_csv(index=False, float_format="%.4f"))
-    write_text(out / "table.md", to_markdown(main, MAIN_COLUMNS, f"{title} — {scenario}: output metrics")
-               + "\n" + legend + "\n\n" + to_markdown(feats, FEATURE_COLUMNS, f"{title} — {scenario}: feature space"))
     caption = f"{title}, {scenario}. " + legend.replace("%", r"\%")
     write_text(out / "table.tex", to_latex(main, MAIN_COLUMNS, caption) + "\n"
                + to_latex(feats, FEATURE_COLUMNS, caption.replace(".", ": feature space.", 1)))
@@ -234,5 +253,9 @@ def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: s
                 for _, row in stats[stats["model"] == model].iterrows()}
         for model in dict.fromkeys(stats["model"])
     }
+    published = published_section(summary, dataset, arch, scenario, title, reference_dir, out)
+    write_text(out / "table.md", to_markdown(main, MAIN_COLUMNS, f"{title} — {scenario}: output metrics")
+               + "\n" + legend + "\n\n" + to_markdown(feats, FEATURE_COLUMNS, f"{title} — {scenario}: feature space")
+               + ("\n" + published if published else ""))
     write_json(out / "summary.json", {"scenario": scenario, "models": summary})
     return summary

@@ -1,6 +1,7 @@
 rule aggregate:
     input:
-        scenario_metrics,
+        metrics=scenario_metrics,
+        reference=P.reference_files(),
     output:
         md=report(
             "results/{dataset}-{arch}/{scenario}/table.md",
@@ -32,10 +33,14 @@ rule aggregate:
         models=MODELS,
         code=P.rule_code("aggregate"),
         out_dir=lambda wc, output: os.path.dirname(output.summary),
+        reference_dir=lambda wc, input: (
+            os.path.dirname(input.reference[0]) if input.reference else P.REFERENCE_DIR
+        ),
     shell:
-        "python -m unlearn_da aggregate --inputs {input:q} --models {params.models:q}"
-        " --scenario {wildcards.scenario} --title '{wildcards.dataset} / {wildcards.arch}'"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m unlearn_da aggregate --inputs {input.metrics:q} --models {params.models:q}"
+        " --scenario {wildcards.scenario} --dataset {wildcards.dataset} --arch {wildcards.arch}"
+        " --title '{wildcards.dataset} / {wildcards.arch}'"
+        " --reference-dir {params.reference_dir:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule plots:
