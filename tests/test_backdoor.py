@@ -23,7 +23,18 @@ from unlearn_da.splits import load_split, load_split_poison, run_split
 
 from conftest import copy_project, dry_run_jobs, env_with_venv, snakemake
 
-BACKDOOR = {"target_class": 0, "trigger": {"size": "auto", "margin": 2, "value": "auto"}}
+BACKDOOR = load_config()["backdoor"]  # target 0, trigger auto: on digits 2x2 of 16 in the corner
+DIGITS_TRIGGER = Trigger(size=2, margin=0, value=16)
+TRAIN_PARAMS = {"arch": "smallcnn", "model": {"width": 4}, "train": {"epochs": 1, "batch_size": 64},
+                "device": "cpu", "deterministic": True, "precision": {"amp": "off", "channels_last": "off"}}
+
+
+def stamp_by_hand(images: np.ndarray, size: int, margin: int, value: int) -> np.ndarray:
+    """The trigger written out independently of ``apply_trigger``: the template's slice, on NCHW."""
+    out = images.copy()
+    h, w = out.shape[-2:]
+    out[:, :, h - margin - size:h - margin, w - margin - size:w - margin] = value
+    return out
 
 
 # ------------------------------------------------------------------ trigger and poisoned indices
@@ -39,7 +50,7 @@ def test_trigger_stamps_exactly_the_square_before_the_corner_on_every_channel():
 
 
 def test_auto_trigger_per_data_set():
-    assert resolve_trigger(BACKDOOR["trigger"], dataset_info("digits")) == Trigger(2, 2, 16)
+    assert resolve_trigger(BACKDOOR["trigger"], dataset_info("digits")) == DIGITS_TRIGGER  # corner: background
     assert resolve_trigger(BACKDOOR["trigger"], dataset_info("fashion_mnist")) == Trigger(3, 2, 255)
     assert resolve_trigger(BACKDOOR["trigger"], dataset_info("cifar10")) == Trigger(4, 2, 0)  # the template's
     assert resolve_trigger({"size": 5, "margin": 1, "value": 7}, dataset_info("cifar100")) == Trigger(5, 1, 7)
@@ -79,13 +90,13 @@ def test_forget_set_is_exactly_the_poisoned_indices(digits_file: Path, backdoor_
     assert len(split.forget) == round(0.1 * n) and not (data.y_train[split.forget] == 0).any()
     np.testing.assert_array_equal(np.sort(np.concatenate([split.forget, split.retain])), np.arange(n))
     # the poisoned images are the train images with the trigger, materialised once
-    np.testing.assert_array_equal(poison.train_images, apply_trigger(data.x_train[split.forget], Trigger(2, 2, 16)))
+    np.testing.assert_array_equal(poison.train_images, apply_trigger(data.x_train[split.forget], DIGITS_TRIGGER))
     assert not np.array_equal(poison.train_images, data.x_train[split.forget])
     # the triggered test set: every non-target test image, with the trigger
     np.testing.assert_array_equal(poison.test_index, np.flatnonzero(data.y_test != 0))
-    np.testing.assert_array_equal(poison.test_images, apply_trigger(data.x_test[poison.test_index], Trigger(2, 2, 16)))
+    np.testing.assert_array_equal(poison.test_images, apply_trigger(data.x_test[poison.test_index], DIGITS_TRIGGER))
     manifest = json.loads((backdoor_split / "manifest.json").read_text())
-    assert manifest["backdoor"]["target"] == 0 and manifest["backdoor"]["trigger"] == {"size": 2, "margin": 2, "value": 16}
+    assert manifest["backdoor"]["target"] == 0 and manifest["backdoor"]["trigger"] == {"size": 2, "margin": 0, "value": 16}
     assert "poison.npz" in manifest["files"]
 
 
@@ -112,35 +123,86 @@ def test_poisoned_train_replaces_only_the_forget_rows(digits_file: Path, backdoo
     np.testing.assert_array_equal(y[split.retain], data.y_train[split.retain])
 
 
-@pytest.mark.parametrize("role", ["original", "retrain", "retrain_alt"])
-def test_original_sees_the_poison_and_the_oracles_never_do(digits_file, backdoor_split, tmp_path, monkeypatch, role):
+def _train(role: str, digits_file: Path, split_dir: Path | None, out: Path, monkeypatch) -> tuple[dict, dict]:
+    """run_train with ``fit`` replaced by a spy: (what it was given, the checkpoint's metadata)."""
     import unlearn_da.train as train_mod
 
-    seen = {}
+    seen: dict = {}
 
-    def fake_fit(model, x, y, prep, recipe, **kwargs):
+    def spy_fit(model, x, y, prep, recipe, **kwargs):
         seen["x"], seen["y"] = x.cpu().numpy(), y.cpu().numpy()
         return {"history": []}
 
-    monkeypatch.setattr(train_mod, "fit", fake_fit)
-    params = {"arch": "smallcnn", "model": {"width": 4}, "train": {"epochs": 1, "batch_size": 64},
-              "device": "cpu", "deterministic": True, "precision": {"amp": "off", "channels_last": "off"}}
-    meta = train_mod.run_train(str(digits_file), role, 0, 1, params, str(tmp_path / f"{role}.pt"),
-                               split_dir=str(backdoor_split))
+    monkeypatch.setattr(train_mod, "fit", spy_fit)
+    meta = train_mod.run_train(str(digits_file), role, 0, 1, TRAIN_PARAMS, str(out),
+                               split_dir=None if split_dir is None else str(split_dir))
+    return seen, meta
+
+
+@pytest.mark.parametrize("role", ["original", "retrain", "retrain_alt"])
+def test_original_sees_the_poison_and_the_oracles_never_do(digits_file, backdoor_split, tmp_path, monkeypatch, role):
+    seen, meta = _train(role, digits_file, backdoor_split, tmp_path / f"{role}.pt", monkeypatch)
     data = load_prepared(digits_file)
     split, poison = load_split_poison(backdoor_split)
     if role == "original":
         assert len(seen["y"]) == len(data.y_train)
-        np.testing.assert_array_equal(seen["x"][split.forget], poison.train_images)
+        np.testing.assert_array_equal(seen["x"][split.forget], stamp_by_hand(data.x_train[split.forget], 2, 0, 16))
         assert (seen["y"][split.forget] == 0).all()
         assert meta["backdoor"]["n_poisoned"] == len(split.forget)
     else:
         np.testing.assert_array_equal(seen["x"], data.x_train[split.retain])
         np.testing.assert_array_equal(seen["y"], data.y_train[split.retain])
-        # no image the oracle trains on carries a poisoned sample's stamped pixels and label
         poisoned_rows = {p.tobytes() for p in poison.train_images}
         assert not any(img.tobytes() in poisoned_rows for img in seen["x"])
-        assert not set(seen["y"].tolist()) <= {0}
+        assert meta["backdoor"] is None
+
+
+def _unlearn(digits_file: Path, split_dir: Path, original: Path, tmp_path: Path, monkeypatch) -> dict:
+    """run_unlearn with a spy in place of the method: the context it would have been given."""
+    import unlearn_da.unlearn as unlearn_mod
+
+    seen: dict = {}
+    monkeypatch.setattr(unlearn_mod, "get_method", lambda base: lambda ctx, hp: seen.update(ctx=ctx))
+    params = {"method": "ft", "base": "ft", "hp": {}, "log_every": 100, "probe_size": 8, "device": "cpu",
+              "deterministic": True, "precision": {"amp": "off", "channels_last": "off"}}
+    unlearn_mod.run_unlearn(str(digits_file), str(split_dir), str(original), "ft", 0, 1, params,
+                            str(tmp_path / "ft.pt"), str(tmp_path / "ft.steps.csv"))
+    return seen
+
+
+def test_unlearning_starts_from_the_poisoned_original_and_sees_the_poisoned_forget_set(
+        digits_file, backdoor_split, tmp_path, monkeypatch):
+    _train("original", digits_file, backdoor_split, tmp_path / "poisoned.pt", monkeypatch)
+    ctx = _unlearn(digits_file, backdoor_split, tmp_path / "poisoned.pt", tmp_path, monkeypatch)["ctx"]
+    data = load_prepared(digits_file)
+    split = load_split(backdoor_split)
+    np.testing.assert_array_equal(ctx.x_forget.numpy(), stamp_by_hand(data.x_train[split.forget], 2, 0, 16))
+    assert (ctx.y_forget.numpy() == 0).all()
+    np.testing.assert_array_equal(ctx.x_retain.numpy(), data.x_train[split.retain])
+    np.testing.assert_array_equal(ctx.y_retain.numpy(), data.y_train[split.retain])
+
+
+def test_a_scenario_refuses_the_other_kind_of_original(digits_file, backdoor_split, tmp_path, monkeypatch):
+    clean_split = tmp_path / "random10"
+    run_split(digits_file, "random10", 0, {}, clean_split)
+    _train("original", digits_file, None, tmp_path / "clean.pt", monkeypatch)
+    _train("original", digits_file, backdoor_split, tmp_path / "poisoned.pt", monkeypatch)
+    with pytest.raises(ValueError, match="not the original trained on the poisoned data"):
+        _unlearn(digits_file, backdoor_split, tmp_path / "clean.pt", tmp_path, monkeypatch)
+    with pytest.raises(ValueError, match="trained on poisoned data"):
+        _unlearn(digits_file, clean_split, tmp_path / "poisoned.pt", tmp_path, monkeypatch)
+
+
+def test_a_backdoor_manifest_without_the_poison_checksum_is_refused(backdoor_split: Path, tmp_path: Path):
+    import shutil
+
+    copy_dir = tmp_path / "split"
+    shutil.copytree(backdoor_split, copy_dir)
+    manifest = json.loads((copy_dir / "manifest.json").read_text())
+    del manifest["files"]["poison.npz"]
+    (copy_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="without a checksum for poison.npz"):
+        load_split_poison(copy_dir)
 
 
 # ------------------------------------------------------------------ config validation
@@ -161,10 +223,13 @@ def test_backdoor_scenarios_parse_and_bad_ones_are_refused_naming_the_key():
     assert "must be > 0 and < 100" in _refusal({"scenarios": ["backdoor100"]})
     msg = _refusal({"scenarios": ["backdoor10"], "backdoor": {"target_class": 10}})
     assert "backdoor.target_class" in msg and "does not exist in digits" in msg
-    msg = _refusal({"scenarios": ["backdoor10"], "backdoor": {"trigger": {"size": 7}}})
-    assert "backdoor.trigger" in msg and "does not fit" in msg
+    msg = _refusal({"scenarios": ["backdoor10"], "backdoor": {"trigger": {"size": 7, "margin": 2}}})
+    assert "backdoor.trigger.size" in msg and "does not fit" in msg
     msg = _refusal({"scenarios": ["backdoor10"], "backdoor": {"trigger": {"value": 200}}})
-    assert "outside digits's pixel range 0..16" in msg
+    assert "backdoor.trigger.value" in msg and "outside digits's pixel range 0..16" in msg
+    # a backdoor scenario only in the tuning search is checked too
+    msg = _refusal({"tuning": {"scenarios": ["backdoor10"]}, "backdoor": {"target_class": 12}})
+    assert "backdoor.target_class" in msg
     assert "backdoor.trigger.size" in _refusal({"backdoor": {"trigger": {"size": "big"}}})
 
 
@@ -207,6 +272,21 @@ def test_tiny_backdoor_run_matches_an_independent_recomputation(tmp_path: Path):
                               capture_output=True, text=True, check=True)
     assert "verified 10 artifacts" in verified.stdout and "all match" in verified.stdout
     assert dry_run_jobs(root, "--configfile", "tests/config/tiny-backdoor.yaml") == {}
+    # from the checkpoints, on images stamped here by hand: the features held the triggered images
+    import torch
+
+    from unlearn_da.checkpoints import load_checkpoint
+    from unlearn_da.training import Preprocessor, predict
+
+    prep = Preprocessor(data["mean"], data["std"], 16.0, torch.device("cpu"))
+    triggered = torch.from_numpy(stamp_by_hand(data["x_test"][data["y_test"] != 0], 2, 0, 16))
+    poisoned = torch.from_numpy(stamp_by_hand(data["x_train"][forget], 2, 0, 16))
+    for model, made_by in (("original", "train_original"), ("ft", "unlearn")):
+        net, _ = load_checkpoint(run / "seed0" / "models" / f"{model}.pt", made_by)
+        m = json.loads((run / "seed0" / "metrics" / f"{model}.json").read_text())["metrics"]
+        asr = 100.0 * float((predict(net, triggered, prep)[1].argmax(1) == 0).float().mean())
+        ua = 100.0 - 100.0 * float((predict(net, poisoned, prep)[1].argmax(1) == 0).float().mean())
+        assert m["ASR"] == pytest.approx(asr, abs=1e-9) and m["UA"] == pytest.approx(ua, abs=1e-9)
     summary = json.loads((run / "summary.json").read_text())["models"]
     assert "gap_ASR" in summary["ft"] and "avg_gap" in summary["ft"]
     ua, ra, ta, mia = (summary["ft"][f"gap_{k}"]["mean"] for k in ("UA", "RA", "TA", "MIA"))

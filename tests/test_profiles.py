@@ -64,8 +64,9 @@ def test_slurm_profile_plans_the_paper_dag(tmp_path):
     assert jobs["train_original"] == 3 and jobs["train_original_backdoor"] == 3 and jobs["train_retrain"] == 18
     assert jobs["unlearn"] == 9 * len(load_config(["config/cifar10.yaml"])["unlearn"]["methods"])
     out = snakemake(root, "-n", *args).stdout
-    train = out[out.index("rule train_original:"):][:2500]
-    assert "slurm_partition=gpu" in train and "gpu=1" in train
+    for rule in ("train_original", "train_original_backdoor"):
+        train = out[out.index(f"rule {rule}:"):][:2500]
+        assert "slurm_partition=gpu" in train and "gpu=1" in train and "runtime=600" in train
 
 
 def test_workload_estimate_scales_with_the_config():

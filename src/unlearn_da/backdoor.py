@@ -29,8 +29,10 @@ from .datasets import DatasetInfo
 from .errors import ArtifactError, DataError
 
 POISON_FILE = "poison.npz"
-# "auto" trigger size per image side: 2x2 on 8x8 (digits), 3x3 on 28x28, 4x4 on 32x32 (the template)
+# "auto" trigger size and margin per image side: 2x2 in the corner of 8x8 (digits: a margin of 2
+# would put the patch on the pen strokes in the middle), 3x3 and 4x4 (the template's) 2 pixels in
 AUTO_SIZE = {8: 2, 28: 3, 32: 4}
+AUTO_MARGIN = {8: 0, 28: 2, 32: 2}
 LIGHT_BACKGROUND = ("cifar10", "cifar100")  # the template's black patch is visible there
 
 
@@ -46,23 +48,26 @@ def resolve_trigger(cfg: dict[str, Any], info: DatasetInfo) -> Trigger:
     size = cfg["size"]
     if size == "auto":
         size = AUTO_SIZE.get(info.size, max(1, round(info.size / 8)))
+    margin = cfg["margin"]
+    if margin == "auto":
+        margin = AUTO_MARGIN.get(info.size, round(info.size / 16))
     value = cfg["value"]
     if value == "auto":
         value = 0 if info.name in LIGHT_BACKGROUND else int(info.scale)
-    return Trigger(int(size), int(cfg["margin"]), int(value))
+    return Trigger(int(size), int(margin), int(value))
 
 
-def trigger_problem(trigger: Trigger, info: DatasetInfo) -> str | None:
-    """Why ``trigger`` cannot be stamped on ``info``'s images (None: it can)."""
+def trigger_problem(trigger: Trigger, info: DatasetInfo) -> tuple[str, str] | None:
+    """(key under ``backdoor.trigger``, why) when ``trigger`` cannot be stamped on ``info``'s images."""
     if trigger.size < 1:
-        return f"trigger size must be at least 1 pixel, got {trigger.size}"
+        return "size", f"must be at least 1 pixel, got {trigger.size}"
     if trigger.margin < 0:
-        return f"trigger margin must be >= 0, got {trigger.margin}"
+        return "margin", f"must be >= 0, got {trigger.margin}"
     if trigger.size + trigger.margin > info.size:
-        return (f"a {trigger.size}x{trigger.size} trigger {trigger.margin} pixels from the corner does not fit "
-                f"{info.name}'s {info.size}x{info.size} images (size + margin must be <= {info.size})")
+        return "size", (f"a {trigger.size}x{trigger.size} trigger {trigger.margin} pixels from the corner does "
+                        f"not fit {info.name}'s {info.size}x{info.size} images (size + margin must be <= {info.size})")
     if not 0 <= trigger.value <= info.scale:
-        return f"trigger value {trigger.value} lies outside {info.name}'s pixel range 0..{int(info.scale)}"
+        return "value", f"{trigger.value} lies outside {info.name}'s pixel range 0..{int(info.scale)}"
     return None
 
 

@@ -249,7 +249,8 @@ def workload_images(config: dict) -> dict[str, float]:
     n_test = 10000 if info.has_test_split else sizes["digits"] * config["data"]["test_fraction"]
     seeds, scenarios = len(config["seeds"]), config["scenarios"]
     epochs = config["train"]["epochs"]
-    out = {"original": seeds * epochs * n_train}
+    shared = not all(parse_scenario(s)[0] == "backdoor" for s in scenarios)  # backdoor: their own originals
+    out = {"original": seeds * epochs * n_train if shared else 0.0}
     oracles = len(oracle_models(config))
     out["oracles"] = 0.0
     out["unlearning"] = 0.0

@@ -295,7 +295,7 @@ def _backdoor_problems(config: dict, info, sources: Sequence[str | Path]) -> lis
                             f"{info.name} (classes 0..{info.num_classes - 1})", sources))
     problem = trigger_problem(resolve_trigger(bd["trigger"], info), info)
     if problem:
-        out.append(_problem(["backdoor", "trigger"], problem, sources))
+        out.append(_problem(["backdoor", "trigger", problem[0]], problem[1], sources))
     return out
 
 
@@ -323,7 +323,8 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
                     sources,
                 )
             )
-    if any(parse_scenario(s)[0] == "backdoor" for s in config["scenarios"] if SCENARIO_RE.match(s)):
+    scenarios = config["scenarios"] + list((config.get("tuning") or {}).get("scenarios", []))
+    if any(parse_scenario(s)[0] == "backdoor" for s in scenarios if SCENARIO_RE.match(s)):
         problems += _backdoor_problems(config, info, sources)
     variants = config["unlearn"].get("variants", {})
     reserved = set(known) | {"original", "retrain", "retrain_alt", "da", "methods", "variants"}

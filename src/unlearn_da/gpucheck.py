@@ -115,6 +115,7 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
     from .data import prepare
     from .evaluate import run_metrics
     from .features import run_features
+    from .plots import run_backdoor_figure
     from .scenarios import is_backdoor
     from .splits import run_split
     from .synthetic import write_synthetic_cifar
@@ -152,7 +153,7 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
         start = base / "models" / "original.pt" if backdoor else original
         if backdoor:
             chk.stage(f"{scenario}: train original (poisoned)", run_train, str(data), "original", seed, threads,
-                      P.train_params(config), str(start), split_dir=str(split_dir), code="gpu-check")
+                      P.train_params(config, scenario), str(start), split_dir=str(split_dir), code="gpu-check")
         chk.stage(f"{scenario}: train retrain", run_train, str(data), "retrain", seed, threads,
                   P.train_params(config), str(base / "models" / "retrain.pt"), split_dir=str(split_dir),
                   code="gpu-check")
@@ -181,6 +182,9 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
             metric_files.append(str(out))
         chk.stage(f"{scenario}: table", run_aggregate, metric_files, models, scenario,
                   f"{config['dataset']} / {config['arch']} (gpu-check)", str(res / scenario))
+        if backdoor:
+            chk.stage(f"{scenario}: ASR figure", run_backdoor_figure, str(res / scenario / "metrics_long.csv"),
+                      models, f"{scenario} (gpu-check)", str(res / scenario / "figures" / "asr.png"))
     lines = ["# gpu-check", "", *header, "", "| stage | seconds | result |", "|---|---|---|"]
     lines += [f"| {r['stage']} | {r['seconds']:.1f} | {'ok' if r['ok'] else 'FAIL: ' + str(r['problem'])} |"
               for r in chk.rows]

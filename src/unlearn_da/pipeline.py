@@ -111,14 +111,23 @@ def data_params(config: dict) -> dict[str, Any]:
             "allow_unverified": d["allow_unverified"], "subset": d.get("subset")}
 
 
+def backdoor_params(config: dict) -> dict[str, Any]:
+    """A backdoor scenario's target class and trigger (only backdoor jobs depend on them)."""
+    return dict(config["backdoor"])
+
+
 def split_params(config: dict, scenario: str) -> dict[str, Any]:
-    """What a scenario's split depends on besides the data: a backdoor's target class and trigger
-    (empty for the other scenarios, so changing the trigger reruns only backdoor scenarios)."""
-    return dict(config["backdoor"]) if is_backdoor(scenario) else {}
+    """What a scenario's split depends on besides the data (empty except for a backdoor)."""
+    return backdoor_params(config) if is_backdoor(scenario) else {}
 
 
-def train_params(config: dict) -> dict[str, Any]:
-    return {"arch": config["arch"], "model": config["model"], "train": config["train"], **_runtime(config)}
+def train_params(config: dict, scenario: str | None = None) -> dict[str, Any]:
+    """The training recipe; a backdoor scenario's original also records the poisoning it learnt
+    (so a changed trigger shows in its provenance, ``verify``)."""
+    params = {"arch": config["arch"], "model": config["model"], "train": config["train"], **_runtime(config)}
+    if scenario is not None and is_backdoor(scenario):
+        params["backdoor"] = backdoor_params(config)
+    return params
 
 
 def unlearn_params(config: dict, method: str) -> dict[str, Any]:

@@ -54,7 +54,8 @@ def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any],
                 if model == "original" and not is_backdoor(scenario):
                     continue
                 if model == "original":
-                    yield P.model_checkpoint(run, scenario, seed, model), "train_original", train, train_code
+                    yield (P.model_checkpoint(run, scenario, seed, model), "train_original",
+                           P.train_params(config, scenario), train_code)
                 elif model in P.ORACLES:
                     yield P.model_checkpoint(run, scenario, seed, model), "train_retrain", train, train_code
                 else:

@@ -148,6 +148,9 @@ def load_split_poison(split_dir: str | os.PathLike, n_train: int | None = None) 
     split = load_split(split_dir, n_train)
     if split.backdoor is None:
         return split, None
+    if POISON_FILE not in read_json(Path(split_dir) / MANIFEST, "split")["files"]:
+        raise ArtifactError(f"{Path(split_dir) / MANIFEST}: a backdoor split without a checksum for {POISON_FILE} "
+                            "(made by rule 'split'); delete the folder and rerun the pipeline")
     poison = load_poison(Path(split_dir) / POISON_FILE, split.backdoor)
     if not np.array_equal(poison.train_index, split.forget):
         raise ArtifactError(f"{Path(split_dir) / POISON_FILE}: its poisoned indices are not the forget set "
@@ -163,6 +166,9 @@ def run_split(data_path: str | os.PathLike, scenario: str, seed: int, params: di
     kind, _ = parse_scenario(scenario)
     if kind != "backdoor":
         return write_split(make_split(data.y_train, scenario, seed), out_dir, data_path)
+    if "target_class" not in params or "trigger" not in params:
+        raise DataError(f"scenario '{scenario}': a backdoor split needs --params with 'target_class' and 'trigger' "
+                        "(the config's backdoor block)")
     target = int(params["target_class"])
     if not 0 <= target < data.num_classes:
         raise DataError(f"backdoor.target_class {target} does not exist in {data.info.name} "
@@ -170,7 +176,7 @@ def run_split(data_path: str | os.PathLike, scenario: str, seed: int, params: di
     trigger = resolve_trigger(params["trigger"], data.info)
     problem = trigger_problem(trigger, data.info)
     if problem:
-        raise DataError(f"backdoor.trigger: {problem}")
+        raise DataError(f"backdoor.trigger.{problem[0]}: {problem[1]}")
     split = make_split(data.y_train, scenario, seed, backdoor_target=target)
     poison = make_poison(data.x_train, data.x_test, data.y_test, split.forget, target, trigger)
     return write_split(split, out_dir, data_path, poison)

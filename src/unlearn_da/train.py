@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from .checkpoints import save_checkpoint
 from .models import build_model, model_spec
 from .runtime import seed_everything
 from .session import open_session
-from .splits import check_split, load_split_poison
+from .splits import POISON_FILE, check_split, load_split_poison
 from .training import accuracy, fit
 
 # oracle seeds: the noise-floor oracle differs from the main one in init and data order only
@@ -46,13 +47,15 @@ def run_train(
     if role != "original" and split_dir is None:
         raise ValueError(f"role '{role}' trains on the retain set and needs --split")
     split, poison = load_split_poison(split_dir) if split_dir is not None else (None, None)
+    if role != "original":
+        poison = None  # the oracles train on the clean retain set: the poisoned images are not even loaded
     session = open_session(data, params, threads, poison=poison)
     recipe = params["train"]
     if split is not None:
         check_split(split, len(session.y["train"]), split_dir)
     if role == "original":  # the whole train set (with a backdoor split: including the poisoned samples)
         x, y = session.x["train"], session.y["train"]
-        split_sha = sha256_file(f"{split_dir}/forget.npy") if split_dir is not None else None
+        split_sha = sha256_file(Path(split_dir) / POISON_FILE) if poison is not None else None
     else:
         x, y = session.subset("train", split.retain)
         split_sha = sha256_file(f"{split_dir}/retain.npy")

@@ -6,6 +6,7 @@ import copy
 import csv
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from .methods import get_method, method_base
 from .methods.base import StepRecorder, UnlearnContext, frozen_copy
 from .runtime import seed_everything
 from .session import open_session
-from .splits import check_split, load_split_poison
+from .splits import POISON_FILE, check_split, load_split_poison
 
 
 def log(msg: str) -> None:
@@ -54,7 +55,7 @@ def _check_original_matches(original: str, meta: dict[str, Any], split_dir: str,
     """A backdoor scenario starts from the original trained on its own poisoned data; the others
     from the clean original."""
     trained_on = meta.get("backdoor")
-    if poisoned and meta.get("split_sha256") != sha256_file(f"{split_dir}/forget.npy"):
+    if poisoned and meta.get("split_sha256") != sha256_file(Path(split_dir) / POISON_FILE):
         raise ValueError(f"{original}: not the original trained on the poisoned data of {split_dir} "
                          "(rule 'train_original_backdoor' makes it)")
     if not poisoned and trained_on is not None:

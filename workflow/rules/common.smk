@@ -35,9 +35,13 @@ SPLIT_FILES = {
         ("forget", "forget.npy"),
         ("retain", "retain.npy"),
         ("manifest", "manifest.json"),
+        ("poison", "poison.npz"),
         ("log", "split.log"),
     )
 }
+# scenario kinds whose rules differ: a backdoor scenario has its own poisoned data and original
+CLEAN_SCENARIO = "random[0-9]+(?:\\.[0-9]+)?|class[0-9]+"
+BACKDOOR_SCENARIO = "backdoor[0-9]+(?:\\.[0-9]+)?"
 ENV = "../../envs/torch.yaml"
 FIGURES = P.FIGURES
 
@@ -46,19 +50,21 @@ wildcard_constraints:
     dataset="[a-z0-9_]+",
     arch="[a-z0-9_]+",
     seed="[0-9]+",
-    scenario="random[0-9]+(?:\.[0-9]+)?|class[0-9]+|backdoor[0-9]+(?:\.[0-9]+)?",
-    where="(?:(?:random[0-9]+(?:\.[0-9]+)?|class[0-9]+|backdoor[0-9]+(?:\.[0-9]+)?)/)?seed[0-9]+",
+    scenario=f"{CLEAN_SCENARIO}|{BACKDOOR_SCENARIO}",
+    where=f"(?:(?:{CLEAN_SCENARIO}|{BACKDOOR_SCENARIO})/)?seed[0-9]+",
     oracle="|".join(P.ORACLES),
     method="|".join(re.escape(m) for m in METHODS + list(TUNING)) or "(?!)",
     model="[A-Za-z0-9_+]+",
 
 
 def split_files(wildcards):
+    """The split's files a job reads (a backdoor scenario's poisoned images too)."""
     wildcards = dict(wildcards)
+    skip = {"log"} if wildcards["scenario"].startswith("backdoor") else {"log", "poison"}
     return {
         name: path.format(**wildcards)
         for name, path in SPLIT_FILES.items()
-        if name != "log"
+        if name not in skip
     }
 
 

@@ -26,10 +26,36 @@ rule split:
         manifest=SPLIT_FILES["manifest"],
     log:
         SPLIT_FILES["log"],
+    wildcard_constraints:
+        scenario=CLEAN_SCENARIO,
     conda:
         ENV
     params:
-        hp=lambda wc: P.as_json(P.split_params(config, wc.scenario)),
+        code=P.rule_code("split"),
+        out_dir=lambda wc, output: os.path.dirname(output.manifest),
+    shell:
+        "python -m unlearn_da split --data {input.data} --scenario {wildcards.scenario}"
+        " --seed {wildcards.seed} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule split_backdoor:
+    # the poisoned train images and the triggered test images, made once per (scenario, seed)
+    input:
+        data=DATA,
+        meta=DATA_META,
+    output:
+        forget=SPLIT_FILES["forget"],
+        retain=SPLIT_FILES["retain"],
+        manifest=SPLIT_FILES["manifest"],
+        poison=SPLIT_FILES["poison"],
+    log:
+        SPLIT_FILES["log"],
+    wildcard_constraints:
+        scenario=BACKDOOR_SCENARIO,
+    conda:
+        ENV
+    params:
+        hp=P.as_json(P.backdoor_params(config)),
         code=P.rule_code("split"),
         out_dir=lambda wc, output: os.path.dirname(output.manifest),
     shell:

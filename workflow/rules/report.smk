@@ -102,7 +102,7 @@ rule backdoor_figure:
     log:
         "results/{dataset}-{arch}/logs/{scenario}/backdoor_figure.log",
     wildcard_constraints:
-        scenario="backdoor[0-9]+(?:\\.[0-9]+)?",
+        scenario=BACKDOOR_SCENARIO,
     localrule: True
     conda:
         ENV

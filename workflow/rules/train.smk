@@ -37,14 +37,14 @@ rule train_original_backdoor:
     benchmark:
         "results/{dataset}-{arch}/benchmarks/{scenario}/seed{seed}/train_original.tsv"
     wildcard_constraints:
-        scenario="backdoor[0-9]+(?:\\.[0-9]+)?",
+        scenario=BACKDOOR_SCENARIO,
     conda:
         ENV
     threads: THREADS
     resources:
         gpu=GPU,
     params:
-        hp=P.as_json(P.train_params(config)),
+        hp=P.as_json(P.train_params(config, "backdoor")),
         code=P.rule_code("train"),
         split=lambda wc, input: os.path.dirname(input.manifest),
     shell:
