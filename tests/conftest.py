@@ -72,9 +72,11 @@ def digits_file(tmp_path_factory) -> Path:
     return out
 
 
-def train_small_cnn(digits_file: Path, epochs: int):
+def train_small_cnn(digits_file: Path, epochs: int, seed_init: bool = True):
     """A small CNN (with BatchNorm) trained on the digits train set for ``epochs``, seed 0, one
-    thread; returns (model in eval mode, x, y, preprocessor) with the data as CPU tensors."""
+    thread; returns (model in eval mode, x, y, preprocessor) with the data as CPU tensors.
+    ``seed_init``: seed before building the model (its initialisation), as test_methods and
+    test_fidelity always did; test_da's fixture seeded only the data order (False)."""
     import torch
 
     from unlearn_da.data import load_prepared
@@ -86,7 +88,8 @@ def train_small_cnn(digits_file: Path, epochs: int):
     data = load_prepared(digits_file)
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     prep = Preprocessor(data.mean, data.std, 16.0, torch.device("cpu"))
+    generator = seed_everything(0) if seed_init else None
     model = build_model(model_spec("smallcnn", 10, 1, 8, 8))
     fit(model, x, y, prep, {"epochs": epochs, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "schedule": "cosine"},
-        generator=seed_everything(0), log=lambda m: None)
+        generator=generator if seed_init else seed_everything(0), log=lambda m: None)
     return model.eval(), x, y, prep
