@@ -1,6 +1,7 @@
 # One-command entry points. Everything runs inside the project's .venv.
-#   make reproduce            the default run (config/config.yaml), offline, CPU
-#   make reproduce PROFILE=config/fashion-mnist.yaml   an overlay profile
+#   make reproduce            the default run (config/config.yaml), offline, CPU, through its DVC
+#                             stage: dvc.lock records every output, the HTML report is written
+#   make reproduce PROFILE=config/fashion-mnist.yaml   an overlay profile (its own results folder)
 #   make test                 pytest (unit tests + a tiny end-to-end pipeline run)
 #   make lint                 snakemake --lint, snakefmt, ruff
 #   make tune                 hyper-parameter search on the validation split
@@ -16,9 +17,10 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= all
 PROFILE ?=
-SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(if $(PROFILE),--configfile $(PROFILE))
+CONFIGFILES := $(if $(strip $(PROFILE)),--configfile $(PROFILE))
+SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(CONFIGFILES)
 
-.PHONY: venv dev reproduce test lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+.PHONY: venv dev reproduce pipeline test lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,11 +35,25 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 venv: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
+# The profile's DVC stage (dvc.yaml, run@<run name>) runs `make pipeline` and records the
+# outputs in dvc.lock; a profile without a stage runs `make pipeline` directly (with a note).
 reproduce: venv
+	@stage=$$(python -m unlearn_da dvc-stage $(CONFIGFILES)) || exit $$?; \
+	if [ -n "$$stage" ]; then echo "dvc repro $$stage"; dvc repro "$$stage"; \
+	else $(MAKE) --no-print-directory pipeline; fi
+
+# Snakemake, then the HTML report when a result is newer than it (written aside, then moved)
+pipeline: venv
 	$(SNAKEMAKE)
+	@run=$$(python -m unlearn_da run-name $(CONFIGFILES)) && out=results/$$run/report.html && \
+	if [ -e $$out ] && [ -z "$$(find results/$$run -type f -newer $$out -print -quit)" ]; then \
+	  echo "$$out is up to date"; \
+	else echo "writing $$out" && $(SNAKEMAKE) --report results/$$run/.report.tmp.html \
+	  && mv results/$$run/.report.tmp.html $$out; fi
 
 report: venv
-	$(SNAKEMAKE) --report results/report.html
+	@run=$$(python -m unlearn_da run-name $(CONFIGFILES)) && \
+	$(SNAKEMAKE) --report results/$$run/.report.tmp.html && mv results/$$run/.report.tmp.html results/$$run/report.html
 
 bench: venv
 	python -m unlearn_da bench --out results/bench/summary.md --threads 2
@@ -62,13 +78,13 @@ push: venv
 # pull, then check every pulled artifact against the current config and code, and
 # only then mark the outputs current for Snakemake (see README, "Sharing artifacts")
 pull: venv
-	dvc pull
+	@stage=$$(python -m unlearn_da dvc-stage $(CONFIGFILES)) || exit $$?; dvc pull $$stage
 	dvc status
 	$(MAKE) --no-print-directory verify
 	$(SNAKEMAKE) --touch --forceall
 
 verify: venv
-	python -m unlearn_da verify $(if $(PROFILE),--configfile $(PROFILE))
+	python -m unlearn_da verify $(CONFIGFILES)
 
 test: dev
 	$(BIN)/python -m pytest -q --durations=15

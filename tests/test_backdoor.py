@@ -247,8 +247,8 @@ def test_tiny_backdoor_run_matches_an_independent_recomputation(tmp_path: Path):
     assert "| Avg. Gap | ASR | Acc. D_f (clean) |" in header
     assert "Backdoor: D_f = the poisoned samples" in table
 
-    data = np.load(root / "data" / "prepared" / "digits" / "dataset.npz")
-    split_dir = root / "data" / "prepared" / "digits" / "splits" / "backdoor10" / "seed0"
+    data = np.load(root / "data" / "prepared" / "digits-smallcnn" / "dataset.npz")
+    split_dir = root / "data" / "prepared" / "digits-smallcnn" / "splits" / "backdoor10" / "seed0"
     forget = np.load(split_dir / "forget.npy")
     retain = np.load(split_dir / "retain.npy")
     y_clean = data["y_train"]

@@ -87,10 +87,10 @@ def test_pull_into_fresh_clone_reuses_every_model(shared):
     out.mkdir()
     cfg = json.loads((clone / f"{rel}/metrics/ft.json").read_text())
     feat_params = json.loads((clone / f"{rel}/features/ft.npz.meta.json").read_text())["params"]
-    sh(clone, str(BIN / "python"), "-m", "unlearn_da", "features", "--data", "data/prepared/digits/dataset.npz",
+    sh(clone, str(BIN / "python"), "-m", "unlearn_da", "features", "--data", "data/prepared/digits-smallcnn/dataset.npz",
        "--model", f"{rel}/models/ft.pt", "--params", json.dumps(feat_params), "--out", str(out / "ft.npz"))
-    sh(clone, str(BIN / "python"), "-m", "unlearn_da", "metrics", "--data", "data/prepared/digits/dataset.npz",
-       "--split", "data/prepared/digits/splits/class0/seed0", "--features", str(out / "ft.npz"),
+    sh(clone, str(BIN / "python"), "-m", "unlearn_da", "metrics", "--data", "data/prepared/digits-smallcnn/dataset.npz",
+       "--split", "data/prepared/digits-smallcnn/splits/class0/seed0", "--features", str(out / "ft.npz"),
        "--model-meta", f"{rel}/models/ft.pt.meta.json", "--model", "ft", "--scenario", "class0", "--seed", "0",
        "--params", json.dumps(cfg["params"]), "--out", str(out / "ft.json"))
     assert json.loads((out / "ft.json").read_text())["metrics"] == cfg["metrics"]

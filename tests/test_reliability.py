@@ -190,7 +190,7 @@ def test_split_guards():
 def _outputs(root: Path) -> tuple[dict[str, str], dict[str, dict]]:
     run = root / "results" / "digits-smallcnn"
     shas = {str(p.relative_to(run)): sha256_file(p) for p in sorted(run.rglob("*.pt")) + sorted(run.rglob("*.npz"))}
-    shas["dataset.npz"] = sha256_file(root / "data" / "prepared" / "digits" / "dataset.npz")
+    shas["dataset.npz"] = sha256_file(root / "data" / "prepared" / "digits-smallcnn" / "dataset.npz")
     metrics = {}
     for p in sorted(run.rglob("metrics/*.json")):
         values = json.loads(p.read_text())["metrics"]

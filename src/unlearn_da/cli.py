@@ -124,6 +124,28 @@ def cmd_verify(a: argparse.Namespace) -> None:
     print(f"verified {checked} artifacts against the config and code: all match")
 
 
+def _run_config(configfiles: list[str]) -> dict:
+    from .config import load_config, validate_config
+
+    return validate_config(load_config(configfiles), sources=["config/config.yaml"] + list(configfiles))
+
+
+def cmd_run_name(a: argparse.Namespace) -> None:
+    from .pipeline import run_name
+
+    print(run_name(_run_config(a.configfile)))
+
+
+def cmd_dvc_stage(a: argparse.Namespace) -> None:
+    from .pipeline import run_name
+    from .sharing import stage_for
+
+    stage, note = stage_for(run_name(_run_config(a.configfile)), a.configfile)
+    if note:
+        print(note, file=sys.stderr)
+    print(stage or "")
+
+
 def cmd_bench(a: argparse.Namespace) -> None:
     from .bench import run_bench
 
@@ -243,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidates", type=_params, required=True, help="candidate name -> {base, values} (JSON)")
     p.add_argument("--out-prefix", required=True)
     p = add("verify", cmd_verify, "check existing artifacts (e.g. after dvc pull) against the config and code")
+    p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p = add("run-name", cmd_run_name, "the run's folder name, results/<run name> (validates the config)")
+    p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p = add("dvc-stage", cmd_dvc_stage, "the DVC stage that runs exactly these overlays (empty line: none)")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p = add("bench", cmd_bench, "measure throughput and overheads on this machine (Markdown summary)")
     p.add_argument("--out", default="results/bench/summary.md")

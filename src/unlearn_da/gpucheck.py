@@ -135,7 +135,7 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
     chk = Checker(log)
     run = P.run_name(config)
     res = work / "results" / run
-    data = work / "data" / "prepared" / config["dataset"] / "dataset.npz"
+    data = work / P.prepared_dir(config) / "dataset.npz"
     seed = int(config["seeds"][0])
     chk.stage("write synthetic CIFAR-10", write_synthetic_cifar, config["dataset"], raw,
               subset[0] + subset[0] // 4, subset[1] + subset[1] // 4)
@@ -144,7 +144,7 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
     chk.stage("train original", run_train, str(data), "original", seed, threads, P.train_params(config),
               str(original), split_dir=None, code="gpu-check")
     for scenario in config["scenarios"]:
-        split_dir = work / "data" / "prepared" / config["dataset"] / "splits" / scenario / f"seed{seed}"
+        split_dir = work / P.prepared_dir(config) / "splits" / scenario / f"seed{seed}"
         chk.stage(f"{scenario}: split", run_split, str(data), scenario, seed, P.split_params(config, scenario),
                   str(split_dir))
         base = res / scenario / f"seed{seed}"

@@ -161,7 +161,19 @@ def metrics_params(config: dict) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ models and targets
 def run_name(config: dict) -> str:
-    return f"{config['dataset']}-{config['arch']}"
+    """The run's folder name (and DVC stage key): ``<dataset>-<arch>[-<run_tag>]``."""
+    tag = config.get("run_tag")
+    return f"{config['dataset']}-{config['arch']}" + (f"-{tag}" if tag else "")
+
+
+def run_title(config: dict) -> str:
+    tag = config.get("run_tag")
+    return f"{config['dataset']} / {config['arch']}" + (f" ({tag})" if tag else "")
+
+
+def prepared_dir(config: dict) -> str:
+    """The run's prepared data and splits: its own, so that no two runs (or DVC stages) share files."""
+    return f"data/prepared/{run_name(config)}"
 
 
 def oracle_models(config: dict) -> list[str]:
@@ -207,7 +219,7 @@ def da_energy_pairs(config: dict) -> list[dict[str, Any]]:
     tune = config["tuning"]
     return [{"scenario": s, "seed": seed, "original": model_features(run, s, seed, "original"),
              "oracle": model_features(run, s, seed, "retrain"),
-             "split": f"data/prepared/{config['dataset']}/splits/{s}/seed{seed}"}
+             "split": f"{prepared_dir(config)}/splits/{s}/seed{seed}"}
             for s in (tune["scenarios"] or config["scenarios"]) for seed in tune["seeds"]]
 
 

@@ -39,7 +39,7 @@ def differences(recorded: Any, expected: Any, limit: int = 6) -> list[str]:
 def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any], str]]:
     """(path, rule, params, code hash) of every checkpoint-like file the config's DAG makes."""
     run = P.run_name(config)
-    yield (f"data/prepared/{config['dataset']}/dataset.npz", "prepare_data", P.data_params(config),
+    yield (f"{P.prepared_dir(config)}/dataset.npz", "prepare_data", P.data_params(config),
            P.rule_code("prepare_data"))
     train, train_code = P.train_params(config), P.rule_code("train")
     mparams, mcode = P.metrics_params(config), P.rule_code("metrics")

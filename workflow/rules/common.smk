@@ -18,6 +18,7 @@ except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
 RUN = P.run_name(config)
+TITLE = P.run_title(config)
 SEEDS = config["seeds"]
 SCENARIOS = config["scenarios"]
 METHODS = config["unlearn"]["methods"]
@@ -26,9 +27,9 @@ MODELS = P.scenario_models(config)
 FINAL_TARGETS = P.final_targets(config)
 THREADS = config["threads"]
 GPU = 0 if config["device"] == "cpu" else 1
-DATA = "data/prepared/{dataset}/dataset.npz"
-DATA_META = "data/prepared/{dataset}/dataset.npz.meta.json"
-SPLIT = "data/prepared/{dataset}/splits/{scenario}/seed{seed}"
+DATA = "data/prepared/{run}/dataset.npz"
+DATA_META = "data/prepared/{run}/dataset.npz.meta.json"
+SPLIT = "data/prepared/{run}/splits/{scenario}/seed{seed}"
 SPLIT_FILES = {
     name: f"{SPLIT}/{file}"
     for name, file in (
@@ -47,8 +48,7 @@ FIGURES = P.FIGURES
 
 
 wildcard_constraints:
-    dataset="[a-z0-9_]+",
-    arch="[a-z0-9_]+",
+    run=re.escape(RUN),
     seed="[0-9]+",
     scenario=f"{CLEAN_SCENARIO}|{BACKDOOR_SCENARIO}",
     where=f"(?:(?:{CLEAN_SCENARIO}|{BACKDOOR_SCENARIO})/)?seed[0-9]+",
@@ -60,7 +60,9 @@ wildcard_constraints:
 def split_files(wildcards):
     """The split's files a job reads (a backdoor scenario's poisoned images too)."""
     wildcards = dict(wildcards)
-    skip = {"log"} if wildcards["scenario"].startswith("backdoor") else {"log", "poison"}
+    skip = (
+        {"log"} if wildcards["scenario"].startswith("backdoor") else {"log", "poison"}
+    )
     return {
         name: path.format(**wildcards)
         for name, path in SPLIT_FILES.items()
@@ -70,7 +72,7 @@ def split_files(wildcards):
 
 def original_files(wildcards):
     """The original a scenario starts from: per seed, or a backdoor scenario's own (poisoned) one."""
-    run = f"{wildcards.dataset}-{wildcards.arch}"
+    run = wildcards.run
     model = P.model_checkpoint(run, wildcards.scenario, wildcards.seed, "original")
     return {"original": model, "original_meta": f"{model}.meta.json"}
 
@@ -82,7 +84,7 @@ def backdoor_split_files(wildcards):
         return {}
     return split_files(
         {
-            "dataset": wildcards.dataset,
+            "run": wildcards.run,
             "scenario": scenario,
             "seed": seed_dir.removeprefix("seed"),
         }
@@ -91,7 +93,7 @@ def backdoor_split_files(wildcards):
 
 def model_inputs(wildcards):
     """Features and checkpoint sidecar of one model of a scenario (original's are per seed)."""
-    run = f"{wildcards.dataset}-{wildcards.arch}"
+    run = wildcards.run
     args = (run, wildcards.scenario, wildcards.seed, wildcards.model)
     return {
         "features": P.model_features(*args),
@@ -101,7 +103,7 @@ def model_inputs(wildcards):
 
 def plot_inputs(wildcards):
     """What the figures of one scenario read: first seed's metrics, step logs, embedding features."""
-    run = f"{wildcards.dataset}-{wildcards.arch}"
+    run = wildcards.run
     seed = SEEDS[0]
     base = f"results/{run}/{wildcards.scenario}/seed{seed}"
     embed = ["original", "retrain"] + [
@@ -116,11 +118,11 @@ def plot_inputs(wildcards):
         "steps": [f"{base}/models/{m}.steps.csv" for m in METHODS],
         "embed": [P.model_features(run, wildcards.scenario, seed, m) for m in embed],
         "da_k": [P.model_features(run, wildcards.scenario, seed, m) for m in da_k],
-        "data": DATA.format(dataset=wildcards.dataset),
+        "data": DATA.format(run=wildcards.run),
         "manifest": SPLIT_FILES["manifest"].format(seed=seed, **wildcards),
     }
 
 
 def scenario_metrics(wildcards):
-    base = f"results/{wildcards.dataset}-{wildcards.arch}/{wildcards.scenario}"
+    base = f"results/{wildcards.run}/{wildcards.scenario}"
     return [f"{base}/seed{s}/metrics/{m}.json" for s in SEEDS for m in MODELS]

@@ -3,16 +3,17 @@ rule prepare_data:
         data=DATA,
         meta=DATA_META,
     log:
-        "data/prepared/{dataset}/logs/prepare_data.log",
+        "data/prepared/{run}/logs/prepare_data.log",
     benchmark:
-        "data/prepared/{dataset}/benchmarks/prepare_data.tsv"
+        "data/prepared/{run}/benchmarks/prepare_data.tsv"
     conda:
         ENV
     params:
+        dataset=config["dataset"],
         hp=P.as_json(P.data_params(config)),
         code=P.rule_code("prepare_data"),
     shell:
-        "python -m unlearn_da prepare-data --dataset {wildcards.dataset}"
+        "python -m unlearn_da prepare-data --dataset {params.dataset}"
         " --params {params.hp:q} --code {params.code} --out {output.data} > {log} 2>&1"
 
 

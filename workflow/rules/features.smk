@@ -3,15 +3,15 @@ rule extract_features:
         unpack(backdoor_split_files),
         data=DATA,
         meta=DATA_META,
-        model="results/{dataset}-{arch}/{where}/models/{model}.pt",
-        model_meta="results/{dataset}-{arch}/{where}/models/{model}.pt.meta.json",
+        model="results/{run}/{where}/models/{model}.pt",
+        model_meta="results/{run}/{where}/models/{model}.pt.meta.json",
     output:
-        features="results/{dataset}-{arch}/{where}/features/{model}.npz",
-        meta="results/{dataset}-{arch}/{where}/features/{model}.npz.meta.json",
+        features="results/{run}/{where}/features/{model}.npz",
+        meta="results/{run}/{where}/features/{model}.npz.meta.json",
     log:
-        "results/{dataset}-{arch}/logs/{where}/features_{model}.log",
+        "results/{run}/logs/{where}/features_{model}.log",
     benchmark:
-        "results/{dataset}-{arch}/benchmarks/{where}/features_{model}.tsv"
+        "results/{run}/benchmarks/{where}/features_{model}.tsv"
     conda:
         ENV
     threads: THREADS

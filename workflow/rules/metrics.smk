@@ -5,11 +5,11 @@ rule metrics:
         data=DATA,
         meta=DATA_META,
     output:
-        "results/{dataset}-{arch}/{scenario}/seed{seed}/metrics/{model}.json",
+        "results/{run}/{scenario}/seed{seed}/metrics/{model}.json",
     log:
-        "results/{dataset}-{arch}/logs/{scenario}/seed{seed}/metrics_{model}.log",
+        "results/{run}/logs/{scenario}/seed{seed}/metrics_{model}.log",
     benchmark:
-        "results/{dataset}-{arch}/benchmarks/{scenario}/seed{seed}/metrics_{model}.tsv"
+        "results/{run}/benchmarks/{scenario}/seed{seed}/metrics_{model}.tsv"
     conda:
         ENV
     params:

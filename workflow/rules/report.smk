@@ -4,33 +4,36 @@ rule aggregate:
         reference=P.reference_files(),
     output:
         md=report(
-            "results/{dataset}-{arch}/{scenario}/table.md",
+            "results/{run}/{scenario}/table.md",
             caption="../report/table.rst",
             category="Tables",
             labels={"scenario": "{scenario}", "table": "both (Markdown)"},
         ),
         csv=report(
-            "results/{dataset}-{arch}/{scenario}/table.csv",
+            "results/{run}/{scenario}/table.csv",
             caption="../report/table_csv.rst",
             category="Tables",
             labels={"scenario": "{scenario}", "table": "output metrics (CSV)"},
         ),
         csv_features=report(
-            "results/{dataset}-{arch}/{scenario}/table_features.csv",
+            "results/{run}/{scenario}/table_features.csv",
             caption="../report/table_features.rst",
             category="Tables",
             labels={"scenario": "{scenario}", "table": "feature space (CSV)"},
         ),
-        tex="results/{dataset}-{arch}/{scenario}/table.tex",
-        summary="results/{dataset}-{arch}/{scenario}/summary.json",
-        long="results/{dataset}-{arch}/{scenario}/metrics_long.csv",
+        tex="results/{run}/{scenario}/table.tex",
+        summary="results/{run}/{scenario}/summary.json",
+        long="results/{run}/{scenario}/metrics_long.csv",
     log:
-        "results/{dataset}-{arch}/logs/{scenario}/aggregate.log",
+        "results/{run}/logs/{scenario}/aggregate.log",
     localrule: True
     conda:
         ENV
     params:
         models=MODELS,
+        dataset=config["dataset"],
+        arch=config["arch"],
+        title=TITLE,
         code=P.rule_code("aggregate"),
         out_dir=lambda wc, output: os.path.dirname(output.summary),
         reference_dir=lambda wc, input: (
@@ -38,8 +41,8 @@ rule aggregate:
         ),
     shell:
         "python -m unlearn_da aggregate --inputs {input.metrics:q} --models {params.models:q}"
-        " --scenario {wildcards.scenario} --dataset {wildcards.dataset} --arch {wildcards.arch}"
-        " --title '{wildcards.dataset} / {wildcards.arch}'"
+        " --scenario {wildcards.scenario} --dataset {params.dataset} --arch {params.arch}"
+        " --title '{params.title}'"
         " --reference-dir {params.reference_dir:q} --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -49,7 +52,7 @@ rule plots:
     output:
         **{
             name: report(
-                f"results/{{dataset}}-{{arch}}/{{scenario}}/figures/{name}.png",
+                f"results/{{run}}/{{scenario}}/figures/{name}.png",
                 caption=f"../report/{name}.rst",
                 category="Figures",
                 subcategory="{scenario}",
@@ -58,18 +61,19 @@ rule plots:
             for name in FIGURES
         },
         pdfs=expand(
-            "results/{{dataset}}-{{arch}}/{{scenario}}/figures/{name}.pdf",
+            "results/{{run}}/{{scenario}}/figures/{name}.pdf",
             name=FIGURES,
         ),
-        da_k_csv="results/{dataset}-{arch}/{scenario}/da_k.csv",
-        da_k_json="results/{dataset}-{arch}/{scenario}/da_k.json",
+        da_k_csv="results/{run}/{scenario}/da_k.csv",
+        da_k_json="results/{run}/{scenario}/da_k.json",
     log:
-        "results/{dataset}-{arch}/logs/{scenario}/plots.log",
+        "results/{run}/logs/{scenario}/plots.log",
     localrule: True
     conda:
         ENV
     params:
         models=MODELS,
+        title=TITLE,
         code=P.rule_code("plots"),
         split=lambda wc, input: os.path.dirname(input.manifest),
         out_dir=lambda wc, output: os.path.dirname(output.pdfs[0]),
@@ -81,7 +85,7 @@ rule plots:
         "python -m unlearn_da plot --long-csv {input.long:q} --metrics {input.metrics:q}"
         " --steps {input.steps:q} --embed-features {input.embed:q} --data {input.data}"
         " --split {params.split} --models {params.models:q}"
-        " --title '{wildcards.dataset} / {wildcards.arch} — {wildcards.scenario}'"
+        " --title '{params.title} — {wildcards.scenario}'"
         " --max-points {params.max_points} --seed {params.seed}"
         " --da-k-features {input.da_k:q} --da-params {params.da:q} --da-k-out {params.da_k_out:q}"
         " --out-dir {params.out_dir} > {log} 2>&1"
@@ -89,18 +93,18 @@ rule plots:
 
 rule backdoor_figure:
     input:
-        long="results/{dataset}-{arch}/{scenario}/metrics_long.csv",
+        long="results/{run}/{scenario}/metrics_long.csv",
     output:
         png=report(
-            "results/{dataset}-{arch}/{scenario}/figures/asr.png",
+            "results/{run}/{scenario}/figures/asr.png",
             caption="../report/asr.rst",
             category="Figures",
             subcategory="{scenario}",
             labels={"scenario": "{scenario}", "figure": "asr"},
         ),
-        pdf="results/{dataset}-{arch}/{scenario}/figures/asr.pdf",
+        pdf="results/{run}/{scenario}/figures/asr.pdf",
     log:
-        "results/{dataset}-{arch}/logs/{scenario}/backdoor_figure.log",
+        "results/{run}/logs/{scenario}/backdoor_figure.log",
     wildcard_constraints:
         scenario=BACKDOOR_SCENARIO,
     localrule: True
@@ -108,8 +112,9 @@ rule backdoor_figure:
         ENV
     params:
         models=MODELS,
+        title=TITLE,
         code=P.rule_code("backdoor_figure"),
     shell:
         "python -m unlearn_da backdoor-figure --long-csv {input.long:q} --models {params.models:q}"
-        " --title '{wildcards.dataset} / {wildcards.arch} — {wildcards.scenario}'"
+        " --title '{params.title} — {wildcards.scenario}'"
         " --out {output.png:q} > {log} 2>&1"

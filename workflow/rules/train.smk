@@ -3,12 +3,12 @@ rule train_original:
         data=DATA,
         meta=DATA_META,
     output:
-        model="results/{dataset}-{arch}/seed{seed}/models/original.pt",
-        meta="results/{dataset}-{arch}/seed{seed}/models/original.pt.meta.json",
+        model="results/{run}/seed{seed}/models/original.pt",
+        meta="results/{run}/seed{seed}/models/original.pt.meta.json",
     log:
-        "results/{dataset}-{arch}/logs/seed{seed}/train_original.log",
+        "results/{run}/logs/seed{seed}/train_original.log",
     benchmark:
-        "results/{dataset}-{arch}/benchmarks/seed{seed}/train_original.tsv"
+        "results/{run}/benchmarks/seed{seed}/train_original.tsv"
     conda:
         ENV
     threads: THREADS
@@ -30,12 +30,12 @@ rule train_original_backdoor:
         data=DATA,
         meta=DATA_META,
     output:
-        model="results/{dataset}-{arch}/{scenario}/seed{seed}/models/original.pt",
-        meta="results/{dataset}-{arch}/{scenario}/seed{seed}/models/original.pt.meta.json",
+        model="results/{run}/{scenario}/seed{seed}/models/original.pt",
+        meta="results/{run}/{scenario}/seed{seed}/models/original.pt.meta.json",
     log:
-        "results/{dataset}-{arch}/logs/{scenario}/seed{seed}/train_original.log",
+        "results/{run}/logs/{scenario}/seed{seed}/train_original.log",
     benchmark:
-        "results/{dataset}-{arch}/benchmarks/{scenario}/seed{seed}/train_original.tsv"
+        "results/{run}/benchmarks/{scenario}/seed{seed}/train_original.tsv"
     wildcard_constraints:
         scenario=BACKDOOR_SCENARIO,
     conda:
@@ -59,12 +59,12 @@ rule train_retrain:
         data=DATA,
         meta=DATA_META,
     output:
-        model="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{oracle}.pt",
-        meta="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{oracle}.pt.meta.json",
+        model="results/{run}/{scenario}/seed{seed}/models/{oracle}.pt",
+        meta="results/{run}/{scenario}/seed{seed}/models/{oracle}.pt.meta.json",
     log:
-        "results/{dataset}-{arch}/logs/{scenario}/seed{seed}/train_{oracle}.log",
+        "results/{run}/logs/{scenario}/seed{seed}/train_{oracle}.log",
     benchmark:
-        "results/{dataset}-{arch}/benchmarks/{scenario}/seed{seed}/train_{oracle}.tsv"
+        "results/{run}/benchmarks/{scenario}/seed{seed}/train_{oracle}.tsv"
     conda:
         ENV
     threads: THREADS

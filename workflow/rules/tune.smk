@@ -11,11 +11,11 @@ rule select_hyperparameters:
     input:
         P.tuning_metrics(config),
     output:
-        md="results/{dataset}-{arch}/tuning/selection.md",
-        csv="results/{dataset}-{arch}/tuning/selection.csv",
-        json="results/{dataset}-{arch}/tuning/selection.json",
+        md="results/{run}/tuning/selection.md",
+        csv="results/{run}/tuning/selection.csv",
+        json="results/{run}/tuning/selection.json",
     log:
-        "results/{dataset}-{arch}/logs/tuning/select.log",
+        "results/{run}/logs/tuning/select.log",
     localrule: True
     conda:
         ENV
@@ -47,10 +47,10 @@ rule choose_da_energy:
             f"{pair['split']}/manifest.json" for pair in P.da_energy_pairs(config)
         ],
     output:
-        md="results/{dataset}-{arch}/tuning/da_energy.md",
-        json="results/{dataset}-{arch}/tuning/da_energy.json",
+        md="results/{run}/tuning/da_energy.md",
+        json="results/{run}/tuning/da_energy.json",
     log:
-        "results/{dataset}-{arch}/logs/tuning/da_energy.log",
+        "results/{run}/logs/tuning/da_energy.log",
     localrule: True
     conda:
         ENV

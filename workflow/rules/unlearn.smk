@@ -5,13 +5,13 @@ rule unlearn:
         data=DATA,
         meta=DATA_META,
     output:
-        model="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{method}.pt",
-        meta="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{method}.pt.meta.json",
-        steps="results/{dataset}-{arch}/{scenario}/seed{seed}/models/{method}.steps.csv",
+        model="results/{run}/{scenario}/seed{seed}/models/{method}.pt",
+        meta="results/{run}/{scenario}/seed{seed}/models/{method}.pt.meta.json",
+        steps="results/{run}/{scenario}/seed{seed}/models/{method}.steps.csv",
     log:
-        "results/{dataset}-{arch}/logs/{scenario}/seed{seed}/unlearn_{method}.log",
+        "results/{run}/logs/{scenario}/seed{seed}/unlearn_{method}.log",
     benchmark:
-        "results/{dataset}-{arch}/benchmarks/{scenario}/seed{seed}/unlearn_{method}.tsv"
+        "results/{run}/benchmarks/{scenario}/seed{seed}/unlearn_{method}.tsv"
     conda:
         ENV
     threads: THREADS
