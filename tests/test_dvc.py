@@ -2,28 +2,40 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import BIN, copy_project, dry_run_jobs, env_with_venv, snakemake
+from remote_servers import s3_server, ssh_server, sshd_available
 
 pytestmark = pytest.mark.slow
 TINY = "tests/config/tiny.yaml"
 
 
-def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(cmd), cwd=cwd, env=env_with_venv(), capture_output=True, text=True)
+def sh(cwd: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd`` with the venv on PATH; ``env`` adds (or, with value None, removes) variables."""
+    full = env_with_venv()
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    proc = subprocess.run(list(cmd), cwd=cwd, env=full, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
-def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return sh(cwd, str(BIN / "dvc"), *args, check=check)
+def dvc(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return sh(cwd, str(BIN / "dvc"), *args, check=check, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +120,138 @@ def test_changing_a_param_after_pull_is_detected(shared, tmp_path):
     assert "2 of 35 artifacts do not match" in proc.stderr  # ga in both scenarios, nothing else
     assert "seed0/models/ga.pt: made with other parameters" in proc.stderr
     assert "in the sidecar, 0.5 now" in proc.stderr
+
+
+# ---------------------------------------------------------------------- real remotes
+# The same origin (the `shared` fixture's run: the pipeline runs once per module) pushes
+# to a real remote; a fresh `git clone` pulls from it and goes through `make pull`'s
+# steps. S3 (moto's server) runs in `make test`; SSH (a throw-away sshd) is marked
+# `remotes` and runs in `make test-remotes` with S3.
+
+
+def lock_outs(repo: Path) -> list[str]:
+    """Every output path dvc.lock records (whatever the stages and results folders are called)."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return sorted(out["path"] for stage in lock["stages"].values() for out in stage.get("outs", []))
+
+
+def tree_digests(repo: Path, paths: list[str]) -> dict[str, str]:
+    """relative path -> SHA-256 of every file under ``paths`` (DVC's ignores: __pycache__, *.pyc)."""
+    digests = {}
+    for top in paths:
+        root = repo / top
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            if "__pycache__" in f.parts or f.suffix == ".pyc":
+                continue
+            digests[f.relative_to(repo).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return digests
+
+
+def cache_objects(repo: Path) -> tuple[int, int]:
+    """(files, bytes) in the repo's DVC cache: what a complete push must upload."""
+    files = [p for p in (repo / ".dvc" / "cache").rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def remote_round_trip(origin: Path, clone: Path, name: str, url: str, *, config: dict[str, str],
+                      local: dict[str, str], push_env: dict, pull_env: dict,
+                      usage: Callable[[], tuple[int, int]]) -> dict:
+    """Push the origin's outputs to remote ``name`` and pull them into a fresh git clone.
+
+    ``config`` goes into the committed .dvc/config, ``local`` (credentials, key files)
+    into .dvc/config.local of the origin and, again, of the clone, which does not get
+    it from git. Checks what `make pull` checks and that every pulled file equals the
+    origin's byte for byte; returns the measured times and sizes.
+    """
+    dvc(origin, "remote", "add", name, url)
+    for key, value in config.items():
+        dvc(origin, "remote", "modify", name, key, value)
+    for key, value in local.items():
+        dvc(origin, "remote", "modify", "--local", name, key, value)
+    sh(origin, "git", "commit", "-qam", f"dvc remote {name}")
+
+    t0 = time.perf_counter()
+    pushed = dvc(origin, "push", "-r", name, env=push_env)
+    push_s = time.perf_counter() - t0
+    files, nbytes = usage()
+    assert (files, nbytes) == cache_objects(origin), pushed.stdout + pushed.stderr
+    # a second push has nothing to upload
+    again = dvc(origin, "push", "-r", name, env=push_env)
+    assert "Everything is up to date" in again.stdout + again.stderr
+
+    sh(clone.parent, "git", "clone", "-q", str(origin), str(clone))
+    assert not any((clone / out).exists() for out in lock_outs(clone))
+    for key, value in local.items():
+        dvc(clone, "remote", "modify", "--local", name, key, value)
+    t0 = time.perf_counter()
+    dvc(clone, "pull", "-r", name, env=pull_env)
+    pull_s = time.perf_counter() - t0
+    # `make pull`: dvc status, verify, snakemake --touch --forceall; then nothing to do
+    assert "are in sync" in dvc(clone, "status", "--cloud", "-r", name, env=pull_env).stdout
+    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
+    verified = sh(clone, str(BIN / "python"), "-m", "unlearn_da", "verify", "--configfile", TINY)
+    assert "all match" in verified.stdout
+    snakemake(clone, "--touch", "--forceall", "--configfile", TINY)
+    dry = snakemake(clone, "-n", "--configfile", TINY)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    outs = lock_outs(origin)
+    want, got = tree_digests(origin, outs), tree_digests(clone, outs)
+    assert got.keys() == want.keys()
+    assert [p for p in want if got[p] != want[p]] == []
+    metrics = [p for p in want if p.endswith(".json") and "/metrics/" in p]
+    summaries = yaml.safe_load((origin / "dvc.yaml").read_text()).get("metrics", [])
+    assert metrics and summaries and all(s in want for s in summaries)
+    stats = {"remote": name, "push_s": round(push_s, 2), "pull_s": round(pull_s, 2),
+             "files": files, "bytes": nbytes, "files_compared": len(want),
+             "metrics_json_equal": len(metrics) + len(summaries)}
+    print(f"DVC round trip via {name}: {json.dumps(stats)}")
+    return stats
+
+
+@pytest.fixture
+def s3(tmp_path):
+    with s3_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def ssh(tmp_path):
+    if not sshd_available():
+        pytest.skip("no /usr/sbin/sshd: apt-get install openssh-server (`make test-remotes` does)")
+    with ssh_server(tmp_path) as server:
+        yield server
+
+
+def test_s3_remote_round_trip(shared, s3, tmp_path, record_property):
+    origin, _, _ = shared
+    prefix = "unlearning-da"
+    credentials = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}
+    stats = remote_round_trip(
+        origin, tmp_path / "clone-s3", "s3remote", f"s3://{s3.bucket}/{prefix}",
+        config={"endpointurl": s3.endpoint, "region": s3.region},
+        local={"access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key},
+        # credentials: in .dvc/config.local of both; the clone runs with none in its environment
+        push_env=s3.env, pull_env={**s3.env, **credentials},
+        usage=lambda: s3.usage(prefix + "/"))
+    record_property("s3_round_trip", stats)
+
+
+@pytest.mark.remotes
+def test_ssh_remote_round_trip(shared, ssh, tmp_path, record_property):
+    origin, _, _ = shared
+    store = tmp_path / "ssh-store"
+
+    def usage() -> tuple[int, int]:
+        files = [p for p in store.rglob("*") if p.is_file()]
+        return len(files), sum(p.stat().st_size for p in files)
+
+    stats = remote_round_trip(
+        origin, tmp_path / "clone-ssh", "sshremote", f"ssh://{ssh.host}{store}",
+        config={"user": ssh.user, "port": str(ssh.port)},
+        local={"keyfile": str(ssh.key)},
+        # HOME: dvc-ssh (asyncssh) reads ~/.ssh/known_hosts, which there trusts this sshd only
+        push_env={**ssh.env, "SSH_AUTH_SOCK": None}, pull_env={**ssh.env, "SSH_AUTH_SOCK": None},
+        usage=usage)
+    record_property("ssh_round_trip", stats)
