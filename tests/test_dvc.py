@@ -156,18 +156,19 @@ def cache_objects(repo: Path) -> tuple[int, int]:
 
 def remote_round_trip(origin: Path, clone: Path, name: str, url: str, *, config: dict[str, str],
                       local: dict[str, str], push_env: dict, pull_env: dict,
-                      usage: Callable[[], tuple[int, int]]) -> dict:
+                      usage: Callable[[], tuple[int, int]],
+                      origin_local: dict[str, str] | None = None) -> dict:
     """Push the origin's outputs to remote ``name`` and pull them into a fresh git clone.
 
     ``config`` goes into the committed .dvc/config, ``local`` (credentials, key files)
-    into .dvc/config.local of the origin and, again, of the clone, which does not get
-    it from git. Checks what `make pull` checks and that every pulled file equals the
-    origin's byte for byte; returns the measured times and sizes.
+    into the clone's .dvc/config.local, which git does not carry, and ``origin_local``
+    (default: ``local``) into the origin's. Checks what `make pull` checks and that every
+    pulled file equals the origin's byte for byte; returns the measured times and sizes.
     """
     dvc(origin, "remote", "add", name, url)
     for key, value in config.items():
         dvc(origin, "remote", "modify", name, key, value)
-    for key, value in local.items():
+    for key, value in (local if origin_local is None else origin_local).items():
         dvc(origin, "remote", "modify", "--local", name, key, value)
     sh(origin, "git", "commit", "-qam", f"dvc remote {name}")
 
@@ -227,13 +228,15 @@ def ssh(tmp_path):
 def test_s3_remote_round_trip(shared, s3, tmp_path, record_property):
     origin, _, _ = shared
     prefix = "unlearning-da"
-    credentials = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}
+    no_credentials = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}
     stats = remote_round_trip(
         origin, tmp_path / "clone-s3", "s3remote", f"s3://{s3.bucket}/{prefix}",
-        config={"endpointurl": s3.endpoint, "region": s3.region},
+        config={"endpointurl": s3.endpoint},
+        # the two ways to give credentials: the origin pushes with them in its environment
+        # (AWS_ACCESS_KEY_ID, ...), the clone pulls with them in .dvc/config.local only
+        origin_local={}, push_env=s3.env,
         local={"access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key},
-        # credentials: in .dvc/config.local of both; the clone runs with none in its environment
-        push_env=s3.env, pull_env={**s3.env, **credentials},
+        pull_env={**s3.env, **no_credentials},
         usage=lambda: s3.usage(prefix + "/"))
     record_property("s3_round_trip", stats)
 
