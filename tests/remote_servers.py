@@ -10,9 +10,11 @@ ends with an exception:
         ssh.host, ssh.port, ssh.user, ssh.key, ssh.env
 
 ``env`` holds the environment variables a client subprocess (dvc) needs: dummy
-AWS credentials for S3; for SSH a HOME whose ``.ssh/known_hosts`` trusts the
-server's host key (dvc-ssh's asyncssh reads ``~/.ssh/known_hosts`` and
-``~/.ssh/config``, and has no setting of its own for either).
+AWS credentials and a region for S3, with the AWS config files pointed into the
+temp dir; for SSH a HOME of its own, so that a user's ``~/.ssh/config`` and keys
+(which asyncssh, under dvc-ssh, reads) stay out. That HOME's ``.ssh/known_hosts``
+trusts the server's host key, for OpenSSH's ``ssh`` client: dvc-ssh itself checks
+no host key (sshfs connects with asyncssh's ``known_hosts=None``), it accepts any.
 """
 
 from __future__ import annotations
