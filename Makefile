@@ -2,7 +2,8 @@
 #   make reproduce            the default run (config/config.yaml), offline, CPU, through its DVC
 #                             stage: dvc.lock records every output, the HTML report is written
 #   make reproduce PROFILE=config/fashion-mnist.yaml   an overlay profile (its own results folder)
-#   make test                 pytest (unit tests + a tiny end-to-end pipeline run)
+#   make test                 pytest (unit tests + a tiny end-to-end pipeline run, DVC via local + S3 remotes)
+#   make test-remotes         the DVC round trips through S3 (moto) and SSH (a temporary sshd; installs openssh-server)
 #   make lint                 snakemake --lint, snakefmt, ruff
 #   make tune                 hyper-parameter search on the validation split
 #   make da-energy            the DA metric's energy rule, chosen on the tuning seed's training features
@@ -20,7 +21,7 @@ PROFILE ?=
 CONFIGFILES := $(if $(strip $(PROFILE)),--configfile $(PROFILE))
 SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(CONFIGFILES)
 
-.PHONY: venv dev reproduce pipeline test lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+.PHONY: venv dev reproduce pipeline test test-remotes lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-remotes: $(VENV)/.installed-dev
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,s3,ssh]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -42,8 +47,9 @@ reproduce: venv
 	if [ -n "$$stage" ]; then echo "dvc repro $$stage"; dvc repro "$$stage"; \
 	else $(MAKE) --no-print-directory pipeline; fi
 
-# Snakemake, then the HTML report when a result is newer than it (written aside, then moved)
-pipeline: venv
+# Snakemake, then the HTML report when a result is newer than it (written aside, then moved).
+# The command of the DVC stages; it expects the venv (make reproduce builds it first).
+pipeline:
 	$(SNAKEMAKE)
 	@run=$$(python -m unlearn_da run-name $(CONFIGFILES)) && out=results/$$run/report.html && \
 	if [ -e $$out ] && [ -z "$$(find results/$$run -type f -newer $$out -print -quit)" ]; then \
@@ -87,7 +93,18 @@ verify: venv
 	python -m unlearn_da verify $(CONFIGFILES)
 
 test: dev
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q --durations=15 -m "not remotes and not slurm"
+
+# DVC push/pull through a real S3 (moto's server) and SSH (OpenSSH's sshd) remote, both on
+# 127.0.0.1 with their state in temp dirs; prints the round-trip times and sizes.
+# The tests run Debian's /usr/sbin/sshd: installed with apt-get when missing (as root, or
+# through sudo; SSHD=... names another file to test for).
+SSHD ?= /usr/sbin/sshd
+test-remotes: $(VENV)/.installed-remotes
+	@test -x $(SSHD) || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends openssh-server; }
+	$(BIN)/python -m pytest -q -rP --durations=10 tests/test_dvc.py -k remote_round_trip
 
 lint: dev
 	snakemake --lint

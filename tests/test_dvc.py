@@ -2,46 +2,66 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import BIN, copy_project, dry_run_jobs, env_with_venv, snakemake
+from remote_servers import s3_server, ssh_server, sshd_available
 
 pytestmark = pytest.mark.slow
 TINY = "tests/config/tiny.yaml"
 
 
-def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(cmd), cwd=cwd, env=env_with_venv(), capture_output=True, text=True)
+def sh(cwd: Path, *cmd: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in ``cwd`` with the venv on PATH; ``env`` adds (or, with value None, removes) variables."""
+    full = env_with_venv()
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    proc = subprocess.run(list(cmd), cwd=cwd, env=full, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
 
 
-def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return sh(cwd, str(BIN / "dvc"), *args, check=check)
+def dvc(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return sh(cwd, str(BIN / "dvc"), *args, check=check, env=env)
+
+
+def make_reproduce(repo: Path) -> subprocess.CompletedProcess:
+    """`make reproduce` with the tiny config on 2 cores, using this venv as is (-o: never reinstall it)."""
+    venv = BIN.parent
+    return sh(repo, "make", "--no-print-directory", "-o", f"{venv}/.installed", "reproduce", f"PROFILE={TINY}",
+              "CORES=2", env={"VENV": str(venv)})
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    """A git repo whose dvc.yaml runs the tiny config; pipeline run with `dvc repro`, pushed to a local remote."""
+    """A git repo whose dvc.yaml runs the tiny config; `make reproduce` (through DVC), pushed to a local remote."""
     base = tmp_path_factory.mktemp("dvc")
     origin = copy_project(base / "origin")
     repo_root = Path(__file__).resolve().parents[1]
     for name in (".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"):
         (origin / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(repo_root / name, origin / name)
-    stage = (origin / "dvc.yaml").read_text()
-    assert "--cores all\n" in stage
-    (origin / "dvc.yaml").write_text(stage.replace("--cores all\n", f"--cores 2 --configfile {TINY}\n", 1))
+    # one stage, the tiny config's: what `make reproduce PROFILE=tests/config/tiny.yaml` then runs
+    spec = yaml.safe_load((origin / "dvc.yaml").read_text())
+    spec["stages"]["run"]["foreach"] = {"digits-smallcnn": {"profile": TINY}}
+    (origin / "dvc.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     sh(origin, "git", "init", "-q")
     sh(origin, "git", "config", "user.email", "t@example.com")
     sh(origin, "git", "config", "user.name", "test")
-    repro = dvc(origin, "repro")
+    repro = make_reproduce(origin)
     sh(origin, "git", "add", "-A")
     sh(origin, "git", "commit", "-qm", "run")
     remote = base / "remote"
@@ -55,10 +75,14 @@ def shared(tmp_path_factory):
 
 def test_repro_then_status_is_clean_and_metrics_show(shared):
     origin, _, repro = shared
-    assert "Running stage 'digits'" in repro.stdout + repro.stderr
+    assert "Running stage 'run@digits-smallcnn'" in repro.stdout + repro.stderr
+    assert "writing results/digits-smallcnn/report.html" in repro.stdout
     status = dvc(origin, "status")
     assert "Data and pipelines are up to date" in status.stdout
-    again = dvc(origin, "repro")
+    # the report is one of the stage's outputs, so it is pushed with the rest
+    assert "results/digits-smallcnn" in lock_outs(origin)
+    assert (origin / "results/digits-smallcnn/report.html").stat().st_size > 100_000
+    again = make_reproduce(origin)
     assert "didn't change, skipping" in again.stdout + again.stderr
     shown = dvc(origin, "metrics", "show").stdout
     assert "class0/summary.json" in shown and "retrain.UA.mean" in shown
@@ -108,3 +132,142 @@ def test_changing_a_param_after_pull_is_detected(shared, tmp_path):
     assert "2 of 35 artifacts do not match" in proc.stderr  # ga in both scenarios, nothing else
     assert "seed0/models/ga.pt: made with other parameters" in proc.stderr
     assert "in the sidecar, 0.5 now" in proc.stderr
+
+
+# ---------------------------------------------------------------------- real remotes
+# The same origin (the `shared` fixture's run: the pipeline runs once per module) pushes
+# to a real remote; a fresh `git clone` pulls from it and goes through `make pull`'s
+# steps. S3 (moto's server) runs in `make test`; SSH (a throw-away sshd) is marked
+# `remotes` and runs in `make test-remotes` with S3.
+
+
+def lock_outs(repo: Path) -> list[str]:
+    """Every output path dvc.lock records (whatever the stages and results folders are called)."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return sorted(out["path"] for stage in lock["stages"].values() for out in stage.get("outs", []))
+
+
+def tree_digests(repo: Path, paths: list[str]) -> dict[str, str]:
+    """relative path -> SHA-256 of every file under ``paths`` (DVC's ignores: __pycache__, *.pyc)."""
+    digests = {}
+    for top in paths:
+        root = repo / top
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            if "__pycache__" in f.parts or f.suffix == ".pyc":
+                continue
+            digests[f.relative_to(repo).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return digests
+
+
+def cache_objects(repo: Path) -> tuple[int, int]:
+    """(files, bytes) in the repo's DVC cache: what a complete push must upload."""
+    files = [p for p in (repo / ".dvc" / "cache").rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def remote_round_trip(origin: Path, clone: Path, name: str, url: str, *, config: dict[str, str],
+                      local: dict[str, str], push_env: dict, pull_env: dict,
+                      usage: Callable[[], tuple[int, int]],
+                      origin_local: dict[str, str] | None = None) -> dict:
+    """Push the origin's outputs to remote ``name`` and pull them into a fresh git clone.
+
+    ``config`` goes into the committed .dvc/config, ``local`` (credentials, key files)
+    into the clone's .dvc/config.local, which git does not carry, and ``origin_local``
+    (default: ``local``) into the origin's. Checks what `make pull` checks and that every
+    pulled file equals the origin's byte for byte; returns the measured times and sizes.
+    """
+    dvc(origin, "remote", "add", name, url)
+    for key, value in config.items():
+        dvc(origin, "remote", "modify", name, key, value)
+    for key, value in (local if origin_local is None else origin_local).items():
+        dvc(origin, "remote", "modify", "--local", name, key, value)
+    sh(origin, "git", "commit", "-qam", f"dvc remote {name}")
+
+    t0 = time.perf_counter()
+    pushed = dvc(origin, "push", "-r", name, env=push_env)
+    push_s = time.perf_counter() - t0
+    files, nbytes = usage()
+    assert (files, nbytes) == cache_objects(origin), pushed.stdout + pushed.stderr
+    # a second push has nothing to upload
+    again = dvc(origin, "push", "-r", name, env=push_env)
+    assert "Everything is up to date" in again.stdout + again.stderr
+
+    sh(clone.parent, "git", "clone", "-q", str(origin), str(clone))
+    assert not any((clone / out).exists() for out in lock_outs(clone))
+    for key, value in local.items():
+        dvc(clone, "remote", "modify", "--local", name, key, value)
+    t0 = time.perf_counter()
+    dvc(clone, "pull", "-r", name, env=pull_env)
+    pull_s = time.perf_counter() - t0
+    # `make pull`: dvc status, verify, snakemake --touch --forceall; then nothing to do
+    assert "are in sync" in dvc(clone, "status", "--cloud", "-r", name, env=pull_env).stdout
+    assert "Data and pipelines are up to date" in dvc(clone, "status").stdout
+    verified = sh(clone, str(BIN / "python"), "-m", "unlearn_da", "verify", "--configfile", TINY)
+    assert "all match" in verified.stdout
+    snakemake(clone, "--touch", "--forceall", "--configfile", TINY)
+    dry = snakemake(clone, "-n", "--configfile", TINY)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    outs = lock_outs(origin)
+    want, got = tree_digests(origin, outs), tree_digests(clone, outs)
+    assert got.keys() == want.keys()
+    assert [p for p in want if got[p] != want[p]] == []
+    metrics = [p for p in want if p.endswith(".json") and "/metrics/" in p]
+    summaries = yaml.safe_load((origin / "dvc.yaml").read_text()).get("metrics", [])
+    assert metrics and summaries and all(s in want for s in summaries)
+    stats = {"remote": name, "push_s": round(push_s, 2), "pull_s": round(pull_s, 2),
+             "files": files, "bytes": nbytes, "files_compared": len(want),
+             "metrics_json_equal": len(metrics) + len(summaries)}
+    print(f"DVC round trip via {name}: {json.dumps(stats)}")
+    return stats
+
+
+@pytest.fixture
+def s3(tmp_path):
+    with s3_server(tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def ssh(tmp_path):
+    if not sshd_available():
+        pytest.skip("no /usr/sbin/sshd: apt-get install openssh-server (`make test-remotes` does)")
+    with ssh_server(tmp_path) as server:
+        yield server
+
+
+def test_s3_remote_round_trip(shared, s3, tmp_path, record_property):
+    origin, _, _ = shared
+    prefix = "unlearning-da"
+    no_credentials = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}
+    stats = remote_round_trip(
+        origin, tmp_path / "clone-s3", "s3remote", f"s3://{s3.bucket}/{prefix}",
+        config={"endpointurl": s3.endpoint},
+        # the two ways to give credentials: the origin pushes with them in its environment
+        # (AWS_ACCESS_KEY_ID, ...), the clone pulls with them in .dvc/config.local only
+        origin_local={}, push_env=s3.env,
+        local={"access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key},
+        pull_env={**s3.env, **no_credentials},
+        usage=lambda: s3.usage(prefix + "/"))
+    record_property("s3_round_trip", stats)
+
+
+@pytest.mark.remotes
+def test_ssh_remote_round_trip(shared, ssh, tmp_path, record_property):
+    origin, _, _ = shared
+    store = tmp_path / "ssh-store"
+
+    def usage() -> tuple[int, int]:
+        files = [p for p in store.rglob("*") if p.is_file()]
+        return len(files), sum(p.stat().st_size for p in files)
+
+    stats = remote_round_trip(
+        origin, tmp_path / "clone-ssh", "sshremote", f"ssh://{ssh.host}{store}",
+        config={"user": ssh.user, "port": str(ssh.port)},
+        local={"keyfile": str(ssh.key)},
+        # HOME of its own: asyncssh would read the user's ~/.ssh/config (host keys it does not
+        # check at all: sshfs connects with known_hosts=None)
+        push_env={**ssh.env, "SSH_AUTH_SOCK": None}, pull_env={**ssh.env, "SSH_AUTH_SOCK": None},
+        usage=usage)
+    record_property("ssh_round_trip", stats)
