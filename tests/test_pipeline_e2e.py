@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import copy_project, dry_run_jobs, snakemake
+from conftest import dry_run_jobs, snakemake
 from unlearn_da import pipeline as P
 from unlearn_da.config import load_config
 
@@ -55,15 +54,9 @@ def test_changing_the_training_recipe_reruns_models_not_data(tiny_project: Path,
     assert jobs["train_original"] == 1 and jobs["train_retrain"] == 4 and jobs["unlearn"] == 6
 
 
-def test_rule_code_hashes_cover_every_module_a_job_runs(tmp_path: Path):
-    """Run the tiny DAG with module tracing; every module a job imports must be in its rule's hash."""
-    root = copy_project(tmp_path / "proj")
-    trace = tmp_path / "trace.jsonl"
-    os.environ["UNLEARN_DA_TRACE"] = str(trace)
-    try:
-        snakemake(root, *TINY)
-    finally:
-        del os.environ["UNLEARN_DA_TRACE"]
+def test_rule_code_hashes_cover_every_module_a_job_runs(tiny_project: Path):
+    """The tiny DAG ran with module tracing (the fixture); every module a job imports must be in its rule's hash."""
+    trace = tiny_project / "trace.jsonl"
     rule_of = {"prepare-data": "prepare_data", "split": "split", "train": "train", "features": "extract_features",
                "metrics": "metrics", "aggregate": "aggregate", "plot": "plots"}
     config = load_config(["tests/config/tiny.yaml"])

@@ -239,7 +239,7 @@ def workload_images(config: dict) -> dict[str, float]:
     """
     from .config import resolve_method
     from .datasets import DATASETS
-    from .pipeline import oracle_models
+    from .pipeline import needs_shared_original, oracle_models
     from .scenarios import parse_scenario
 
     sizes = {"digits": 1797, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
@@ -249,8 +249,7 @@ def workload_images(config: dict) -> dict[str, float]:
     n_test = 10000 if info.has_test_split else sizes["digits"] * config["data"]["test_fraction"]
     seeds, scenarios = len(config["seeds"]), config["scenarios"]
     epochs = config["train"]["epochs"]
-    shared = not all(parse_scenario(s)[0] == "backdoor" for s in scenarios)  # backdoor: their own originals
-    out = {"original": seeds * epochs * n_train if shared else 0.0}
+    out = {"original": seeds * epochs * n_train if needs_shared_original(scenarios) else 0.0}
     oracles = len(oracle_models(config))
     out["oracles"] = 0.0
     out["unlearning"] = 0.0

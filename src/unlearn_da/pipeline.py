@@ -185,6 +185,12 @@ def scenario_models(config: dict) -> list[str]:
     return oracle_models(config) + ["original"] + list(config["unlearn"]["methods"])
 
 
+def needs_shared_original(scenarios: list[str]) -> bool:
+    """Whether the run trains the per-seed original the clean scenarios share (a backdoor scenario
+    trains its own, on the poisoned train set)."""
+    return not all(is_backdoor(s) for s in scenarios)
+
+
 def model_checkpoint(run: str, scenario: str, seed: int | str, model: str) -> str:
     """One original per seed, shared by the scenarios; a backdoor scenario has its own (poisoned)."""
     if model == "original" and not is_backdoor(scenario):

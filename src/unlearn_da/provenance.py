@@ -44,7 +44,7 @@ def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any],
     train, train_code = P.train_params(config), P.rule_code("train")
     mparams, mcode = P.metrics_params(config), P.rule_code("metrics")
     feats, feats_code = P.features_params(config), P.rule_code("extract_features")
-    shared_original = not all(is_backdoor(s) for s in config["scenarios"])
+    shared_original = P.needs_shared_original(config["scenarios"])
     for seed in config["seeds"]:
         if shared_original:  # backdoor scenarios train their own, on the poisoned data
             yield P.model_checkpoint(run, "", seed, "original"), "train_original", train, train_code
