@@ -263,12 +263,12 @@ def test_l1_sparse_weight_is_constant_within_an_epoch_and_decays_per_epoch(train
 
 def test_l1_sparse_grid_reaches_a_weight_that_moves_the_model(trained):
     """On digits, 4 of the 6 old candidates (alpha <= 5e-4) scored exactly as the untouched original: the
-    grid's largest alpha, at its smallest lr and the profile's epochs, must change the forget predictions.
+    search range's largest alpha, at its smallest lr and the profile's epochs, must change the forget predictions.
     (Digits only: Fashion-MNIST takes ~20x more steps per epoch, so the same alpha moves it more.)"""
     cfg = load_config()
-    grid = cfg["tuning"]["grids"]["l1_sparse"]
+    space = cfg["tuning"]["space"]["l1_sparse"]  # [log, low, high]
     ctx = make_ctx(trained)
-    params = {**cfg["unlearn"]["l1_sparse"], "batch_size": 64, "alpha": max(grid["alpha"]), "lr": min(grid["lr"])}
+    params = {**cfg["unlearn"]["l1_sparse"], "batch_size": 64, "alpha": space["alpha"][2], "lr": space["lr"][1]}
     get_method("l1_sparse")(ctx, params)
     with torch.no_grad():
         xf = ctx.prep(ctx.x_forget)

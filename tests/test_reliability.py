@@ -61,7 +61,7 @@ BAD_CONFIGS = [
     ("unlearn.muda.forget_loss", "kl", ["unlearn.muda.forget_loss", "none, neg_ce, random_label"]),
     ("unlearn.variants", {"x": {"base": "muda", "lambda_sd": -1}}, ["unlearn.variants.x.lambda_sd", ">= 0"]),
     ("unlearn.variants", {"ga": {"base": "ga"}}, ["variant name 'ga' is taken"]),
-    ("tuning.grids", {"ga": {"lr": [0.1, -1]}}, ["tuning.grids.ga.lr", "must be > 0"]),
+    ("tuning.space", {"ga": {"lr": ["uniform", -1, 0.1]}}, ["tuning.space.ga.lr", "must be > 0"]),
     ("evaluation.da.k", 0, ["evaluation.da.k", ">= 1"]),
     ("unlearn.ft", _DELETE, ["method 'ft' has no hyper-parameter block"]),
 ]

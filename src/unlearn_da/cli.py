@@ -104,7 +104,22 @@ def cmd_choose_da_energy(a: argparse.Namespace) -> None:
 def cmd_select(a: argparse.Namespace) -> None:
     from .tuning import run_selection
 
-    run_selection(a.inputs, a.candidates, a.out_prefix)
+    run_selection(a.inputs, a.candidates, a.out_prefix, a.plans, a.figures_dir)
+
+
+def cmd_plan_round2(a: argparse.Namespace) -> None:
+    from .tuning import run_plan_round2
+
+    plan = run_plan_round2(a.inputs, a.space, a.candidates, a.budget, a.widen, a.seed, a.out)
+    for method, info in sorted(plan["info"].items()):
+        print(f"{method}: {info['kind']} {'; '.join(info['edges'])}".rstrip())
+
+
+def cmd_plan_da(a: argparse.Namespace) -> None:
+    from .tuning import run_plan_da
+
+    plan = run_plan_da(a.inputs, a.candidates, a.round2, a.methods, a.weights, a.out)
+    print(f"{len(plan['candidates'])} DA-weight candidates")
 
 
 def cmd_verify(a: argparse.Namespace) -> None:
@@ -262,8 +277,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-prefix", required=True)
     p = add("select", cmd_select, "pick each method's hyper-parameters from the tuning runs (validation split)")
     p.add_argument("--inputs", nargs="+", required=True)
-    p.add_argument("--candidates", type=_params, required=True, help="candidate name -> {base, values} (JSON)")
+    p.add_argument("--candidates", type=_params, required=True,
+                   help="round-1 candidate name -> {base, values} (JSON)")
+    p.add_argument("--plans", nargs="*", default=[], help="round2.json and da_round.json of the tuning checkpoints")
+    p.add_argument("--figures-dir", default=None, help="one figure per method: score against each swept value")
     p.add_argument("--out-prefix", required=True)
+    p = add("plan-round2", cmd_plan_round2, "plan round 2 of the search from round 1's scores (widen or refine)")
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--space", type=_params, required=True, help="tuning.space (JSON)")
+    p.add_argument("--candidates", type=_params, required=True, help="round-1 candidates (JSON)")
+    p.add_argument("--budget", type=int, required=True)
+    p.add_argument("--widen", type=int, required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--out", required=True)
+    p = add("plan-da", cmd_plan_da, "plan the DA-weight candidates of the +da variants at their base's choice")
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--candidates", type=_params, required=True, help="round-1 candidates (JSON)")
+    p.add_argument("--round2", required=True, help="round2.json")
+    p.add_argument("--methods", nargs="*", default=[], help="base methods whose +da variant is reported")
+    p.add_argument("--weights", type=float, nargs="+", required=True, help="tuning.da_weights")
+    p.add_argument("--out", required=True)
     p = add("verify", cmd_verify, "check existing artifacts (e.g. after dvc pull) against the config and code")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p = add("run-name", cmd_run_name, "the run's folder name, results/<run name> (validates the config)")

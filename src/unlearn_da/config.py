@@ -222,32 +222,43 @@ def _problem(path: Sequence[Any], message: str, sources: Sequence[str | Path]) -
     return f"{src}: key '{_format_path(path)}': {message}"
 
 
+def tuning_space(config: dict) -> dict[str, dict]:
+    """``tuning.space`` restricted to the methods the run reports (directly or as "+da")."""
+    space = (config.get("tuning") or {}).get("space") or {}
+    reported = {method_base(m)[0] for m in config["unlearn"]["methods"]}
+    return {m: space[m] for m in sorted(space) if m in reported}
+
+
 def tuning_variants(config: dict) -> dict[str, dict]:
-    """Candidates of the hyper-parameter search: ``<method>__t<NN>`` -> {base, overrides...}.
+    """Round-1 candidates of the search: ``<method>__t<NN>`` -> {base, values...} (``search.round1``).
 
-    The cartesian product of each method's grid in ``tuning.grids``, in a stable order.
+    Rounds 2 and the DA weights are planned from scores by the tuning checkpoints.
     """
-    import itertools
+    from .search import round1
 
-    out: dict[str, dict] = {}
-    for method, grid in (config.get("tuning") or {}).get("grids", {}).items():
-        keys = sorted(grid)
-        for i, values in enumerate(itertools.product(*(grid[k] for k in keys))):
-            out[f"{method}__t{i:02d}"] = {"base": method, **dict(zip(keys, values, strict=True))}
-    return out
-
-
-def all_variants(config: dict) -> dict[str, dict]:
-    return {**config["unlearn"].get("variants", {}), **tuning_variants(config)}
+    tune = config.get("tuning") or {}
+    space = tuning_space(config)
+    if not space:
+        return {}
+    return round1(space, tune["budget"], tune["widen"], tune.get("seed", 0))
 
 
-def resolve_method(config: dict, name: str) -> tuple[str, dict, bool]:
-    """``name`` (a method, a variant, either with ``+da``) -> (base method, its hyper-parameters, +da)."""
+def all_variants(config: dict, planned: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Named variants: the config's, the round-1 candidates and ``planned`` (later tuning rounds)."""
+    return {**config["unlearn"].get("variants", {}), **tuning_variants(config), **(planned or {})}
+
+
+def resolve_method(config: dict, name: str, planned: dict[str, dict] | None = None) -> tuple[str, dict, bool]:
+    """``name`` (a method, a variant, either with ``+da``) -> (base method, its hyper-parameters, +da).
+
+    A DA-weight candidate's ``da_weight`` is not a method hyper-parameter (``da_weight``).
+    """
     stem, plus_da = method_base(name)
-    variants = all_variants(config)
+    variants = all_variants(config, planned)
     if stem in variants:
         spec = dict(variants[stem])
         base = spec.pop("base")
+        spec.pop("da_weight", None)
         return base, deep_merge(config["unlearn"][base], spec), plus_da
     return stem, config["unlearn"][stem], plus_da
 
@@ -257,6 +268,55 @@ def method_names(schema: dict | None = None) -> list[str]:
     schema = schema if schema is not None else load_schema()
     blocks = schema["properties"]["unlearn"]["properties"]
     return sorted(name for name, block in blocks.items() if block.get("x-method"))
+
+
+def parse_range(raw: Any) -> dict[str, Any]:
+    from .search import parse_range as _parse
+
+    return _parse(raw)
+
+
+def _space_problems(config: dict, schema: dict, known: Sequence[str], sources: Sequence[str | Path]) -> list[str]:
+    """``tuning.space``: known methods, one range kind per key, ordered bounds, every bound and choice
+    valid for the method (checked as a variant, so the message names the key), a budget round 2 fits in."""
+    tune = config.get("tuning") or {}
+    problems: list[str] = []
+    if tune.get("space") and not 0 <= tune["widen"] < tune["budget"]:
+        problems.append(_problem(["tuning", "widen"], f"must lie in [0, budget) = [0, {tune['budget']}); "
+                                 f"got {tune['widen']}", sources))
+    for method, space in (tune.get("space") or {}).items():
+        where = ["tuning", "space", method]
+        if method not in known:
+            problems.append(_problem(where, f"unknown method '{method}'; allowed: {', '.join(known)}", sources))
+            continue
+        values: dict[str, list] = {}
+        for key, raw in space.items():
+            try:
+                spec = parse_range(raw)
+            except ValueError as exc:
+                problems.append(_problem(where + [key], str(exc), sources))
+                continue
+            kind = next(k for k in ("log", "uniform", "int", "choice") if k in spec)
+            bounds = list(spec[kind])
+            if kind != "choice" and bounds[0] > bounds[1]:
+                problems.append(_problem(where + [key], f"needs low <= high; got {bounds}", sources))
+                continue
+            if kind == "log" and bounds[0] <= 0:
+                problems.append(_problem(where + [key], f"a log range needs low > 0; got {bounds}", sources))
+                continue
+            values[key] = bounds + list(spec.get("limit", []))
+        first = {k: v[0] for k, v in values.items()}
+        checked: set[str] = set()
+        for key, vals in values.items():
+            for value in vals:
+                if isinstance(value, float) and math.isinf(value):
+                    continue
+                for msg in _variant_problems(config, schema, "space", {"base": method, **first, key: value},
+                                             sources, where=where):
+                    if msg not in checked:
+                        checked.add(msg)
+                        problems.append(msg)
+    return problems
 
 
 def _variant_problems(config: dict, schema: dict, name: str, spec: dict,
@@ -337,25 +397,7 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
                                      f"unknown base method '{vspec['base']}'; allowed: {', '.join(known)}", sources))
         else:
             problems.extend(_variant_problems(config, schema, vname, vspec, sources))
-    for method, grid in (config.get("tuning") or {}).get("grids", {}).items():
-        if method not in known:
-            problems.append(_problem(["tuning", "grids", method],
-                                     f"unknown method '{method}'; allowed: {', '.join(known)}", sources))
-            continue
-        if any(len(v) == 0 for v in grid.values()):
-            problems.append(_problem(["tuning", "grids", method], "every grid entry needs at least one value",
-                                     sources))
-            continue
-        # each grid value once (with the first value of every other key): every value gets validated
-        first = {k: v[0] for k, v in grid.items()}
-        checked: set[str] = set()
-        for key, values in grid.items():
-            for value in values:
-                for msg in _variant_problems(config, schema, "grid", {"base": method, **first, key: value}, sources,
-                                             where=["tuning", "grids", method]):
-                    if msg not in checked:
-                        checked.add(msg)
-                        problems.append(msg)
+    problems.extend(_space_problems(config, schema, known, sources))
     for i, method in enumerate(config["unlearn"]["methods"]):
         stem, plus_da = method_base(method)
         base = variants[stem]["base"] if stem in variants and variants[stem]["base"] in known else stem

@@ -38,7 +38,8 @@ RULE_SOURCES: dict[str, tuple[str, ...]] = {
                           "metrics/__init__.py", "metrics/accuracy.py",
                           "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),
     "aggregate": _COMMON + ("tables.py", "reference.py", "scenarios.py"),
-    "select": _COMMON + ("tuning.py",),
+    "select": _COMMON + ("tuning.py", "search.py", "plots.py", "tables.py"),
+    "plan_tuning": _COMMON + ("tuning.py", "search.py"),
     "plots": _COMMON + ("plots.py", "tables.py", "evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
                         "metrics/__init__.py",
                         "metrics/accuracy.py", "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py",
@@ -74,11 +75,11 @@ def reference_files(ref_dir: str = REFERENCE_DIR) -> list[str]:
     return sorted(p.as_posix() for p in Path(ref_dir).glob("*.csv"))
 
 
-def method_sources(config: dict, method: str) -> tuple[str, ...]:
+def method_sources(config: dict, method: str, planned: dict[str, dict] | None = None) -> tuple[str, ...]:
     """Files an ``unlearn`` job of ``method`` runs: the common ones, its module(s), DA if used."""
     from .methods import METHOD_DEPENDENCIES, METHOD_MODULES, USES_DA_CONFIG
 
-    base, _, plus_da = resolve_method(config, method)
+    base, _, plus_da = resolve_method(config, method, planned)
     modules = (base,) + METHOD_DEPENDENCIES.get(base, ())
     files = RULE_SOURCES["unlearn"] + tuple(
         f"methods/{METHOD_MODULES.get(m, m)}.py" for m in modules
@@ -130,10 +131,26 @@ def train_params(config: dict, scenario: str | None = None) -> dict[str, Any]:
     return params
 
 
-def unlearn_params(config: dict, method: str) -> dict[str, Any]:
+def da_block(config: dict, method: str, planned: dict[str, dict] | None = None) -> dict[str, Any]:
+    """The DA regulariser's settings for ``method``: its weight is a DA-weight candidate's own, else the
+    tuned ``unlearn.da.weights[<base>]`` of a "+da" variant, else ``lambda_da``."""
+    from .config import all_variants, method_base
+
+    da = {k: v for k, v in config["unlearn"]["da"].items() if k != "weights"}
+    stem, plus_da = method_base(method)
+    spec = all_variants(config, planned).get(stem, {})
+    base = spec.get("base", stem)
+    if "da_weight" in spec:
+        da["lambda_da"] = spec["da_weight"]
+    elif plus_da and base in (config["unlearn"]["da"].get("weights") or {}):
+        da["lambda_da"] = config["unlearn"]["da"]["weights"][base]
+    return da
+
+
+def unlearn_params(config: dict, method: str, planned: dict[str, dict] | None = None) -> dict[str, Any]:
     from .methods import USES_DA_CONFIG
 
-    base, hp, plus_da = resolve_method(config, method)
+    base, hp, plus_da = resolve_method(config, method, planned)
     un = config["unlearn"]
     params = {
         "method": method,
@@ -146,7 +163,7 @@ def unlearn_params(config: dict, method: str) -> dict[str, Any]:
         **_runtime(config),
     }
     if plus_da or base in USES_DA_CONFIG:
-        params["da"] = un["da"]
+        params["da"] = da_block(config, method, planned)
     return params
 
 
@@ -202,20 +219,61 @@ def model_features(run: str, scenario: str, seed: int | str, model: str) -> str:
     return model_checkpoint(run, scenario, seed, model).replace("/models/", "/features/").removesuffix(".pt") + ".npz"
 
 
+def tuning_dir(config: dict) -> str:
+    return f"results/{run_name(config)}/tuning"
+
+
 def tuning_targets(config: dict) -> list[str]:
-    return [f"results/{run_name(config)}/tuning/selection.{ext}" for ext in ("md", "csv", "json")]
+    return [f"{tuning_dir(config)}/selection.{ext}" for ext in ("md", "csv", "json")]
 
 
-def tuning_metrics(config: dict) -> list[str]:
-    """Metric files the selection reads: the oracle and every candidate, per tuning seed and scenario."""
+def tuning_scenarios(config: dict) -> list[str]:
+    return list(config["tuning"]["scenarios"] or config["scenarios"])
+
+
+def tuning_metrics(config: dict, names: list[str] | None = None) -> list[str]:
+    """Metric files of the search per tuning seed and scenario: by default the oracle, the original
+    (for the no-change flag) and the round-1 candidates; else ``names`` (later rounds)."""
     from .config import tuning_variants
 
     run = run_name(config)
-    tune = config["tuning"]
-    scenarios = tune["scenarios"] or config["scenarios"]
-    names = ["retrain"] + list(tuning_variants(config))
-    return [f"results/{run}/{s}/seed{seed}/metrics/{m}.json" for s in scenarios for seed in tune["seeds"]
+    names = ["retrain", "original", *tuning_variants(config)] if names is None else list(names)
+    return [model_metrics(run, s, seed, m) for s in tuning_scenarios(config) for seed in config["tuning"]["seeds"]
             for m in names]
+
+
+def da_tuning_methods(config: dict) -> list[str]:
+    """Base methods whose "+da" variant the run reports and the search covers: they get the DA-weight round."""
+    from .config import method_base, tuning_space
+
+    space = tuning_space(config)
+    stems = [method_base(m)[0] for m in config["unlearn"]["methods"] if method_base(m)[1]]
+    return sorted({s for s in stems if s in space})
+
+
+def planned_candidate_pattern(config: dict) -> str:
+    """Names of the candidates the tuning checkpoints plan (round 2, DA weights): a wildcard constraint."""
+    import re
+
+    from .config import tuning_space
+
+    bases = "|".join(re.escape(m) for m in tuning_space(config))
+    return f"(?:{bases})__(?:w[0-9]{{2}}|d[0-9]{{2}}\\+da)" if bases else "(?!)"
+
+
+def read_plan(path: str) -> dict[str, dict]:
+    """The candidates of one tuning plan file (round2.json or da_round.json)."""
+    return json.loads(Path(path).read_text())["candidates"]
+
+
+def load_planned(config: dict) -> dict[str, dict]:
+    """The candidates the tuning checkpoints planned so far (round 2 and DA weights), from their files."""
+    out: dict[str, dict] = {}
+    for name in ("round2", "da_round"):
+        path = Path(f"{tuning_dir(config)}/{name}.json")
+        if path.exists():
+            out.update(json.loads(path.read_text())["candidates"])
+    return out
 
 
 def da_energy_pairs(config: dict) -> list[dict[str, Any]]:

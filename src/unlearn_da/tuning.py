@@ -8,12 +8,20 @@ Class-wise, the validation accuracy is on the remaining classes (``val_acc`` of
 forgotten class is scored by UA already and would otherwise count twice, and the
 candidate is then chosen by the same yardstick the tables report.
 The test set is never read. The smallest score wins; the chosen values are then
-copied into the profile's config by hand, with the rule cited beside them.
+copied into the profile's config by hand, and ``tests/test_profiles.py`` checks the
+config against the selection file kept in ``config/tuning/``.
+
+The candidates come from ``search.py`` (an equal budget per method, two rounds, then the
+DA weight of the "+da" variants). Besides the choice, the selection reports per method the
+candidates it spent, round 2's kind (widening or refinement), a chosen value on the edge of
+what was tried, and candidates that did not move the model (every selection metric equal to
+the untouched original's): a figure per method plots the score against each swept value.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,10 +64,106 @@ def select(scores: pd.DataFrame, candidates: dict[str, dict]) -> dict[str, dict[
     return chosen
 
 
-def run_selection(inputs: Sequence[str], candidates: dict[str, dict], out_prefix: str) -> dict:
+NO_CHANGE_TOL = 1e-9
+
+
+def no_change_candidates(records: Sequence[dict[str, Any]], candidates: dict[str, dict]) -> list[str]:
+    """Candidates whose selection metrics equal the original's on every tuning scenario and seed."""
+    original = {(r["scenario"], r["seed"]): r["metrics"] for r in records if r["model"] == "original"}
+    seen: dict[str, bool] = {}
+    for rec in records:
+        ref = original.get((rec["scenario"], rec["seed"]))
+        if rec["model"] not in candidates or ref is None:
+            continue
+        same = all(abs(rec["metrics"][m] - ref[m]) <= NO_CHANGE_TOL for m in SELECTION_METRICS)
+        seen[rec["model"]] = seen.get(rec["model"], True) and same
+    return sorted(name for name, same in seen.items() if same)
+
+
+def edge_values(candidates: dict[str, dict], method: str, chosen_values: dict[str, Any]) -> list[str]:
+    """Numeric keys whose chosen value is the smallest or largest value the method tried."""
+    tried = [c for c in candidates.values() if c["base"] == method]
+    out = []
+    for key, value in chosen_values.items():
+        values = [c[key] for c in tried if isinstance(c.get(key), (int, float)) and not isinstance(c[key], bool)]
+        if len(set(values)) < 2 or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if value == min(values):
+            out.append(f"{key}={value} (the smallest tried)")
+        elif value == max(values):
+            out.append(f"{key}={value} (the largest tried)")
+    return out
+
+
+def all_candidates(round1: dict[str, dict], plans: Sequence[dict]) -> dict[str, dict]:
+    """Every candidate by the model name it ran under; a DA-weight candidate runs as ``<name>+da``
+    and counts for the method ``<base>+da``."""
+    out = dict(round1)
+    for plan in plans:
+        for name, spec in plan["candidates"].items():
+            if "da_weight" in spec:
+                out[f"{name}+da"] = {**spec, "base": f"{spec['base']}+da"}
+            else:
+                out[name] = spec
+    return out
+
+
+def selection_figures(scores: pd.DataFrame, candidates: dict[str, dict], chosen: dict[str, dict],
+                      out_dir: str | Path) -> list[str]:
+    """One figure per method: the mean score against each swept value, the chosen candidate marked."""
+    from .plots import _setup, save_figure
+
+    plt, _ = _setup()
+    mean = scores.groupby("candidate")["gap"].mean()
+    written = []
+    for method in sorted(chosen):
+        names = [n for n, c in candidates.items() if c["base"] == method and n in mean.index]
+        keys = sorted({k for n in names for k, v in candidates[n].items()
+                       if k != "base" and len({str(candidates[m].get(k)) for m in names}) > 1})
+        keys = keys or sorted(k for k in candidates[names[0]] if k != "base")[:1]
+        fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.2 * max(len(keys), 1), 2.8), squeeze=False)
+        for ax, key in zip(axes[0], keys, strict=False):
+            xs = [candidates[n].get(key) for n in names]
+            ys = [mean[n] for n in names]
+            numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+            pos = xs if numeric else [sorted({str(x) for x in xs}).index(str(x)) for x in xs]
+            colours = ["tab:orange" if "__w" in n else "tab:blue" for n in names]
+            ax.scatter(pos, ys, c=colours, s=18)
+            best = chosen[method]["candidate"]
+            if best in names:
+                i = names.index(best)
+                ax.scatter([pos[i]], [ys[i]], marker="*", s=160, c="black", zorder=3, label="chosen")
+            if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+                ax.set_xscale("log")
+            if not numeric:
+                labels = sorted({str(x) for x in xs})
+                ax.set_xticks(range(len(labels)), labels, rotation=30)
+            ax.set_xlabel(key)
+            ax.set_ylabel("selection score (lower is better)")
+        fig.suptitle(f"{method}: {len(names)} candidates (blue: round 1, orange: round 2)", fontsize=9)
+        path = Path(out_dir) / f"{method}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_figure(fig, path)
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
+def run_selection(inputs: Sequence[str], round1: dict[str, dict], out_prefix: str,
+                  plan_files: Sequence[str] = (), figures_dir: str | None = None) -> dict:
+    plans = [read_json(p, "tuning plan") for p in plan_files]
+    candidates = all_candidates(round1, plans)
     records = [read_json(p, "metrics") for p in inputs]
     scores = score_candidates(records, candidates)
     chosen = select(scores, candidates)
+    unchanged = no_change_candidates(records, candidates)
+    widening = {m: i for plan in plans for m, i in plan.get("info", {}).items()}
+    for method, c in chosen.items():
+        c["tried"] = sum(1 for spec in candidates.values() if spec["base"] == method)
+        c["edge"] = edge_values(candidates, method, c["values"])
+        c["no_change"] = sorted(n for n in unchanged if candidates[n]["base"] == method)
+        if method in widening:
+            c["round2"] = {k: widening[method][k] for k in ("kind", "edges")}
     per_scenario = scores.pivot_table(index=["method", "candidate"], columns="scenario", values="gap",
                                       aggfunc="mean")
     table = scores.groupby(["method", "candidate"])["gap"].mean().rename("score").to_frame().join(per_scenario)
@@ -67,19 +171,61 @@ def run_selection(inputs: Sequence[str], candidates: dict[str, dict], out_prefix
     table["values"] = table["candidate"].map(
         lambda c: ", ".join(f"{k}={v}" for k, v in candidates[c].items() if k != "base"))
     table["chosen"] = table.apply(lambda r: chosen[r["method"]]["candidate"] == r["candidate"], axis=1)
+    table["no_change"] = table["candidate"].isin(unchanged)
     write_text(f"{out_prefix}.csv", table.to_csv(index=False, float_format="%.4f"))
     lines = ["# Hyper-parameter selection (validation split)", "", f"Rule: {RULE}.", "",
-             "| method | chosen values | score |", "|---|---|---|"]
+             "| method | chosen values | score | tried | round 2 | edge of what was tried | no change |",
+             "|---|---|---|---|---|---|---|"]
     for method, c in sorted(chosen.items()):
         vals = ", ".join(f"{k}={v}" for k, v in c["values"].items())
-        lines.append(f"| {method} | {vals} | {c['score']:.3f} |")
-    lines += ["", "## Every candidate", "", "| method | values | score | " +
+        r2 = c.get("round2")
+        r2_text = "" if r2 is None else (r2["kind"] + (f": {'; '.join(r2['edges'])}" if r2["edges"] else ""))
+        lines.append(f"| {method} | {vals} | {c['score']:.3f} | {c['tried']} | {r2_text} | "
+                     f"{'; '.join(c['edge'])} | {len(c['no_change'])} |")
+    lines += ["", "Round 2 *widen*: round 1's best lay in the outermost stratum of a range, so round 2 sampled "
+              "beyond it; *refine*: round 2 sampled around the best. *Edge*: the chosen value is the smallest or "
+              "largest value tried (the optimum may lie further out). *No change*: candidates whose UA, RA, "
+              "validation accuracy and MIA equal the untouched original's (they did not move the model).",
+              "", "## Every candidate", "", "| method | values | score | " +
               " | ".join(str(s) for s in per_scenario.columns) + " |",
               "|---|---|---|" + "---|" * len(per_scenario.columns)]
     for _, r in table.sort_values(["method", "score"]).iterrows():
         mark = " **(chosen)**" if r["chosen"] else ""
+        flag = " (no change)" if r["no_change"] else ""
         per = " | ".join(f"{r[s]:.3f}" for s in per_scenario.columns)
-        lines.append(f"| {r['method']} | {r['values']}{mark} | {r['score']:.3f} | {per} |")
+        lines.append(f"| {r['method']} | {r['values']}{mark}{flag} | {r['score']:.3f} | {per} |")
     write_text(f"{out_prefix}.md", "\n".join(lines) + "\n")
+    if figures_dir:
+        selection_figures(scores, candidates, chosen, figures_dir)
     write_json(f"{out_prefix}.json", {"rule": RULE, "chosen": chosen})
     return chosen
+
+
+def round1_scores(inputs: Sequence[str], round1: dict[str, dict]) -> dict[str, float]:
+    """Round 1's mean score per candidate (over tuning seeds and scenarios)."""
+    scores = score_candidates([read_json(p, "metrics") for p in inputs], round1)
+    return {str(k): float(v) for k, v in scores.groupby("candidate")["gap"].mean().items()}
+
+
+def run_plan_round2(inputs: Sequence[str], space: dict, round1: dict[str, dict], budget: int, widen: int,
+                    seed: int, out: str) -> dict:
+    from .search import round2
+
+    scores = round1_scores(inputs, round1)
+    candidates, info = round2(space, round1, scores, budget, widen, seed)
+    plan = {"candidates": candidates, "info": info, "round1_scores": scores}
+    write_json(out, plan)
+    return plan
+
+
+def run_plan_da(inputs: Sequence[str], round1: dict[str, dict], round2_file: str, methods: Sequence[str],
+                weights: Sequence[float], out: str) -> dict:
+    """The DA-weight candidates: each "+da" method's base, at the base's chosen values (rounds 1 and 2)."""
+    from .search import da_round
+
+    candidates = all_candidates(round1, [read_json(round2_file, "tuning plan")])
+    chosen = select(score_candidates([read_json(p, "metrics") for p in inputs], candidates), candidates)
+    plan = {"candidates": da_round(chosen, methods, weights), "weights": list(weights),
+            "base_chosen": {m: chosen[m]["candidate"] for m in methods if m in chosen}}
+    write_json(out, plan)
+    return plan

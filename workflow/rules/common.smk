@@ -3,7 +3,7 @@
 import re
 
 from unlearn_da import pipeline as P
-from unlearn_da.config import tuning_variants, validate_config
+from unlearn_da.config import tuning_space, tuning_variants, validate_config
 from unlearn_da.errors import ConfigError
 
 # the Snakefile's configfile comes first, then --configfile overlays (last wins)
@@ -53,7 +53,10 @@ wildcard_constraints:
     scenario=f"{CLEAN_SCENARIO}|{BACKDOOR_SCENARIO}",
     where=f"(?:(?:{CLEAN_SCENARIO}|{BACKDOOR_SCENARIO})/)?seed[0-9]+",
     oracle="|".join(P.ORACLES),
-    method="|".join(re.escape(m) for m in METHODS + list(TUNING)) or "(?!)",
+    method="|".join(
+        [re.escape(m) for m in METHODS + list(TUNING)]
+        + [P.planned_candidate_pattern(config)]
+    ),
     model="[A-Za-z0-9_+]+",
 
 

@@ -7,13 +7,78 @@ rule tune:
         P.tuning_targets(config),
 
 
-rule select_hyperparameters:
+# round 2 of the search (src/unlearn_da/search.py), planned from round 1's scores
+checkpoint plan_round2:
     input:
         P.tuning_metrics(config),
+    output:
+        "results/{run}/tuning/round2.json",
+    log:
+        "results/{run}/logs/tuning/plan_round2.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        space=P.as_json(tuning_space(config)),
+        candidates=P.as_json(TUNING),
+        budget=config["tuning"]["budget"],
+        widen=config["tuning"]["widen"],
+        seed=config["tuning"]["seed"],
+        code=P.rule_code("plan_tuning"),
+    shell:
+        "python -m unlearn_da plan-round2 --inputs {input:q} --space {params.space:q}"
+        " --candidates {params.candidates:q} --budget {params.budget} --widen {params.widen}"
+        " --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+def round2_metrics(wildcards):
+    plan = checkpoints.plan_round2.get(run=wildcards.run).output[0]
+    return P.tuning_metrics(config, list(P.read_plan(plan)))
+
+
+# the "+da" variants' DA weights, at their base method's choice over both rounds
+checkpoint plan_da_weights:
+    input:
+        round1=P.tuning_metrics(config),
+        round2=round2_metrics,
+        plan="results/{run}/tuning/round2.json",
+    output:
+        "results/{run}/tuning/da_round.json",
+    log:
+        "results/{run}/logs/tuning/plan_da_weights.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        candidates=P.as_json(TUNING),
+        methods=P.da_tuning_methods(config),
+        weights=config["tuning"]["da_weights"],
+        code=P.rule_code("plan_tuning"),
+    shell:
+        "python -m unlearn_da plan-da --inputs {input.round1:q} {input.round2:q}"
+        " --candidates {params.candidates:q} --round2 {input.plan} --methods {params.methods}"
+        " --weights {params.weights} --out {output} > {log} 2>&1"
+
+
+def da_metrics(wildcards):
+    plan = checkpoints.plan_da_weights.get(run=wildcards.run).output[0]
+    return P.tuning_metrics(config, [f"{name}+da" for name in P.read_plan(plan)])
+
+
+rule select_hyperparameters:
+    input:
+        round1=P.tuning_metrics(config),
+        round2=round2_metrics,
+        da=da_metrics,
+        plans=[
+            "results/{run}/tuning/round2.json",
+            "results/{run}/tuning/da_round.json",
+        ],
     output:
         md="results/{run}/tuning/selection.md",
         csv="results/{run}/tuning/selection.csv",
         json="results/{run}/tuning/selection.json",
+        figures=directory("results/{run}/tuning/figures"),
     log:
         "results/{run}/logs/tuning/select.log",
     localrule: True
@@ -24,8 +89,9 @@ rule select_hyperparameters:
         code=P.rule_code("select"),
         prefix=lambda wc, output: output.md.removesuffix(".md"),
     shell:
-        "python -m unlearn_da select --inputs {input:q} --candidates {params.candidates:q}"
-        " --out-prefix {params.prefix} > {log} 2>&1"
+        "python -m unlearn_da select --inputs {input.round1:q} {input.round2:q} {input.da:q}"
+        " --candidates {params.candidates:q} --plans {input.plans:q}"
+        " --figures-dir {output.figures} --out-prefix {params.prefix} > {log} 2>&1"
 
 
 # The DA metric's eigenspace size (`make da-energy`): the energy rule that best separates the

@@ -18,8 +18,12 @@ rule unlearn:
     resources:
         gpu=GPU,
     params:
-        hp=lambda wc: P.as_json(P.unlearn_params(config, wc.method)),
-        code=lambda wc: P.code_hash(*P.method_sources(config, wc.method)),
+        hp=lambda wc: P.as_json(
+            P.unlearn_params(config, wc.method, P.load_planned(config))
+        ),
+        code=lambda wc: P.code_hash(
+            *P.method_sources(config, wc.method, P.load_planned(config))
+        ),
         split=lambda wc, input: os.path.dirname(input.manifest),
     shell:
         "python -m unlearn_da unlearn --data {input.data} --split {params.split}"
