@@ -86,3 +86,32 @@ def test_html_report_is_self_contained(tiny_project: Path):
         assert f"{fig}.png" in html
     assert "table.md" in html and "table_features.csv" in html
     assert "src=\"http" not in html  # nothing fetched from the network
+
+
+def test_tuning_spends_the_same_budget_per_method_through_both_checkpoints(tiny_project: Path):
+    """`snakemake tune` (tests/config/tiny-tune.yaml: budget 3, 1 of them in round 2, two DA weights):
+    round 2 and the DA-weight round are planned by checkpoints from the earlier rounds' metrics, every
+    searched method ran exactly the budget, "+da" candidates carry their base's choice, the selection
+    names each choice, and a figure per method exists. Then a second `tune` has nothing to do."""
+    args = ("--configfile", "tests/config/tiny.yaml", "tests/config/tiny-tune.yaml")
+    snakemake(tiny_project, *args, "--", "tune")
+    tuning = tiny_project / "results" / "digits-smallcnn" / "tuning"
+    metrics = tiny_project / "results" / "digits-smallcnn" / "class0" / "seed100" / "metrics"
+    ran = sorted(p.stem for p in metrics.glob("*__*.json"))
+    assert [n for n in ran if n.startswith("ft__") and "+da" not in n] == ["ft__t00", "ft__t01", "ft__w00"]
+    assert [n for n in ran if n.startswith("ga__")] == ["ga__t00", "ga__t01", "ga__w00"]
+    assert [n for n in ran if n.endswith("+da")] == ["ft__d00+da", "ft__d01+da"]
+    selection = json.loads((tuning / "selection.json").read_text())["chosen"]
+    assert {m: c["tried"] for m, c in selection.items()} == {"ft": 3, "ga": 3, "ft+da": 2}
+    da_plan = json.loads((tuning / "da_round.json").read_text())["candidates"]
+    ft_values = selection["ft"]["values"]
+    assert [c["da_weight"] for c in da_plan.values()] == [0.5, 2.0]
+    assert all({k: v for k, v in c.items() if k not in ("base", "da_weight")} == ft_values for c in da_plan.values())
+    # the DA weight reached the job: the candidate's checkpoint sidecar records it
+    for name, spec in da_plan.items():
+        meta = json.loads((metrics.parent / "models" / f"{name}+da.pt.meta.json").read_text())
+        assert meta["params"]["da"]["lambda_da"] == spec["da_weight"]
+        assert meta["params"]["hp"]["lr"] == ft_values["lr"]
+    assert sorted(p.name for p in (tuning / "figures").glob("*.png")) == ["ft+da.png", "ft.png", "ga.png"]
+    assert "| ft | " in (tuning / "selection.md").read_text()
+    assert dry_run_jobs(tiny_project, *args, "--", "tune") == {}
