@@ -4,6 +4,7 @@
 #   make reproduce PROFILE=config/fashion-mnist.yaml   an overlay profile (its own results folder)
 #   make test                 pytest (unit tests + a tiny end-to-end pipeline run, DVC via local + S3 remotes)
 #   make test-remotes         the DVC round trips through S3 (moto) and SSH (a temporary sshd; installs openssh-server)
+#   make test-slurm           the tiny config on a private single-node SLURM cluster (root, Debian)
 #   make lint                 snakemake --lint, snakefmt, ruff
 #   make tune                 hyper-parameter search on the validation split
 #   make da-energy            the DA metric's energy rule, chosen on the tuning seed's training features
@@ -21,7 +22,7 @@ PROFILE ?=
 CONFIGFILES := $(if $(strip $(PROFILE)),--configfile $(PROFILE))
 SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(CONFIGFILES)
 
-.PHONY: venv dev reproduce pipeline test test-remotes lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+.PHONY: venv dev reproduce pipeline test test-remotes test-slurm lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -92,6 +93,7 @@ pull: venv
 verify: venv
 	python -m unlearn_da verify $(CONFIGFILES)
 
+# tests marked slurm (a real SLURM cluster) and remotes (DVC remotes) have their own targets
 test: dev
 	$(BIN)/python -m pytest -q --durations=15 -m "not remotes and not slurm"
 
@@ -105,6 +107,21 @@ test-remotes: $(VENV)/.installed-remotes
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends openssh-server; }
 	$(BIN)/python -m pytest -q -rP --durations=10 tests/test_dvc.py -k remote_round_trip
+
+# Debian's SLURM, its accounting database and MUNGE, installed when missing; the test starts
+# its own cluster in a temporary directory on 127.0.0.1 and stops it (tests/slurm_cluster.py)
+SLURM_DEBS := slurm-wlm slurmdbd munge mariadb-server iproute2
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+test-slurm: dev
+	@missing=""; for p in $(SLURM_DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(BIN)/python -m pytest -q -s -m slurm tests/test_slurm.py
 
 lint: dev
 	snakemake --lint
