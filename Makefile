@@ -74,10 +74,10 @@ gpu-check:
 	PYTHONPATH=src $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m unlearn_da gpu-check --device $(DEVICE) --workdir results/gpu-check
 
 tune: venv
-	$(SNAKEMAKE) tune
+	$(SNAKEMAKE) -- tune
 
 da-energy: venv
-	$(SNAKEMAKE) da_energy
+	$(SNAKEMAKE) -- da_energy
 
 push: venv
 	dvc push
