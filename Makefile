@@ -41,8 +41,9 @@ $(VENV)/.installed-remotes: $(VENV)/.installed-dev
 venv: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
 
-# The profile's DVC stage (dvc.yaml, run@<run name>) runs `make pipeline` and records the
-# outputs in dvc.lock; a profile without a stage runs `make pipeline` directly (with a note).
+# The run's DVC stage (dvc.yaml, named after the run; added the first time) runs `make pipeline`
+# and records the outputs in dvc.lock; an overlay that writes into another stage's folder runs
+# `make pipeline` directly (with a note).
 reproduce: venv
 	@stage=$$(python -m unlearn_da dvc-stage $(CONFIGFILES)) || exit $$?; \
 	if [ -n "$$stage" ]; then echo "dvc repro $$stage"; dvc repro "$$stage"; \
@@ -85,7 +86,7 @@ push: venv
 # pull, then check every pulled artifact against the current config and code, and
 # only then mark the outputs current for Snakemake (see README, "Sharing artifacts")
 pull: venv
-	@stage=$$(python -m unlearn_da dvc-stage $(CONFIGFILES)) || exit $$?; dvc pull $$stage
+	@stage=$$(python -m unlearn_da dvc-stage --no-add $(CONFIGFILES)) || exit $$?; dvc pull $$stage
 	dvc status
 	$(MAKE) --no-print-directory verify
 	$(SNAKEMAKE) --touch --forceall

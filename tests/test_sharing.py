@@ -1,54 +1,77 @@
-"""Each shipped profile has its own run folder and DVC stage; `make reproduce` picks the stage only when
-the overlays are exactly the stage's (issue 16)."""
+"""Each run has its own folders and DVC stage; `make reproduce` adds the stage the first time and uses it
+only when the overlays are exactly the stage's (issue 16)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from conftest import BIN, env_with_venv
 from unlearn_da.config import load_config, validate_config
 from unlearn_da.pipeline import prepared_dir, run_name
-from unlearn_da.sharing import profile_stages, stage_for
+from unlearn_da.sharing import ensure_stage, profile_stages, stage_for
+
+SHIPPED = [[], ["config/quick.yaml"], ["config/backdoor.yaml"], ["config/fashion-mnist.yaml"],
+           ["config/fashion-mnist.yaml", "config/backdoor.yaml"], ["config/cifar10.yaml"],
+           ["config/cifar10.yaml", "config/cifar100.yaml"]]
 
 
-def test_every_shipped_profile_has_its_own_stage_and_folders():
-    stages = profile_stages("dvc.yaml")
-    assert len(stages) >= 7
-    folders = set()
-    for run, overlays in stages.items():
+def test_every_shipped_profile_has_its_own_folders():
+    folders, names = set(), set()
+    for overlays in SHIPPED:
         cfg = validate_config(load_config(overlays), sources=["config/config.yaml", *overlays])
-        assert run_name(cfg) == run, overlays  # the stage's outputs are the folders the run writes
-        folders |= {prepared_dir(cfg), f"results/{run}"}
-        assert stage_for(run, overlays) == (f"run@{run}", "")
-    assert len(folders) == 2 * len(stages)  # no two stages share an output
-    for profile in Path("config").glob("*.yaml"):
-        if profile.name not in {"config.yaml", "smoke-paper.yaml", "cifar100.yaml"}:
-            assert [str(profile)] in stages.values(), f"{profile} has no DVC stage"
+        names.add(run_name(cfg))
+        folders |= {prepared_dir(cfg), f"results/{run_name(cfg)}"}
+    assert len(names) == len(SHIPPED) and len(folders) == 2 * len(SHIPPED)  # no two runs share an output
+    assert {"digits-smallcnn", "digits-smallcnn-quick", "digits-smallcnn-backdoor", "cifar100-resnet18",
+            "fashion_mnist-smallcnn-backdoor"} <= names
 
 
-def test_quick_and_backdoor_profiles_do_not_write_into_the_default_folder():
-    names = {run_name(load_config(files)) for files in ([], ["config/quick.yaml"], ["config/backdoor.yaml"],
-                                                       ["config/fashion-mnist.yaml", "config/backdoor.yaml"])}
-    assert names == {"digits-smallcnn", "digits-smallcnn-quick", "digits-smallcnn-backdoor",
-                     "fashion_mnist-smallcnn-backdoor"}
+def test_the_shipped_dvc_yaml_declares_no_stage():
+    """A stage exists only once its run was made: `dvc status` then lists nothing that was not run."""
+    assert yaml.safe_load(Path("dvc.yaml").read_text())["stages"] == {}
 
 
-@pytest.mark.parametrize("overlays, note", [
-    (["my-lr.yaml"], "belongs to the DVC stage run@digits-smallcnn"),  # same folder, other values
-    (["config/quick.yaml", "my-lr.yaml"], "belongs to the DVC stage run@digits-smallcnn-quick"),
-])
-def test_an_overlay_that_is_not_the_stage_runs_without_it(overlays, note):
+@pytest.fixture
+def repo(tmp_path):
+    """An empty DVC repo with the project's dvc.yaml."""
+    shutil.copy2("dvc.yaml", tmp_path / "dvc.yaml")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=tmp_path, check=True, env=env_with_venv())
+    return tmp_path
+
+
+def test_the_first_run_adds_its_stage_and_later_runs_reuse_it(repo, monkeypatch):
+    monkeypatch.setenv("PATH", env_with_venv()["PATH"])
+    dvc_yaml = repo / "dvc.yaml"
+    stage, note = ensure_stage("digits-smallcnn-quick", "data/prepared/digits-smallcnn-quick",
+                               ["config/quick.yaml"], dvc_yaml)
+    assert stage == "digits-smallcnn-quick" and "added the DVC stage" in note
+    spec = yaml.safe_load(dvc_yaml.read_text())
+    added = spec["stages"]["digits-smallcnn-quick"]
+    assert added["cmd"] == 'make --no-print-directory pipeline PROFILE="config/quick.yaml"'
+    assert sorted(added["deps"]) == ["Snakefile", "config", "src/unlearn_da", "workflow"]
+    assert added["outs"] == [{"data/prepared/digits-smallcnn-quick": {"persist": True}},
+                             {"results/digits-smallcnn-quick": {"persist": True}}]
+    assert "metrics" in spec and dvc_yaml.read_text().startswith("# DVC's view of the pipeline")
+    # the same overlay, spelled another way, is the same stage; nothing is added twice
+    assert ensure_stage("digits-smallcnn-quick", "x", ["./config/quick.yaml"], dvc_yaml) == ("digits-smallcnn-quick", "")
+    assert profile_stages(dvc_yaml) == {"digits-smallcnn-quick": ["config/quick.yaml"]}
+    # the default run: no overlays
+    assert ensure_stage("digits-smallcnn", "data/prepared/digits-smallcnn", [], dvc_yaml)[0] == "digits-smallcnn"
+    assert stage_for("digits-smallcnn", ["config/config.yaml"], dvc_yaml) == ("digits-smallcnn", "")
+
+
+@pytest.mark.parametrize("overlays", [["my-lr.yaml"], ["config/quick.yaml", "my-lr.yaml"]])
+def test_an_overlay_that_writes_into_another_stage_folder_runs_without_it(repo, overlays, monkeypatch):
+    monkeypatch.setenv("PATH", env_with_venv()["PATH"])
+    dvc_yaml = repo / "dvc.yaml"
     run = "digits-smallcnn" if len(overlays) == 1 else "digits-smallcnn-quick"
-    stage, message = stage_for(run, overlays)
-    assert stage is None and note in message and "run_tag" in message
-
-
-def test_a_run_without_a_stage_is_told_how_to_add_one():
-    stage, message = stage_for("digits-smallcnn-mine", ["mine.yaml"])
-    assert stage is None
-    assert "no DVC stage for the run 'digits-smallcnn-mine'" in message
-    assert "'digits-smallcnn-mine: {profile: mine.yaml}'" in message
-    # the same overlay spelled another way is the same stage
-    assert stage_for("digits-smallcnn-quick", ["./config/quick.yaml"]) == ("run@digits-smallcnn-quick", "")
-    assert stage_for("digits-smallcnn", ["config/config.yaml"]) == ("run@digits-smallcnn", "")
+    ensure_stage(run, f"data/prepared/{run}", overlays[:-1], dvc_yaml)  # the profile's own run came first
+    stage, message = ensure_stage(run, f"data/prepared/{run}", overlays, dvc_yaml)
+    assert stage is None and f"belongs to the DVC stage '{run}'" in message and "run_tag" in message
+    assert list(profile_stages(dvc_yaml)) == [run]  # nothing added

@@ -152,10 +152,14 @@ def cmd_run_name(a: argparse.Namespace) -> None:
 
 
 def cmd_dvc_stage(a: argparse.Namespace) -> None:
-    from .pipeline import run_name
-    from .sharing import stage_for
+    from .pipeline import prepared_dir, run_name
+    from .sharing import ensure_stage, stage_for
 
-    stage, note = stage_for(run_name(_run_config(a.configfile)), a.configfile)
+    config = _run_config(a.configfile)
+    if a.no_add:
+        stage, note = stage_for(run_name(config), a.configfile)
+    else:
+        stage, note = ensure_stage(run_name(config), prepared_dir(config), a.configfile)
     if note:
         print(note, file=sys.stderr)
     print(stage or "")
@@ -301,8 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p = add("run-name", cmd_run_name, "the run's folder name, results/<run name> (validates the config)")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
-    p = add("dvc-stage", cmd_dvc_stage, "the DVC stage that runs exactly these overlays (empty line: none)")
+    p = add("dvc-stage", cmd_dvc_stage, "the run's DVC stage (added to dvc.yaml if the run has none); an empty "
+            "line when the run's stage runs other overlays")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p.add_argument("--no-add", action="store_true", help="only look the stage up")
     p = add("bench", cmd_bench, "measure throughput and overheads on this machine (Markdown summary)")
     p.add_argument("--out", default="results/bench/summary.md")
     p.add_argument("--threads", type=int, default=2)

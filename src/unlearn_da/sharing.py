@@ -1,21 +1,28 @@
-"""Which DVC stage records a profile's outputs (``make reproduce`` runs it with ``dvc repro``).
+"""The DVC stage that records a run's outputs (``make reproduce`` runs it with ``dvc repro``).
 
-``dvc.yaml`` has one stage per shipped profile, ``run@<run name>``, whose ``profile`` item
-is the list of overlays the stage passes to Snakemake. ``make reproduce`` goes through the
-stage only when the overlays it was given are exactly the stage's: a user overlay that
-writes into a shipped profile's folder (same run name, other values) must not be run as
-the shipped profile. Then Snakemake runs directly and a note says how to get a stage.
+A run (``results/<run>``, ``data/prepared/<run>``; ``pipeline.run_name``) gets one stage in
+``dvc.yaml``, named after the run, whose command is ``make pipeline PROFILE="<overlays>"``.
+The shipped ``dvc.yaml`` declares none: ``make reproduce`` adds the stage of the profile it
+runs the first time (``dvc stage add``), so ``dvc status`` lists only runs that were made
+and is clean after the one command. The stage is used only when its overlays are exactly
+the ones given: a user overlay that writes into an existing stage's folder (same run name,
+other values) must not run as that stage. Then Snakemake runs directly and a note says how
+to give the overlay its own folder.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
-STAGE_GROUP = "run"
+COMMAND = "make --no-print-directory pipeline PROFILE="
+DEPS = ("Snakefile", "workflow", "src/unlearn_da", "config")
+PARAMS = "config/config.yaml:"
 
 
 def _normalise(configfiles: Sequence[str]) -> list[str]:
@@ -24,26 +31,58 @@ def _normalise(configfiles: Sequence[str]) -> list[str]:
 
 
 def profile_stages(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
-    """Run name -> the overlays its stage runs with, from the ``run`` stage's ``foreach``."""
+    """Stage (= run) name -> the overlays its ``make pipeline`` command runs with."""
     path = Path(dvc_yaml)
     if not path.exists():
         return {}
-    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {})
-    items = (stages.get(STAGE_GROUP) or {}).get("foreach") or {}
-    return {name: _normalise(str(item.get("profile", "")).split()) for name, item in items.items()}
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    out = {}
+    for name, stage in stages.items():
+        cmd = str((stage or {}).get("cmd", ""))
+        if cmd.startswith(COMMAND):
+            out[name] = _normalise(" ".join(shlex.split(cmd.removeprefix(COMMAND))).split())
+    return out
+
+
+def stage_command(configfiles: Sequence[str]) -> str:
+    return f'{COMMAND}"{" ".join(_normalise(configfiles))}"'
+
+
+def add_stage_argv(run: str, prepared: str, configfiles: Sequence[str]) -> list[str]:
+    """``dvc stage add`` for a run: code, workflow and config as dependencies, its two folders as
+    persistent outputs (DVC never deletes them, so Snakemake sees its earlier outputs)."""
+    argv = ["dvc", "stage", "add", "--quiet", "-n", run]
+    for dep in DEPS:
+        argv += ["-d", dep]
+    argv += ["-p", PARAMS, "--outs-persist", prepared, "--outs-persist", f"results/{run}",
+             stage_command(configfiles)]
+    return argv
 
 
 def stage_for(run: str, configfiles: Sequence[str], dvc_yaml: str | Path = "dvc.yaml") -> tuple[str | None, str]:
-    """(``run@<run>`` or None, a note for the user when there is no stage to run)."""
+    """(the run's stage, "") when it exists with exactly these overlays; (None, note) when the run's
+    stage runs other overlays; (None, "") when the run has no stage yet."""
     stages = profile_stages(dvc_yaml)
     given = _normalise(configfiles)
     if run not in stages:
-        return None, (f"note: no DVC stage for the run '{run}' in {dvc_yaml}: Snakemake runs directly and "
-                      f"dvc.lock will not record results/{run}. To share it, add '{run}: {{profile: "
-                      f"{' '.join(given)}}}' to the foreach of stage '{STAGE_GROUP}' (README, 'Sharing artifacts').")
+        return None, ""
     if stages[run] != given:
-        return None, (f"note: results/{run} belongs to the DVC stage {STAGE_GROUP}@{run}, which runs with "
+        return None, (f"note: results/{run} belongs to the DVC stage '{run}', which runs with "
                       f"[{' '.join(stages[run])}], not [{' '.join(given)}]: Snakemake runs directly and "
                       f"`dvc status` will list the stage as changed. Set a run_tag in your overlay to give "
                       f"it its own folder (README, 'Sharing artifacts').")
-    return f"{STAGE_GROUP}@{run}", ""
+    return run, ""
+
+
+def ensure_stage(run: str, prepared: str, configfiles: Sequence[str],
+                 dvc_yaml: str | Path = "dvc.yaml") -> tuple[str | None, str]:
+    """The run's stage, added to ``dvc.yaml`` first if the run has none (see ``stage_for``)."""
+    stage, note = stage_for(run, configfiles, dvc_yaml)
+    if stage is None and not note:
+        proc = subprocess.run(add_stage_argv(run, prepared, configfiles), capture_output=True, text=True,
+                              cwd=Path(dvc_yaml).parent)
+        if proc.returncode != 0:
+            return None, f"note: could not add the DVC stage '{run}' ({proc.stderr.strip()}); Snakemake runs directly."
+        stage, note = stage_for(run, configfiles, dvc_yaml)
+        note = f"added the DVC stage '{run}' to dvc.yaml (commit it with dvc.lock)"
+    return stage, note
