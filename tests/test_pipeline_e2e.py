@@ -96,7 +96,7 @@ def test_tuning_spends_the_same_budget_per_method_through_both_checkpoints(tiny_
     args = ("--configfile", "tests/config/tiny.yaml", "tests/config/tiny-tune.yaml")
     snakemake(tiny_project, *args, "--", "tune")
     tuning = tiny_project / "results" / "digits-smallcnn" / "tuning"
-    metrics = tiny_project / "results" / "digits-smallcnn" / "class0" / "seed100" / "metrics"
+    metrics = tiny_project / "results" / "digits-smallcnn" / "class0" / "seed0" / "metrics"
     ran = sorted(p.stem for p in metrics.glob("*__*.json"))
     assert [n for n in ran if n.startswith("ft__") and "+da" not in n] == ["ft__t00", "ft__t01", "ft__w00"]
     assert [n for n in ran if n.startswith("ga__")] == ["ga__t00", "ga__t01", "ga__w00"]

@@ -211,9 +211,9 @@ def test_kill_mid_training_then_rerun_gives_the_uninterrupted_results(tiny_proje
     snakemake(root, "--unlock", "--configfile", "tests/config/tiny.yaml")
     snakemake(root, "--rerun-incomplete", "--configfile", "tests/config/tiny.yaml")
     shas, metrics = _outputs(root)
-    ref_shas, ref_metrics = _outputs(tiny_project)
-    assert len(shas) == 23 and shas == ref_shas  # bit-identical checkpoints and features: same seed, same threads
-    assert metrics == ref_metrics
+    ref_shas, ref_metrics = _outputs(tiny_project)  # (which may also hold other tests' tuning runs)
+    assert len(shas) == 23 and shas == {k: ref_shas.get(k) for k in shas}  # bit-identical: same seed, same threads
+    assert metrics == {k: ref_metrics.get(k) for k in metrics}
     for meta in (root / "results").rglob("*.pt.meta.json"):
         rec = json.loads(meta.read_text())
         assert "seed" in rec and rec["threads"] == 1
