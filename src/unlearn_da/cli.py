@@ -165,6 +165,13 @@ def cmd_dvc_stage(a: argparse.Namespace) -> None:
     print(stage or "")
 
 
+def cmd_apply_selection(a: argparse.Namespace) -> None:
+    from .apply_selection import apply_selection
+
+    changes = apply_selection(a.selection, a.config)
+    print("\n".join(changes) if changes else f"{a.config}: already holds every chosen value")
+
+
 def cmd_bench(a: argparse.Namespace) -> None:
     from .bench import run_bench
 
@@ -309,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
             "line when the run's stage runs other overlays")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p.add_argument("--no-add", action="store_true", help="only look the stage up")
+    p = add("apply-selection", cmd_apply_selection, "write a search's chosen values (selection.json) into a "
+            "config file, changing only those values")
+    p.add_argument("selection", help="results/<run>/tuning/selection.json")
+    p.add_argument("config", help="the profile to update, e.g. config/fashion-mnist.yaml")
     p = add("bench", cmd_bench, "measure throughput and overheads on this machine (Markdown summary)")
     p.add_argument("--out", default="results/bench/summary.md")
     p.add_argument("--threads", type=int, default=2)

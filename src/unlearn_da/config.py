@@ -21,6 +21,7 @@ from .datasets import DATASETS
 from .errors import ConfigError
 from .methods import NO_DA_PLUGIN, method_base
 from .scenarios import SCENARIO_RE, parse_scenario
+from .search import KINDS, parse_range
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
@@ -270,12 +271,6 @@ def method_names(schema: dict | None = None) -> list[str]:
     return sorted(name for name, block in blocks.items() if block.get("x-method"))
 
 
-def parse_range(raw: Any) -> dict[str, Any]:
-    from .search import parse_range as _parse
-
-    return _parse(raw)
-
-
 def _space_problems(config: dict, schema: dict, known: Sequence[str], sources: Sequence[str | Path]) -> list[str]:
     """``tuning.space``: known methods, one range kind per key, ordered bounds, every bound and choice
     valid for the method (checked as a variant, so the message names the key), a budget round 2 fits in."""
@@ -296,7 +291,7 @@ def _space_problems(config: dict, schema: dict, known: Sequence[str], sources: S
             except ValueError as exc:
                 problems.append(_problem(where + [key], str(exc), sources))
                 continue
-            kind = next(k for k in ("log", "uniform", "int", "choice") if k in spec)
+            kind = next(k for k in KINDS if k in spec)
             bounds = list(spec[kind])
             if kind != "choice" and bounds[0] > bounds[1]:
                 problems.append(_problem(where + [key], f"needs low <= high; got {bounds}", sources))
