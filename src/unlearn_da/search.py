@@ -181,7 +181,8 @@ def round2(space: Mapping[str, Mapping[str, Mapping[str, Any]]], round1_specs: M
         best_name = min(names, key=lambda n: (scores[n], n))
         best = {k: v for k, v in round1_specs[best_name].items() if k != "base"}
         ranges, edges = round2_ranges(space[method], best, n1)
-        info[method] = {"kind": "widen" if edges else "refine", "edges": edges, "best": best_name,
+        kind = ("widen" if edges else "refine") if widen else "none"  # none: no round 2 (widen 0)
+        info[method] = {"kind": kind, "edges": edges, "best": best_name,
                         "ranges": ranges}
         for i, values in enumerate(_sample(ranges, widen, _rng(seed, method, "round2"))):
             out[f"{method}__w{i:02d}"] = {"base": method, **values}
