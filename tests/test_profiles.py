@@ -20,36 +20,12 @@ def test_profile_is_valid(files):
     validate_config(load_config(files), sources=["config/config.yaml", *files])
 
 
-def _chosen_values(selection_md: Path) -> dict[str, dict[str, str]]:
-    """The 'chosen values' table of a tuning trace: method -> {key: value as printed}."""
-    chosen: dict[str, dict[str, str]] = {}
-    for line in selection_md.read_text().splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 3 and "=" in cells[1]:
-            chosen[cells[0]] = dict(kv.split("=", 1) for kv in cells[1].split(", "))
-    return chosen
-
-
-# values the reference code fixes that overrule a trace made before the method followed it (issue 13):
-# Bad Teacher's lr was tuned under SGD; under the reference's Adam it is the reference's 1e-4 until re-tuned.
-# They apply to the old Markdown traces only, never to a selection made by the equal-budget search.
-REFERENCE_OVERRIDES = {("bad_teacher", "lr"): 1.0e-4}
-
-
-def _selection(trace: str) -> tuple[dict[str, dict], bool]:
-    """(method -> chosen values, whether this is an old Markdown trace), from the tracked selection:
-    the JSON of `make tune`, or the Markdown trace of the grid search it replaced."""
-    path = Path(f"config/tuning/{trace}-selection.json")
-    if path.exists():
-        return {m: c["values"] for m, c in json.loads(path.read_text())["chosen"].items()}, False
-    return _chosen_values(Path(f"config/tuning/{trace}-selection.md")), True
-
-
 @pytest.mark.parametrize("files, trace", [([], "digits"), (["config/fashion-mnist.yaml"], "fashion-mnist")])
 def test_tuned_values_in_the_profile_match_its_tuning_trace(files, trace):
     """The config and the tracked selection cannot drift apart: every chosen value is the config's, the
     DA weight of a "+da" variant is its unlearn.da.weights entry, and every searched method was chosen."""
-    chosen, legacy = _selection(trace)
+    selection = json.loads(Path(f"config/tuning/{trace}-selection.json").read_text())
+    chosen = {method: entry["values"] for method, entry in selection["chosen"].items()}
     cfg = load_config(files)
     assert {m for m in chosen if not m.endswith("+da")} == set(tuning_space(cfg))
     for method, values in chosen.items():
@@ -61,11 +37,8 @@ def test_tuned_values_in_the_profile_match_its_tuning_trace(files, trace):
                 continue  # the base's values, checked with the base
             else:
                 actual = cfg["unlearn"][base][key]
-            if legacy and (base, key) in REFERENCE_OVERRIDES:
-                assert actual == REFERENCE_OVERRIDES[base, key], f"unlearn.{base}.{key}: config {actual!r}"
-                continue
-            expected = value if not isinstance(value, str) or isinstance(actual, str) else float(value)
-            assert actual == expected, f"{method}.{key}: config {actual!r}, selection {value!r}"
+            assert actual == value and isinstance(actual, float) == isinstance(value, float), \
+                f"{method}.{key}: config {actual!r}, selection {value!r}"
 
 
 def test_cifar10_profile_follows_the_paper_recipe():
