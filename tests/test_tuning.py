@@ -14,6 +14,7 @@ from unlearn_da.config import load_config, resolve_method, tuning_space, tuning_
 from unlearn_da.errors import ConfigError
 from unlearn_da.search import da_round, parse_range, round1, round2, round2_ranges
 from unlearn_da.tuning import all_candidates, edge_values, no_change_candidates, run_selection
+from unlearn_da.tuning_figures import figure_title
 
 SPACE = {"ft": {"lr": ["log", 0.001, 0.1], "epochs": ["int", 1, 8]},
          "muda": {"lr": ["log", 0.003, 0.1], "forget_loss": ["choice", "none", "neg_ce", "random_label"]}}
@@ -132,6 +133,12 @@ def test_selection_flags_no_change_and_edges_and_writes_a_figure_per_method(tmp_
     assert "| ft | lr=0.05 | 0.250 | 3 | widen: lr=0.01 (high edge" in md and "lr=0.001 (no change)" in md
     assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["ft+da.pdf", "ft+da.png", "ft.pdf", "ft.png"]
     assert json.loads((tmp_path / "sel.json").read_text())["chosen"]["ft"]["values"] == {"lr": 0.05}
+
+
+def test_figure_titles_name_only_the_rounds_that_ran():
+    assert figure_title("ft", ["ft__t00", "ft__t01", "ft__w00"]) == "ft: 3 candidates (blue: round 1, orange: round 2)"
+    assert figure_title("ssd", ["ssd__t00", "ssd__t01"]) == "ssd: 2 candidates (round 1 only)"
+    assert figure_title("rl+da", ["rl__d00+da", "rl__d01+da"]) == "rl+da: 2 DA weights at rl's choice"
 
 
 def test_edge_and_no_change_helpers_on_their_own():

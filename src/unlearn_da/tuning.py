@@ -21,7 +21,6 @@ the untouched original's): a figure per method plots the score against each swep
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,47 +107,6 @@ def all_candidates(round1: dict[str, dict], plans: Sequence[dict]) -> dict[str, 
     return out
 
 
-def selection_figures(scores: pd.DataFrame, candidates: dict[str, dict], chosen: dict[str, dict],
-                      out_dir: str | Path) -> list[str]:
-    """One figure per method: the mean score against each swept value, the chosen candidate marked."""
-    from .plots import _setup, save_figure
-
-    plt, _ = _setup()
-    mean = scores.groupby("candidate")["gap"].mean()
-    written = []
-    for method in sorted(chosen):
-        names = [n for n, c in candidates.items() if c["base"] == method and n in mean.index]
-        keys = sorted({k for n in names for k, v in candidates[n].items()
-                       if k != "base" and len({str(candidates[m].get(k)) for m in names}) > 1})
-        keys = keys or sorted(k for k in candidates[names[0]] if k != "base")[:1]
-        fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.2 * max(len(keys), 1), 2.8), squeeze=False)
-        for ax, key in zip(axes[0], keys, strict=False):
-            xs = [candidates[n].get(key) for n in names]
-            ys = [mean[n] for n in names]
-            numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
-            pos = xs if numeric else [sorted({str(x) for x in xs}).index(str(x)) for x in xs]
-            colours = ["tab:orange" if "__w" in n else "tab:blue" for n in names]
-            ax.scatter(pos, ys, c=colours, s=18)
-            best = chosen[method]["candidate"]
-            if best in names:
-                i = names.index(best)
-                ax.scatter([pos[i]], [ys[i]], marker="*", s=160, c="black", zorder=3, label="chosen")
-            if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
-                ax.set_xscale("log")
-            if not numeric:
-                labels = sorted({str(x) for x in xs})
-                ax.set_xticks(range(len(labels)), labels, rotation=30)
-            ax.set_xlabel(key)
-            ax.set_ylabel("selection score (lower is better)")
-        fig.suptitle(f"{method}: {len(names)} candidates (blue: round 1, orange: round 2)", fontsize=9)
-        path = Path(out_dir) / f"{method}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_figure(fig, path)
-        plt.close(fig)
-        written.append(str(path))
-    return written
-
-
 def run_selection(inputs: Sequence[str], round1: dict[str, dict], out_prefix: str,
                   plan_files: Sequence[str] = (), figures_dir: str | None = None) -> dict:
     plans = [read_json(p, "tuning plan") for p in plan_files]
@@ -196,6 +154,8 @@ def run_selection(inputs: Sequence[str], round1: dict[str, dict], out_prefix: st
         lines.append(f"| {r['method']} | {r['values']}{mark}{flag} | {r['score']:.3f} | {per} |")
     write_text(f"{out_prefix}.md", "\n".join(lines) + "\n")
     if figures_dir:
+        from .tuning_figures import selection_figures
+
         selection_figures(scores, candidates, chosen, figures_dir)
     write_json(f"{out_prefix}.json", {"rule": RULE, "chosen": chosen})
     return chosen
