@@ -115,3 +115,11 @@ def test_tuning_spends_the_same_budget_per_method_through_both_checkpoints(tiny_
     assert sorted(p.name for p in (tuning / "figures").glob("*.png")) == ["ft+da.png", "ft.png", "ga.png"]
     assert "| ft | " in (tuning / "selection.md").read_text()
     assert dry_run_jobs(tiny_project, *args, "--", "tune") == {}
+    # a plan removed (as a failed checkpoint job leaves it) is made again, and the selection, still
+    # valid for this config, is kept
+    plan, selection_file = tuning / "da_round.json", tuning / "selection.json"
+    before, selected_at = plan.read_bytes(), selection_file.stat().st_mtime_ns
+    plan.unlink()
+    assert dry_run_jobs(tiny_project, *args, "--", "tune").get("plan_da_weights") == 1
+    snakemake(tiny_project, *args, "--", "tune")
+    assert plan.read_bytes() == before and selection_file.stat().st_mtime_ns == selected_at

@@ -38,7 +38,7 @@ RULE_SOURCES: dict[str, tuple[str, ...]] = {
                           "metrics/__init__.py", "metrics/accuracy.py",
                           "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),
     "aggregate": _COMMON + ("tables.py", "reference.py", "scenarios.py"),
-    "select": _COMMON + ("tuning.py", "search.py", "plots.py", "tables.py"),
+    "select": _COMMON + ("tuning.py", "tuning_figures.py", "search.py", "plots.py", "tables.py"),
     "plan_tuning": _COMMON + ("tuning.py", "search.py"),
     "plots": _COMMON + ("plots.py", "tables.py", "evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
                         "metrics/__init__.py",
@@ -224,7 +224,12 @@ def tuning_dir(config: dict) -> str:
 
 
 def tuning_targets(config: dict) -> list[str]:
-    return [f"{tuning_dir(config)}/selection.{ext}" for ext in ("md", "csv", "json")]
+    """The selection and the two checkpoints' plans, which are part of its record. The plans are
+    named so that one removed (by a failed job, or by hand) is made again: Snakemake reruns no
+    checkpoint whose downstream outputs are up to date (snakemake PR #4124)."""
+    tuning = tuning_dir(config)
+    return [*(f"{tuning}/selection.{ext}" for ext in ("md", "csv", "json")),
+            f"{tuning}/round2.json", f"{tuning}/da_round.json"]
 
 
 def tuning_scenarios(config: dict) -> list[str]:
