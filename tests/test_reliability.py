@@ -34,7 +34,14 @@ def _set(cfg, dotted, value):
         node[keys[-1]] = value
 
 
-_DELETE = object()
+class _Delete:
+    """Sentinel: delete the key. Its repr is stable, so test ids match across pytest-xdist workers."""
+
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+_DELETE = _Delete()
 
 # (key, bad value, substrings the message must contain)
 BAD_CONFIGS = [

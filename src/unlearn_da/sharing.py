@@ -83,6 +83,6 @@ def ensure_stage(run: str, prepared: str, configfiles: Sequence[str],
                               cwd=Path(dvc_yaml).parent)
         if proc.returncode != 0:
             return None, f"note: could not add the DVC stage '{run}' ({proc.stderr.strip()}); Snakemake runs directly."
-        stage, note = stage_for(run, configfiles, dvc_yaml)
+        stage, _ = stage_for(run, configfiles, dvc_yaml)
         note = f"added the DVC stage '{run}' to dvc.yaml (commit it with dvc.lock)"
     return stage, note
