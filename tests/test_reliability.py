@@ -35,7 +35,7 @@ def _set(cfg, dotted, value):
 
 
 class _Delete:
-    """Sentinel: delete the key. Its repr is stable, so test ids match across pytest-xdist workers."""
+    """Sentinel: delete the key. Its repr is stable, so the test ids are the same in every process."""
 
     def __repr__(self) -> str:
         return "<deleted>"
