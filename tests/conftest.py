@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# first, before anything loads torch or numpy: the package pins the CPU kernels (kernels.py),
+# which the libraries read only when they load
+import unlearn_da  # noqa: F401  isort: skip
+
 import os
 import subprocess
 import sys
@@ -53,6 +57,13 @@ def dry_run_jobs(cwd: Path, *args: str) -> dict[str, int]:
             elif parts and not set(line.strip()) <= {"-", " "}:
                 in_table = False
     return counts
+
+
+@pytest.fixture(scope="session")
+def pristine(tmp_path_factory) -> Path:
+    """The project as it ships (tracked workflow files, no run stages, no outputs), for tests that
+    read shipped files such as dvc.yaml: never the working tree, where a user's runs change them."""
+    return copy_project(tmp_path_factory.mktemp("pristine"))
 
 
 @pytest.fixture(scope="session")

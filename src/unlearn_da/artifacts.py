@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
+from . import kernels
 from .errors import ArtifactError
 
 SIDECAR_SUFFIX = ".meta.json"
@@ -144,10 +145,33 @@ def environment_record() -> dict[str, Any]:
         record["torch"] = torch.__version__
         record["torch_threads"] = torch.get_num_threads()
         record["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+        if torch.cuda.is_available():
+            record["gpu"] = gpu_record(torch)
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         record["numpy"] = numpy.__version__
+    record["kernels"] = kernels.record()
     return record
+
+
+@functools.lru_cache(maxsize=1)
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver version (one per machine), or None where nvidia-smi cannot tell."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = out.stdout.strip().splitlines() if out.returncode == 0 else []
+    return lines[0].strip() if lines else None
+
+
+def gpu_record(torch: Any) -> dict[str, Any]:
+    """What decides a GPU run's bits besides the code: the GPU model, driver, CUDA, cuDNN and TF32."""
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return {"name": props.name, "capability": f"{props.major}.{props.minor}", "driver": nvidia_driver(),
+            "cuda_runtime": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
 
 
 def write_sidecar(artifact: str | os.PathLike, made_by: str, meta: dict[str, Any]) -> dict[str, Any]:

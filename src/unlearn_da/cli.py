@@ -165,6 +165,30 @@ def cmd_dvc_stage(a: argparse.Namespace) -> None:
     print(stage or "")
 
 
+def cmd_check_reproduction(a: argparse.Namespace) -> None:
+    from .reproduction import run_check
+
+    code, text = run_check(a.configfile, a.expected)
+    print(text, end="")
+    if code:
+        sys.exit(code)
+
+
+def cmd_expected_results(a: argparse.Namespace) -> None:
+    from .reproduction import run_write
+
+    print(f"wrote {run_write(a.configfile, a.out)}")
+
+
+def cmd_readme_tables(a: argparse.Namespace) -> None:
+    from .readme_tables import run_readme_tables
+
+    code, text = run_readme_tables(".", check=a.check)
+    print(text)
+    if code:
+        sys.exit(code)
+
+
 def cmd_apply_selection(a: argparse.Namespace) -> None:
     from .apply_selection import apply_selection
 
@@ -320,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
             "config file, changing only those values")
     p.add_argument("selection", help="results/<run>/tuning/selection.json")
     p.add_argument("config", help="the profile to update, e.g. config/fashion-mnist.yaml")
+    p = add("check-reproduction", cmd_check_reproduction, "compare a finished run with its shipped expected "
+            "results: identical or different, per model and seed (exit 1 when any differs)")
+    p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p.add_argument("--expected", default=None, help="expected-results file (default expected/<run>.json)")
+    p = add("expected-results", cmd_expected_results, "write a finished run's checksums and per-seed metrics "
+            "as its expected results (expected/<run>.json)")
+    p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p.add_argument("--out", default=None, help="default expected/<run>.json")
+    p = add("readme-tables", cmd_readme_tables, "rewrite README.md's generated result tables from expected/*.json")
+    p.add_argument("--check", action="store_true", help="only say whether README.md is up to date (exit 1 if not)")
     p = add("bench", cmd_bench, "measure throughput and overheads on this machine (Markdown summary)")
     p.add_argument("--out", default="results/bench/summary.md")
     p.add_argument("--threads", type=int, default=2)
@@ -357,9 +391,25 @@ def _trace_modules(args: argparse.Namespace) -> None:
         fh.write(line + "\n")
 
 
+def _apply_cpu_kernels(args: argparse.Namespace) -> None:
+    """A job's ``cpu_kernels`` param (portable | native) is set before its command imports torch."""
+    from . import kernels
+
+    params = getattr(args, "params", None)
+    mode = params.get("cpu_kernels") if isinstance(params, dict) else None
+    if mode is not None:
+        try:
+            kernels.apply(mode)
+        except ValueError as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(str(exc)) from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _apply_cpu_kernels(args)
         args.func(args)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)

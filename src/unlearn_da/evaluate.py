@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import read_json, verify_artifact, write_json
+from .artifacts import environment_record, read_json, verify_artifact, write_json
 from .backdoor import attack_success_rate
 from .errors import ArtifactError
 from .features import load_features, rule_for_model
+from .kernels import single_threaded_libraries
 from .metrics.accuracy import accuracy, classwise_accuracy, unlearning_accuracy
 from .metrics.alignment import dimensional_alignments, normalized_spectrum
 from .metrics.clustering import clustering_scores
@@ -156,6 +157,15 @@ def backdoor_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray
 
 def run_metrics(data: str, split_dir: str, features: str, model_meta: str, model: str,
                 scenario: str, seed: int, params: dict[str, Any], out: str, code: str | None = None) -> dict[str, Any]:
+    with single_threaded_libraries(params.get("cpu_kernels", "portable")):
+        record = compute_metrics(data, split_dir, features, model_meta, model, scenario, seed, params, code)
+    write_json(out, record)
+    return record
+
+
+def compute_metrics(data: str, split_dir: str, features: str, model_meta: str, model: str,
+                    scenario: str, seed: int, params: dict[str, Any], code: str | None = None) -> dict[str, Any]:
+    """Every metric of one model, and what made them (the metrics file's content)."""
     labels, num_classes = load_labels(data)
     split = load_split(split_dir, len(labels["train"]))
     arrays = load_features(features)
@@ -186,6 +196,6 @@ def run_metrics(data: str, split_dir: str, features: str, model_meta: str, model
         "spectra": spectra,
         "params": params,
         "code": code,
+        "environment": environment_record(),
     }
-    write_json(out, record)
     return record

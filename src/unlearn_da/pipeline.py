@@ -25,7 +25,7 @@ FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding", "d
 BACKDOOR_FIGURES = ("asr",)  # backdoor scenarios: ASR against clean test accuracy
 
 # the package modules each rule's command executes (cli.py only parses arguments)
-_COMMON = ("__init__.py", "artifacts.py", "errors.py", "datasets.py")
+_COMMON = ("__init__.py", "kernels.py", "artifacts.py", "errors.py", "datasets.py")
 _TORCH = _COMMON + ("runtime.py", "session.py", "data.py", "models.py", "training.py", "checkpoints.py",
                     "backdoor.py")
 RULE_SOURCES: dict[str, tuple[str, ...]] = {
@@ -37,16 +37,16 @@ RULE_SOURCES: dict[str, tuple[str, ...]] = {
     "metrics": _COMMON + ("evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
                           "metrics/__init__.py", "metrics/accuracy.py",
                           "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),
-    "aggregate": _COMMON + ("tables.py", "reference.py", "scenarios.py"),
-    "select": _COMMON + ("tuning.py", "tuning_figures.py", "search.py", "plots.py", "tables.py"),
+    "aggregate": _COMMON + ("tables.py", "verdicts.py", "reference.py", "scenarios.py"),
+    "select": _COMMON + ("tuning.py", "tuning_figures.py", "search.py", "plots.py", "tables.py", "verdicts.py"),
     "plan_tuning": _COMMON + ("tuning.py", "search.py"),
-    "plots": _COMMON + ("plots.py", "tables.py", "evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
+    "plots": _COMMON + ("plots.py", "tables.py", "verdicts.py", "evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
                         "metrics/__init__.py",
                         "metrics/accuracy.py", "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py",
                         "metrics/probe.py", "da_curves.py"),
     "choose_da_energy": _COMMON + ("da_curves.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
                                    "metrics/__init__.py", "metrics/alignment.py"),
-    "backdoor_figure": _COMMON + ("plots.py", "tables.py"),
+    "backdoor_figure": _COMMON + ("plots.py", "tables.py", "verdicts.py"),
 }
 
 
@@ -101,7 +101,7 @@ def as_json(obj: Any) -> str:
 # ------------------------------------------------------------------------------ params
 def _runtime(config: dict) -> dict[str, Any]:
     return {"device": config["device"], "deterministic": config["deterministic"],
-            "precision": config["precision"]}
+            "precision": config["precision"], "cpu_kernels": config["cpu_kernels"]}
 
 
 def data_params(config: dict) -> dict[str, Any]:
@@ -173,7 +173,8 @@ def features_params(config: dict) -> dict[str, Any]:
 
 def metrics_params(config: dict) -> dict[str, Any]:
     skip = {"batch_size", "embedding", "noise_floor", "da_k_curve"}
-    return {k: v for k, v in config["evaluation"].items() if k not in skip}
+    return {**{k: v for k, v in config["evaluation"].items() if k not in skip},
+            "cpu_kernels": config["cpu_kernels"]}
 
 
 # ------------------------------------------------------------------------------ models and targets
