@@ -46,7 +46,8 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
     prep = session.preprocessor()
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS + (("trigger",) if poison is not None else ()):
-        z, logits = predict(model, session.x[split], prep, int(params["batch_size"]), session.amp)
+        # float32 whatever the training precision (bf16 autocast on CUDA): the metrics read these
+        z, logits = predict(model, session.x[split], prep, int(params["batch_size"]), amp=False)
         arrays[f"{split}_features"] = z.cpu().numpy().astype(np.float32)
         arrays[f"{split}_logits"] = logits.cpu().numpy().astype(np.float32)
     for key, arr in arrays.items():
@@ -65,6 +66,7 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
         "params": params,
         "code": code,
         "device": str(session.device),
+        "precision": "float32 (autocast and TF32 off)",
         "backdoor": poison.describe() if poison is not None else None,
     })
 

@@ -23,6 +23,18 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
+class GlobalMeanPool(nn.Module):
+    """Mean over height and width: (N, C, H, W) -> (N, C).
+
+    Replaces ``AdaptiveAvgPool2d(1)`` + ``Flatten`` (same outputs, no parameters, so the same
+    state_dict): CUDA has no deterministic backward for adaptive average pooling, while a mean's
+    backward is a broadcast division.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
 def _block(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
@@ -43,7 +55,7 @@ class SmallCNN(Classifier):
         if image_size >= 8:
             layers.append(nn.MaxPool2d(2))
         layers += _block(2 * width, 4 * width)
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers.append(GlobalMeanPool())
         self.body = nn.Sequential(*layers)
         self.feature_dim = 4 * width
         self.fc = nn.Linear(self.feature_dim, num_classes)
@@ -64,7 +76,7 @@ class ResNet18(Classifier):
         net.maxpool = nn.Identity()
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
         self.layers = nn.Sequential(net.layer1, net.layer2, net.layer3, net.layer4)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.pool = GlobalMeanPool()
         self.feature_dim = 512
         self.fc = net.fc
 

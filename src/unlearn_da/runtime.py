@@ -87,6 +87,24 @@ def full_precision(device: torch.device | str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def exact_float32(device: torch.device | str) -> Iterator[None]:
+    """Autocast off and TF32 off (CUDA matmuls and cuDNN convolutions): true float32 arithmetic.
+
+    What the metrics read (features, logits) is computed here, so MIA, DA spectra, probes and
+    clustering see float32 numbers on every device, whatever precision the model trained in.
+    The TF32 switches are process-wide; they are restored on exit.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        with full_precision(device):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
 def float32(t: torch.Tensor) -> torch.Tensor:
     """bf16/fp16 -> float32; float32 and float64 (tests, gradient checks) stay as they are."""
     return t if t.dtype in (torch.float32, torch.float64) else t.float()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .models import Classifier
-from .runtime import autocast, to_device
+from .runtime import autocast, exact_float32, to_device
 
 try:  # progress bars where tqdm is installed (it is a dependency here; GPU machines may lack it)
     from tqdm.auto import tqdm
@@ -241,12 +241,16 @@ def _fault_injection(epochs_done: int) -> None:
 def predict(
     model: Classifier, x: torch.Tensor, prep: Preprocessor, batch_size: int = 1024, amp: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penultimate features and logits (float32) of ``x`` in eval mode, no augmentation."""
+    """Penultimate features and logits (float32) of ``x`` in eval mode, no augmentation.
+
+    ``amp``: computed under bf16 autocast (quick accuracy probes during training); without it,
+    in true float32 whatever autocast or TF32 state the caller is in (what the metrics read).
+    """
     model.eval()
     feats, logits = [], []
     for start in range(0, len(x), batch_size):
         xb = prep(x[start : start + batch_size])
-        with autocast(x.device, amp):
+        with autocast(x.device, True) if amp else exact_float32(x.device):
             z = model.features(xb)
             out = model.head(z)
         feats.append(z.float())
