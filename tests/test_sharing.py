@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,6 +13,7 @@ from conftest import BIN, env_with_venv
 from unlearn_da.config import load_config, validate_config
 from unlearn_da.pipeline import prepared_dir, run_name
 from unlearn_da.sharing import ensure_stage, profile_stages, stage_for
+from unlearn_da.smoke import copy_project
 
 SHIPPED = [[], ["config/quick.yaml"], ["config/backdoor.yaml"], ["config/fashion-mnist.yaml"],
            ["config/fashion-mnist.yaml", "config/backdoor.yaml"], ["config/cifar10.yaml"],
@@ -31,15 +31,33 @@ def test_every_shipped_profile_has_its_own_folders():
             "fashion_mnist-smallcnn-backdoor"} <= names
 
 
-def test_the_shipped_dvc_yaml_declares_no_stage():
+def test_the_shipped_dvc_yaml_declares_no_stage(pristine):
     """A stage exists only once its run was made: `dvc status` then lists nothing that was not run."""
-    assert yaml.safe_load(Path("dvc.yaml").read_text())["stages"] == {}
+    spec = yaml.safe_load((pristine / "dvc.yaml").read_text())
+    assert spec["stages"] == {} and spec["metrics"] and spec["plots"]
+
+
+def test_a_checkout_where_runs_were_made_copies_to_the_shipped_project(pristine, tmp_path):
+    """`make reproduce` adds its stage to dvc.yaml, writes dvc.lock, results/ and data/; the tests'
+    project copies must not see any of it (they failed after `make reproduce` when they did)."""
+    user = copy_project(tmp_path / "user", root=pristine)
+    shipped = (user / "dvc.yaml").read_text()
+    (user / "dvc.yaml").write_text(shipped.replace(
+        "stages: {}", 'stages:\n  digits-smallcnn:\n    cmd: make --no-print-directory pipeline PROFILE=""\n'
+        "    deps:\n    - config\n    outs:\n    - results/digits-smallcnn:\n        persist: true\n"))
+    (user / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    (user / "results" / "digits-smallcnn").mkdir(parents=True)
+    assert yaml.safe_load((user / "dvc.yaml").read_text())["stages"]  # the user's run state
+    copy = copy_project(tmp_path / "copy", root=user)
+    assert yaml.safe_load((copy / "dvc.yaml").read_text()) == yaml.safe_load(shipped)
+    assert (copy / "dvc.yaml").read_text().startswith("# DVC's view of the pipeline")
+    assert not (copy / "dvc.lock").exists() and not (copy / "results").exists()
 
 
 @pytest.fixture
-def repo(tmp_path):
+def repo(tmp_path, pristine):
     """An empty DVC repo with the project's dvc.yaml."""
-    shutil.copy2("dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy2(pristine / "dvc.yaml", tmp_path / "dvc.yaml")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=tmp_path, check=True, env=env_with_venv())
     return tmp_path

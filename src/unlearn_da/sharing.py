@@ -44,6 +44,26 @@ def profile_stages(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
     return out
 
 
+def shipped_dvc_yaml(text: str) -> str:
+    """``dvc.yaml`` as the project ships it: no run stages (``make reproduce`` adds them, and a user
+    commits them), every other line kept. What the tests' project copies start from, so that a
+    checkout where runs were made tests the same project as a fresh clone."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.indent(mapping=2, sequence=4, offset=2)
+    data = rt.load(text)
+    if not isinstance(data, dict) or not data.get("stages"):
+        return text
+    data["stages"] = {}
+    out = io.StringIO()
+    rt.dump(data, out)
+    return out.getvalue()
+
+
 def stage_command(configfiles: Sequence[str]) -> str:
     return f'{COMMAND}"{" ".join(_normalise(configfiles))}"'
 

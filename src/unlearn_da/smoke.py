@@ -24,7 +24,7 @@ import yaml
 from .artifacts import write_text
 from .config import REPO_ROOT
 
-PROJECT_FILES = ("Snakefile", "config", "workflow", "tests", "envs", "src", "pyproject.toml", "Makefile",
+PROJECT_FILES = ("Snakefile", "config", "workflow", "tests", "envs", "src", "expected", "pyproject.toml", "Makefile",
                  "dvc.yaml", ".dvcignore", "constraints.txt", "README.md")
 IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "prepared", "raw", ".snakemake", "__pycache__",
                                 "*.egg-info", ".pytest_cache", ".ruff_cache", ".whl", ".gl")
@@ -35,7 +35,10 @@ SMOKE_SIZES = {"cifar10": (200, 100), "cifar100": (1200, 200)}
 
 
 def copy_project(dest: Path, root: Path = REPO_ROOT) -> Path:
-    """Copy the workflow (not outputs, not the venv) into ``dest``."""
+    """Copy the workflow into ``dest`` as the project ships it: no outputs, no venv, and no run
+    stages in ``dvc.yaml`` (``sharing.shipped_dvc_yaml``) even where runs were made in ``root``."""
+    from .sharing import shipped_dvc_yaml
+
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         src = root / name
@@ -43,6 +46,9 @@ def copy_project(dest: Path, root: Path = REPO_ROOT) -> Path:
             shutil.copytree(src, dest / name, ignore=IGNORE, dirs_exist_ok=True)
         elif src.exists():
             shutil.copy2(src, dest / name)
+    dvc_yaml = dest / "dvc.yaml"
+    if dvc_yaml.exists():
+        dvc_yaml.write_text(shipped_dvc_yaml(dvc_yaml.read_text()))
     return dest
 
 
