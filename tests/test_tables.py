@@ -52,10 +52,14 @@ def test_best_and_second_marks(files):
 def test_aggregate_writes_every_format(files, tmp_path):
     run_aggregate([str(f) for f in files], ["retrain", "a", "b"], "random10", "toy", str(tmp_path / "out"))
     md = (tmp_path / "out" / "table.md").read_text()
-    assert "Retrain (oracle)" in md and "**1.75 ± 0.35**" in md
+    # Avg. Gap of a over its 2 seeds, with its 95 % CI: 1.75 ± t(0.975, 1) * 0.354 / sqrt(2)
+    assert "Retrain (oracle)" in md and "**1.75 ± 0.35 [-1.43, 4.93]**" in md
+    assert "ranking by Avg. Gap" in md and "| 1 | a | 2 | 1.75 ± 0.35 | [-1.43, 4.93] |" in md
     assert r"\textbf{" in (tmp_path / "out" / "table.tex").read_text()
     table = pd.read_csv(tmp_path / "out" / "table.csv")
     assert list(table["model"]) == ["retrain", "a", "b"]
+    assert table.loc[1, "avg_gap_ci95_low"] == pytest.approx(-1.4270, abs=1e-3)  # every metric's CI is in the CSV
+    assert {"UA_ci95_low", "UA_ci95_high", "RA_ci95_high"} <= set(table.columns)
 
 
 def test_selection_picks_the_smallest_validation_gap():

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import read_json, write_json, write_text
+from .verdicts import TEST_NAME, fmt_ci, fmt_p, mark, rank, t_interval, verdict
 
 ORACLE = "retrain"
 REFERENCE_ROWS = ("retrain", "retrain_alt", "original")
@@ -100,9 +101,11 @@ def add_oracle_gaps(long: pd.DataFrame, gap_metrics: Sequence[str] = GAP_METRICS
 
 
 def summarise(long: pd.DataFrame, model_order: Sequence[str]) -> pd.DataFrame:
-    """Mean, std and seed count per (model, metric), models in ``model_order``."""
+    """Mean, std, seed count and 95 % confidence interval (Student's t over seeds) per (model, metric),
+    models in ``model_order``."""
     stats = long.groupby(["model", "metric"])["value"].agg(
-        mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n="count").reset_index()
+        mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n="count",
+        ci95_low=lambda v: t_interval(list(v))[0], ci95_high=lambda v: t_interval(list(v))[1]).reset_index()
     order = {m: i for i, m in enumerate(model_order)}
     stats["order"] = stats["model"].map(lambda m: order.get(m, len(order)))
     return stats.sort_values(["order", "model", "metric"]).drop(columns="order").reset_index(drop=True)
@@ -118,6 +121,8 @@ def wide_table(stats: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
             continue
         out[f"{metric}_mean"] = out["model"].map(sub["mean"])
         out[f"{metric}_std"] = out["model"].map(sub["std"])
+        out[f"{metric}_ci95_low"] = out["model"].map(sub["ci95_low"])
+        out[f"{metric}_ci95_high"] = out["model"].map(sub["ci95_high"])
         gap = stats[stats["metric"] == f"gap_{metric}"].set_index("model")
         if not gap.empty:
             out[f"{metric}_gap"] = out["model"].map(gap["mean"])
@@ -137,8 +142,8 @@ def rank_marks(wide: pd.DataFrame, columns: Sequence[str]) -> dict[tuple[str, st
             continue
         scores = methods.set_index("model")[key].dropna()
         distinct = sorted(set(scores.round(6)))
-        for rank, label in zip(distinct[:2], ("best", "second"), strict=False):
-            for model in scores.index[scores.round(6) == rank]:
+        for value, label in zip(distinct[:2], ("best", "second"), strict=False):
+            for model in scores.index[scores.round(6) == value]:
                 marks[(model, metric)] = label
     return marks
 
@@ -154,6 +159,8 @@ def _cell(row: pd.Series, metric: str, with_gap: bool) -> str:
         return "–"
     d = METRICS[metric].digits
     text = f"{mean:.{d}f} ± {std:.{d}f}"
+    if metric in CI_COLUMNS:
+        text += " " + fmt_ci(row.get(f"{metric}_ci95_low", math.nan), row.get(f"{metric}_ci95_high", math.nan), d)
     gap = row.get(f"{metric}_gap")
     if with_gap and gap is not None and not math.isnan(gap) and row["model"] != ORACLE:
         text += f" ({gap:.{d}f})"
@@ -202,13 +209,47 @@ def to_latex(wide: pd.DataFrame, columns: Sequence[str], caption: str = "") -> s
     return "\n".join(lines) + "\n"
 
 
-LEGEND = ("Mean ± std over seeds; (gap) = mean per-seed |model − oracle|. Best among the unlearning "
-          "methods in bold, second best in italics (closest to the oracle; lowest for Avg. Gap, Time, RTE).")
+CI_COLUMNS = ("avg_gap",)  # Markdown/LaTeX cells with their 95 % CI (every metric's CI is in the CSV)
+LEGEND = ("Mean ± std over seeds; [low, high] = 95 % confidence interval of the mean (Student's t over "
+          "seeds; every metric's interval is in table.csv and summary.json); (gap) = mean per-seed "
+          "|model − oracle|. Best among the unlearning methods in bold, second best in italics (closest to the "
+          "oracle; lowest for Avg. Gap, Time, RTE); see the ranking below for which differences the seeds "
+          "can tell apart.")
 CLASSWISE_LEGEND = " Class-wise: TA on the remaining classes (SalUn), TA (forg.) on the forgotten class."
 BACKDOOR_LEGEND = (" Backdoor: D_f = the poisoned samples; UA and MIA-Eff. with the target label they were trained "
                    "with, Acc. D_f (clean) against their true labels; TA on the clean test set; ASR = triggered "
                    "test images of the other classes classified as the target (the oracle's ASR is the floor). "
                    "Avg. Gap = mean gap over UA, RA, TA and MIA-Eff. only; ASR's gap is shown beside it.")
+
+
+def per_seed_values(long: pd.DataFrame, metric: str = "avg_gap") -> dict[str, dict[int, float]]:
+    """model -> seed -> value of one metric (the input of ``verdicts.rank``)."""
+    out: dict[str, dict[int, float]] = {}
+    for row in long[long["metric"] == metric].itertuples():
+        if not math.isnan(row.value):
+            out.setdefault(row.model, {})[int(row.seed)] = float(row.value)
+    return out
+
+
+def ranking_section(long: pd.DataFrame, model_order: Sequence[str], title: str) -> str:
+    """The unlearning methods by Avg. Gap with their 95 % CIs, each compared with the lowest and with the
+    noise floor (``verdicts.rank``), and the generated verdict."""
+    values = per_seed_values(long)
+    methods = [m for m in model_order if m not in REFERENCE_ROWS]
+    floor = "retrain_alt" if "retrain_alt" in values else None
+    rows = rank(values, methods, floor)
+    if not rows:
+        return ""
+    floor_row = rank(values, [floor])[0] if floor else None
+    lines = [f"### {title}: ranking by Avg. Gap", "",
+             "| Rank | Model | Seeds | Avg. Gap | 95 % CI | p vs lowest | ≈ lowest | p vs noise floor | ≈ floor |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(rows, 1):
+        lines.append(f"| {i} | {r.model} | {r.n} | {r.mean:.2f} ± {r.std:.2f} | {fmt_ci(r.ci_low, r.ci_high)} | "
+                     f"{fmt_p(r.p_vs_best)} | {mark(r.tied_with_best)} | {fmt_p(r.p_vs_floor)} | {mark(r.at_floor)} |")
+    lines += ["", f"≈: cannot be told apart ({TEST_NAME}).", "",
+              verdict(rows, title, floor_row, focus="muda"), ""]
+    return "\n".join(lines)
 
 
 def published_section(summary: dict[str, Any], dataset: str, arch: str, scenario: str, title: str,
@@ -249,13 +290,16 @@ def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: s
     write_text(out / "table.tex", to_latex(main, MAIN_COLUMNS, caption) + "\n"
                + to_latex(feats, FEATURE_COLUMNS, caption.replace(".", ": feature space.", 1)))
     summary = {
-        model: {row["metric"]: {"mean": row["mean"], "std": row["std"]}
+        model: {row["metric"]: {"mean": row["mean"], "std": row["std"], "n": int(row["n"]),
+                                "ci95": [row["ci95_low"], row["ci95_high"]]}
                 for _, row in stats[stats["model"] == model].iterrows()}
         for model in dict.fromkeys(stats["model"])
     }
     published = published_section(summary, dataset, arch, scenario, title, reference_dir, out)
+    ranking = ranking_section(long, model_order, f"{title} — {scenario}")
     write_text(out / "table.md", to_markdown(main, MAIN_COLUMNS, f"{title} — {scenario}: output metrics")
-               + "\n" + legend + "\n\n" + to_markdown(feats, FEATURE_COLUMNS, f"{title} — {scenario}: feature space")
+               + "\n" + legend + "\n\n" + (ranking + "\n" if ranking else "")
+               + to_markdown(feats, FEATURE_COLUMNS, f"{title} — {scenario}: feature space")
                + ("\n" + published if published else ""))
     write_json(out / "summary.json", {"scenario": scenario, "models": summary})
     return summary
