@@ -12,6 +12,9 @@
 #   make smoke-paper          the CIFAR-10/100 paper profiles on small synthetic CIFAR, every rule, CPU
 #   make gpu-check            on a CUDA machine: the paper path's stages + ResNet-18 img/s (DEVICE=cpu to try)
 #   make push / make pull     share data, checkpoints and metrics through the DVC remote
+#   make check-reproduction   compare a finished run with its shipped expected results (expected/<run>.json)
+#   make expected-results     write a finished run's expected results (after re-making a run on purpose)
+#   make readme-tables        rewrite README.md's result tables from expected/*.json
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,7 +25,7 @@ PROFILE ?=
 CONFIGFILES := $(if $(strip $(PROFILE)),--configfile $(PROFILE))
 SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(CONFIGFILES)
 
-.PHONY: venv dev reproduce pipeline test test-remotes test-slurm lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+.PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables test test-remotes test-slurm lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -93,6 +96,16 @@ pull: venv
 
 verify: venv
 	python -m unlearn_da verify $(CONFIGFILES)
+
+# the shipped expected results (checksums and per-seed metrics, made with portable CPU kernels)
+check-reproduction: venv
+	python -m unlearn_da check-reproduction --configfile $(PROFILE)
+
+expected-results: venv
+	python -m unlearn_da expected-results --configfile $(PROFILE)
+
+readme-tables: venv
+	python -m unlearn_da readme-tables
 
 # tests marked slurm (a real SLURM cluster) and remotes (DVC remotes) have their own targets
 test: dev

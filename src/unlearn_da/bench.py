@@ -118,6 +118,34 @@ def training_throughput(threads: int, repeats: int = 3, cases: list[tuple] | Non
     return rows
 
 
+def kernel_cost(threads: int, repeats: int = 3, cases: list[tuple] | None = None) -> list[dict]:
+    """img/s of ``fit`` with native and with portable CPU kernels (``kernels.py``), each in its own
+    process: the dispatch is fixed when torch loads. One row per case: native, portable, their ratio."""
+    import json
+    import os
+
+    cases = cases or [c for c in CASES if c[1] in ("smallcnn", "resnet18") and c[3] in (8, 32)]
+    code = ("import json, sys, unlearn_da.bench as b; "
+            "print(json.dumps(b.training_throughput(int(sys.argv[1]), int(sys.argv[2]), "
+            "[tuple(c) for c in json.loads(sys.argv[3])], device='cpu')))")
+    rates: dict[str, list[dict]] = {}
+    for mode in ("native", "portable"):
+        env = {**os.environ, "UNLEARN_DA_CPU_KERNELS": mode}
+        env.pop("UNLEARN_DA_ORIGINAL_DISPATCH_ENV", None)  # this process's own values, not a parent's
+        for key, value in json.loads(os.environ.get("UNLEARN_DA_ORIGINAL_DISPATCH_ENV") or "{}").items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        proc = subprocess.run([sys.executable, "-c", code, str(threads), str(repeats), json.dumps(cases)],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"throughput with {mode} kernels failed:\n{proc.stderr[-2000:]}")
+        rates[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [{"model": n["model"], "batch": n["batch"], "native": n["ours"], "portable": p["ours"],
+             "ratio": p["ours"] / n["ours"]} for n, p in zip(rates["native"], rates["portable"], strict=True)]
+
+
 def da_cost(n: int = 50_000, d: int = 512, n_forget: int = 5_000) -> dict:
     from .metrics.alignment import dimensional_alignment
 
@@ -193,9 +221,13 @@ def paper_estimate(throughput: list[dict]) -> list[str]:
 def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
     import torch
 
-    lines = ["# Benchmark", "", f"Machine: {sys.platform}, torch {torch.__version__}, "
+    from .kernels import record
+
+    k = record()
+    lines = ["# Benchmark", "", f"Machine: {k['cpu']} ({k['machine']}, {sys.platform}), torch {torch.__version__}, "
              f"{torch.get_num_threads()} torch threads available, threads used: {threads}, "
-             f"CUDA: {torch.cuda.is_available()}", ""]
+             f"CUDA: {torch.cuda.is_available()}; {k['cpu_kernels']} CPU kernels "
+             f"(ATen {k.get('aten_capability', '?')}) unless a table says otherwise", ""]
     lines += ["## Training-loop throughput (img/s)", "",
               "`fit` (uint8 -> normalise on the device, shuffle, schedule, hooks) against a bare loop "
               "over pre-normalised tensors; same model, batch, optimiser. Median of 4 rounds (alternating which "
@@ -206,6 +238,14 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
         lines.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r['precision']} | {r['ours']:.0f} | "
                      f"{r['bare']:.0f} | "
                      f"{r['ours'] / r['bare']:.2f} |")
+    from .kernels import cpu_model
+
+    lines += ["", "## Portable against native CPU kernels (img/s of `fit`, CPU)", "",
+              f"CPU: {cpu_model()}. Each mode in its own process (`cpu_kernels`, README \"Reproducible on "
+              "any machine\"); median of the rounds as above.", "",
+              "| model | batch | native | portable | portable / native |", "|---|---|---|---|---|"]
+    for r in kernel_cost(threads):
+        lines.append(f"| {r['model']} | {r['batch']} | {r['native']:.0f} | {r['portable']:.0f} | {r['ratio']:.2f} |")
     da = da_cost()
     lines += ["", "## DA metric", "", f"{da['shape']}: {da['seconds']:.2f} s (DA = {da['value']:.3f})", ""]
     lines += paper_estimate(throughput)

@@ -134,6 +134,10 @@ def fmt_ci(low: float, high: float, digits: int = 2) -> str:
     return f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def seeds_text(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
 def names(rows: Sequence[Ranked], label=lambda m: m) -> str:
     return ", ".join(label(r.model) for r in rows) if rows else "none"
 
@@ -146,7 +150,7 @@ def verdict(rows: Sequence[Ranked], scenario: str, floor_row: Ranked | None, foc
         return f"**{scenario}**: no method ran."
     best = rows[0]
     low, high = min(r.n for r in rows), max(r.n for r in rows)
-    seeds = f"{low} seed{'s' if low != 1 else ''}" if low == high else f"{low}–{high} seeds"
+    seeds = seeds_text(low) if low == high else f"{low}–{high} seeds"
     parts = [f"**{scenario}** ({seeds}): lowest {metric} {label(best.model)}, {best.mean:.2f} ± {best.std:.2f}"
              + (f" (95 % CI {fmt_ci(best.ci_low, best.ci_high)})." if not math.isnan(best.ci_low) else ".")]
     if all(r.tied_with_best is None for r in rows[1:]):
@@ -160,8 +164,10 @@ def verdict(rows: Sequence[Ranked], scenario: str, floor_row: Ranked | None, foc
             parts.append(f"Worse than it: {names(apart, label)}.")
     if floor_row is not None:
         at_floor = [r for r in rows if r.at_floor]
+        untestable = all(r.at_floor is None for r in rows if not r.at_floor)
         parts.append(f"Noise floor (a second oracle) {floor_row.mean:.2f} ± {floor_row.std:.2f}; "
                      + (f"at or not told apart from it: {names(at_floor, label)}." if at_floor
+                        else "no method can be compared with it." if untestable
                         else "every method is above it."))
     if focus:
         mine = next((r for r in rows if r.model == focus), None)

@@ -1,0 +1,217 @@
+"""The README's result tables and verdicts, generated from the shipped expected-results files.
+
+Each generated block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->`` in
+README.md; ``python -m unlearn_da readme-tables`` rewrites every block from ``expected/*.json``
+(``reproduction.py``) and ``--check`` fails when the README differs from what it would write (a
+test runs it), so a number in the README is always one the project ships and can re-make.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import ArtifactError
+from .reproduction import load_expected
+from .tables import REFERENCE_ROWS, add_oracle_gaps, per_seed_values
+from .verdicts import TEST_NAME, Ranked, fmt_ci, fmt_p, mark, rank, seeds_text, verdict
+
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[a-z0-9_-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+
+
+def long_table(record: dict[str, Any], scenario: str) -> pd.DataFrame:
+    """One row per (model, seed, metric) of ``scenario``, with the oracle gaps and Avg. Gap added."""
+    rows = []
+    for key, entry in record["models"].items():
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] != scenario or "metrics" not in entry:
+            continue
+        seed = int(parts[1].removeprefix("seed"))
+        for metric, value in entry["metrics"].items():
+            rows.append({"model": parts[2], "seed": seed, "scenario": scenario, "metric": metric,
+                         "value": math.nan if value is None else float(value)})
+    if not rows:
+        raise ArtifactError(f"the expected results of run {record['run']} hold no scenario '{scenario}'")
+    return add_oracle_gaps(pd.DataFrame(rows, columns=["model", "seed", "scenario", "metric", "value"]))
+
+
+def _mean_std(values: dict[int, float]) -> str:
+    v = list(values.values())
+    return f"{np.mean(v):.2f} ± {(np.std(v, ddof=1) if len(v) > 1 else 0.0):.2f}"
+
+
+def _row(r: Ranked, label: str) -> str:
+    return (f"| {label} | {r.mean:.2f} ± {r.std:.2f} | {fmt_ci(r.ci_low, r.ci_high)} | "
+            f"{mark(r.tied_with_best)} ({fmt_p(r.p_vs_best)}) | {mark(r.at_floor)} ({fmt_p(r.p_vs_floor)}) |")
+
+
+def made_on(record: dict[str, Any]) -> str:
+    k = (record.get("made_on") or {}).get("kernels") or {}
+    return (f"made on {k.get('cpu', 'an unrecorded CPU')} ({k.get('machine', '?')}), "
+            f"{k.get('cpu_kernels', '?')} CPU kernels (ATen {k.get('aten_capability', '?')}), "
+            f"torch {(record.get('made_on') or {}).get('torch', '?')}")
+
+
+def avg_gap_block(record: dict[str, Any], source: str) -> str:
+    """Per scenario: the references, then the methods by mean Avg. Gap with 95 % CIs and the two paired
+    comparisons; then the generated verdict of each scenario."""
+    lines = [f"From `{source}` ({seeds_text(len(record['seeds']))}, {made_on(record)}). Avg. Gap to the oracle "
+             "(UA, RA, TA, MIA-Eff.; class-wise TA on the remaining classes), lower is better; mean ± std over "
+             "seeds, 95 % CI of the mean; ≈ lowest / ≈ floor: cannot be told apart from the method of lowest "
+             f"mean / from the noise floor ({TEST_NAME}; p in parentheses; – with one seed).", ""]
+    verdicts = []
+    for scenario in record["scenarios"]:
+        values = per_seed_values(long_table(record, scenario))
+        floor = "retrain_alt" if "retrain_alt" in values else None
+        rows = rank(values, _methods(record), floor)
+        floor_row = rank(values, [floor])[0] if floor else None
+        lines += [f"**{scenario}**", "", "| model | Avg. Gap | 95 % CI | ≈ lowest (p) | ≈ floor (p) |",
+                  "|---|---|---|---|---|"]
+        for ref, label in (("retrain_alt", "retrain_alt (noise floor)"), ("original", "original")):
+            if ref in values:
+                r = rank(values, [ref])[0]
+                lines.append(f"| {label} | {r.mean:.2f} ± {r.std:.2f} | {fmt_ci(r.ci_low, r.ci_high)} | | |")
+        lines += [_row(r, f"**{r.model}**" if r.best else r.model) for r in rows]
+        lines.append("")
+        verdicts.append("- " + verdict(rows, scenario, floor_row, focus="muda"))
+    return "\n".join(lines + ["Verdicts, generated from the same numbers:", ""] + verdicts) + "\n"
+
+
+def da_block(record: dict[str, Any], source: str, models: tuple[str, ...] = ("original", "retrain", "muda",
+                                                                             "muda_no_da")) -> str:
+    """DA of the forget and test features in both forms, seed mean, for a few models."""
+    cols = (("DA_frobenius", "DA frobenius, forget"), ("DA_energy", "DA energy, forget"),
+            ("DA_test_frobenius", "DA frobenius, test"), ("DA_test_energy", "DA energy, test"))
+    lines = [f"From `{source}` (mean over {seeds_text(len(record['seeds']))}):", "",
+             "| scenario | model | " + " | ".join(h for _, h in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for scenario in record["scenarios"]:
+        long = long_table(record, scenario)
+        for model in models:
+            sub = long[long["model"] == model]
+            if sub.empty:
+                continue
+            cells = []
+            for metric, _ in cols:
+                v = sub[sub["metric"] == metric]["value"]
+                cells.append(f"{v.mean():.3f}" if len(v) else "–")
+            name = "oracle" if model == "retrain" else model
+            lines.append(f"| {scenario} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+BACKDOOR_COLUMNS = (("ASR", "ASR"), ("TA", "clean TA"), ("UA", "UA"), ("RA", "RA"), ("MIA", "MIA-Eff."),
+                    ("forget_acc_clean", "Acc. D_f (clean)"), ("avg_gap", "Avg. Gap"))
+
+
+def backdoor_block(record: dict[str, Any], source: str) -> str:
+    """The backdoor scenario's wide table (ASR beside the Avg. Gap), then the Avg. Gap ranking."""
+    scenario = next(s for s in record["scenarios"] if s.startswith("backdoor"))
+    long = long_table(record, scenario)
+    lines = [f"From `{source}` ({seeds_text(len(record['seeds']))}, {made_on(record)}); mean ± std over seeds:", "",
+             "| model | " + " | ".join(h for _, h in BACKDOOR_COLUMNS) + " |",
+             "|---|" + "---|" * len(BACKDOOR_COLUMNS)]
+    for model in record["models_in_order"]:
+        cells = []
+        for metric, _ in BACKDOOR_COLUMNS:
+            values = {int(r.seed): float(r.value) for r in long[(long["model"] == model)
+                                                                 & (long["metric"] == metric)].itertuples()}
+            cells.append(_mean_std(values) if values else "–")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + avg_gap_block(record, source)
+
+
+def seeds_block(record: dict[str, Any], source: str) -> str:
+    """What more seeds buy: for the first n seeds of the run, the median 95 % CI half-width of the methods'
+    Avg. Gap and how many methods the paired test tells apart from the lowest and from the noise floor."""
+    seeds = sorted(int(s) for s in record["seeds"])
+    lines = [f"From `{source}`: the run's first n seeds, per scenario (methods: {len(_methods(record))}; CI "
+             "half-width: median over the methods of the 95 % CI half-width of the mean Avg. Gap).", "",
+             "| seeds | scenario | median CI half-width | told apart from the lowest | told apart from the floor |",
+             "|---|---|---|---|---|"]
+    for n in range(2, len(seeds) + 1):
+        keep = set(seeds[:n])
+        for scenario in record["scenarios"]:
+            values = {m: {s: v for s, v in per.items() if s in keep}
+                      for m, per in per_seed_values(long_table(record, scenario)).items()}
+            floor = "retrain_alt" if "retrain_alt" in values else None
+            rows = rank(values, _methods(record), floor)
+            half = [(r.ci_high - r.ci_low) / 2 for r in rows if not math.isnan(r.ci_low)]
+            apart = sum(r.tied_with_best is False for r in rows)
+            above = sum(r.at_floor is False for r in rows)
+            lines.append(f"| {n} | {scenario} | {np.median(half):.2f} | {apart} of {len(rows) - 1} | "
+                         f"{above if floor else '–'} of {len(rows)} |")
+    seconds = [_seed_seconds(record, s) for s in seeds]
+    lines += ["", f"Training and unlearning time per seed (sum of the models' `seconds`, {made_on(record)}): "
+              f"{np.mean(seconds) / 60:.1f} min on one core."]
+    return "\n".join(lines) + "\n"
+
+
+def _seed_seconds(record: dict[str, Any], seed: int) -> float:
+    """Training and unlearning seconds of one seed: every model once (the shared original is listed in
+    each clean scenario's metrics)."""
+    seen: dict[str, float] = {}
+    for key, entry in record["models"].items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[1] == f"seed{seed}" and "metrics" in entry:
+            name = "original" if parts[2] == "original" and not parts[0].startswith("backdoor") else key
+            seen[name] = float(entry["metrics"].get("seconds") or 0.0)
+    return sum(seen.values())
+
+
+def _methods(record: dict[str, Any]) -> list[str]:
+    return [m for m in record["models_in_order"] if m not in REFERENCE_ROWS]
+
+
+GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
+    "digits-seeds": ("expected/digits-smallcnn.json", seeds_block),
+    "digits-avg-gap": ("expected/digits-smallcnn.json", avg_gap_block),
+    "digits-da": ("expected/digits-smallcnn.json", da_block),
+    "digits-backdoor": ("expected/digits-smallcnn-backdoor.json", backdoor_block),
+    "fashion-avg-gap": ("expected/fashion_mnist-smallcnn.json", avg_gap_block),
+    "fashion-da": ("expected/fashion_mnist-smallcnn.json", da_block),
+    "fashion-backdoor": ("expected/fashion_mnist-smallcnn-backdoor.json", backdoor_block),
+}
+
+
+def render(readme: str, root: Path) -> str:
+    """``readme`` with every generated block rewritten; an unknown block name is an error."""
+    cache: dict[str, dict[str, Any]] = {}
+
+    def body(match: re.Match) -> str:
+        name = match.group("name")
+        if name not in GENERATORS:
+            raise ArtifactError(f"README.md: unknown generated block '{name}'; known: {', '.join(GENERATORS)}")
+        source, make = GENERATORS[name]
+        if source not in cache:
+            cache[source] = load_expected(root / source)
+        return match.group(1) + make(cache[source], source) + match.group(4)
+
+    return BLOCK.sub(body, readme)
+
+
+def run_readme_tables(root: str | Path = ".", check: bool = False) -> tuple[int, str]:
+    """(exit code, message): rewrite README.md's generated blocks, or with ``check`` say whether they
+    are what the shipped expected results give."""
+    root = Path(root)
+    path = root / "README.md"
+    text = path.read_text()
+    new = render(text, root)
+    if check:
+        if new == text:
+            return 0, f"{path}: every generated block matches the expected results"
+        diff = "".join(difflib.unified_diff(text.splitlines(True), new.splitlines(True), "README.md",
+                                            "generated", n=1))
+        return 1, f"{path}: generated blocks differ from the expected results; run `make readme-tables`\n{diff}"
+    if new != text:
+        from .artifacts import write_text
+
+        write_text(path, new)
+        return 0, f"{path}: generated blocks rewritten"
+    return 0, f"{path}: already up to date"
