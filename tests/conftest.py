@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 # first, before anything loads torch or numpy: the package pins the CPU kernels (kernels.py),
-# which the libraries read only when they load
-import unlearn_da  # noqa: F401  isort: skip
+# which the libraries read only when they load; the suite tests the default, portable mode
+import os  # isort: skip
 
-import os
+os.environ["UNLEARN_DA_CPU_KERNELS"] = "portable"
+import unlearn_da  # noqa: F401,E402  isort: skip
+
 import subprocess
 import sys
 from pathlib import Path

@@ -106,3 +106,33 @@ def test_the_package_pins_the_kernels_in_this_test_process():
     if platform.machine() in ("x86_64", "AMD64"):
         assert torch.backends.cpu.get_cpu_capability() == "AVX2"
     assert kernels.portable_in_force()
+
+
+def test_architecture_names_of_every_platform_map_to_one_portable_level():
+    assert kernels.architecture("AMD64") == kernels.architecture("x86_64") == "x86_64"
+    assert kernels.architecture("ARM64") == kernels.architecture("arm64") == "aarch64"
+    assert kernels.portable_env("AMD64")["MKL_CBWR"] == "COMPATIBLE"
+    assert kernels.portable_env("riscv64") == {} and kernels.architecture("ppc64le") is None
+
+
+def test_a_cpu_without_avx2_is_refused_with_a_message_not_an_illegal_instruction():
+    """ATen takes ATEN_CPU_CAPABILITY=avx2 at its word: on a CPU without AVX2 it would crash."""
+    if kernels.architecture() != "x86_64":
+        pytest.skip("the AVX2 level is x86's")
+    code = ("import unlearn_da.kernels as k\n"
+            "k.cpu_flags = lambda: {'sse2', 'sse4_2'}\n"
+            "try:\n    k.apply('portable')\nexcept RuntimeError as e:\n    print('refused:', e)\n")
+    proc = run_python(code, clean_env(UNLEARN_DA_CPU_KERNELS="native"))
+    assert "refused: cpu_kernels: portable needs AVX2 and FMA, which this CPU" in proc.stdout, proc.stderr
+    assert "cpu_kernels: native" in proc.stdout
+
+
+def test_a_library_loaded_before_the_package_is_reported_not_in_force():
+    code = ("import json, numpy, warnings\nwarnings.simplefilter('always')\n"
+            "import unlearn_da.kernels as k\nprint(json.dumps(k.record()))\n")
+    proc = run_python(code, clean_env())
+    assert "imported after numpy" in proc.stderr
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert rec["cpu_kernels"] == "portable" and rec["in_force"] is False
+    proc = run_python("import json, unlearn_da.kernels as k; print(json.dumps(k.record()))", clean_env())
+    assert json.loads(proc.stdout)["in_force"] is (kernels.architecture() is not None)

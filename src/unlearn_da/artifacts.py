@@ -50,9 +50,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding=encoding)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -76,7 +76,7 @@ def read_json(path: str | os.PathLike, made_by: str | None = None) -> Any:
     if not p.exists():
         raise ArtifactError(f"{p}: file not found{hint}")
     try:
-        return json.loads(p.read_text())
+        return json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(
             f"{p}: not valid JSON ({exc}){hint}; delete it and rerun the pipeline"

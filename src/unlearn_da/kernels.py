@@ -46,16 +46,25 @@ PORTABLE_ENV: dict[str, dict[str, str]] = {
         "OPENBLAS_CORETYPE": "ARMV8",
     },
 }
-PORTABLE_ENV["AMD64"] = PORTABLE_ENV["x86_64"]
-PORTABLE_ENV["arm64"] = PORTABLE_ENV["aarch64"]
+ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 ALL_VARIABLES = sorted({k for table in PORTABLE_ENV.values() for k in table})
+# the instructions the x86 portable level runs: without them ATen's AVX2 kernels would crash
+X86_REQUIRED_FLAGS = ("avx2", "fma")
 
-_state: dict[str, Any] = {"mode": None, "saved": {}}
+# libraries that read the variables when they load
+DISPATCH_LIBRARIES = ("torch", "numpy", "scipy", "sklearn")
+
+_state: dict[str, Any] = {"mode": None, "saved": {}, "loaded_before": []}
+
+
+def architecture(machine: str | None = None) -> str | None:
+    """x86_64 | aarch64 for the names platforms give them (AMD64, ARM64, arm64, ...); None otherwise."""
+    return ARCHITECTURES.get((machine or platform.machine()).lower())
 
 
 def portable_env(machine: str | None = None) -> dict[str, str]:
     """The variables portable mode sets on ``machine`` (default: this one); {} where none are known."""
-    return dict(PORTABLE_ENV.get(machine or platform.machine(), {}))
+    return dict(PORTABLE_ENV.get(architecture(machine) or "", {}))
 
 
 def mode_from_environment() -> str:
@@ -81,9 +90,12 @@ def apply(mode: str) -> str:
                            "kernels; the mode must be set before torch is first imported")
     if _state["mode"] is None:
         _state["saved"] = _original_values()
-        if "torch" in sys.modules and mode == "portable" and not _would_be_portable():
-            warnings.warn("unlearn_da was imported after torch: the CPU kernels are not pinned to the "
-                          "portable level in this process (import unlearn_da first)", stacklevel=3)
+        early = [m for m in DISPATCH_LIBRARIES if m in sys.modules]
+        _state["loaded_before"] = early
+        if early and mode == "portable":
+            warnings.warn(f"unlearn_da was imported after {', '.join(early)}: the CPU kernels of these are "
+                          "not pinned to the portable level in this process (import unlearn_da first)",
+                          stacklevel=3)
     for key in ALL_VARIABLES:
         original = _state["saved"].get(key)
         if original is None:
@@ -91,9 +103,22 @@ def apply(mode: str) -> str:
         else:
             os.environ[key] = original
     if mode == "portable":
+        missing = missing_x86_flags()
+        if missing:
+            raise RuntimeError(f"cpu_kernels: portable needs {' and '.join(f.upper() for f in missing)}, which this CPU "
+                               f"({cpu_model()}) lacks; set cpu_kernels: native (config) or "
+                               f"{ENV_MODE}=native, and expect other numbers than the shipped ones")
         os.environ.update(portable_env())
     _state["mode"] = mode
     return mode
+
+
+def missing_x86_flags() -> list[str]:
+    """The required x86 instructions this CPU lacks, where its flags can be read (else [])."""
+    if architecture() != "x86_64":
+        return []
+    flags = cpu_flags()
+    return [f for f in X86_REQUIRED_FLAGS if flags is not None and f not in flags]
 
 
 def _original_values() -> dict[str, str | None]:
@@ -110,34 +135,73 @@ def _original_values() -> dict[str, str | None]:
     return values
 
 
-def _would_be_portable() -> bool:
-    torch = sys.modules.get("torch")
-    wanted = portable_env().get("ATEN_CPU_CAPABILITY")
-    return torch is None or wanted is None or torch.backends.cpu.get_cpu_capability().lower() == wanted
-
-
 def current_mode() -> str | None:
     return _state["mode"]
 
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo, else what platform says)."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of Linux's /proc/cpuinfo ({} elsewhere)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def _sysctl(name: str) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, macOS sysctl, else what platform says)."""
+    info = _cpuinfo()
+    for key in ("model name", "hardware", "cpu model"):
+        if info.get(key):
+            return info[key]
+    if sys.platform == "darwin":
+        return _sysctl("machdep.cpu.brand_string") or platform.processor() or "unknown"
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (Linux: /proc/cpuinfo; macOS on x86: sysctl); None where unknown."""
+    info = _cpuinfo()
+    if "flags" in info or "features" in info:
+        return set((info.get("flags") or info.get("features", "")).lower().split())
+    if sys.platform == "darwin" and architecture() == "x86_64":
+        text = " ".join(filter(None, (_sysctl("machdep.cpu.features"), _sysctl("machdep.cpu.leaf7_features"))))
+        return set(text.lower().replace("avx2.0", "avx2").split()) or None
+    return None
+
+
+# flags worth recording: what the native kernels would use on this CPU
+NOTABLE_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "sve", "sve2")
+
+
 def record() -> dict[str, Any]:
-    """What ran: the mode, the architecture and CPU, ATen's capability in force and the variables."""
+    """What ran: the mode and whether it is in force, the architecture, the CPU (model, vendor, notable
+    flags), ATen's capability where torch is loaded, and the dispatch variables."""
+    info = _cpuinfo()
+    flags = cpu_flags()
     out: dict[str, Any] = {
         "cpu_kernels": _state["mode"] or mode_from_environment(),
+        "in_force": portable_in_force() if (_state["mode"] or mode_from_environment()) == "portable" else None,
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "vendor": info.get("vendor_id") or info.get("cpu implementer"),
+        "cpu_flags": sorted(f for f in NOTABLE_FLAGS if flags and f in flags) if flags is not None else None,
         "variables": {k: os.environ.get(k) for k in ALL_VARIABLES if os.environ.get(k) is not None},
     }
     torch = sys.modules.get("torch")
@@ -147,9 +211,13 @@ def record() -> dict[str, Any]:
 
 
 def portable_in_force() -> bool:
-    """Whether this process runs the portable kernels (ATen's capability checked where torch is loaded)."""
+    """Whether this process runs the portable kernels: the variables set, ATen's capability where
+    torch is loaded, and no dispatch library loaded before they were set. False on an architecture
+    with no portable level known here."""
     wanted = portable_env()
-    if any(os.environ.get(k) != v for k, v in wanted.items()):
+    if not wanted or any(os.environ.get(k) != v for k, v in wanted.items()):
+        return False
+    if _state.get("loaded_before"):
         return False
     torch = sys.modules.get("torch")
     if torch is not None and "ATEN_CPU_CAPABILITY" in wanted:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import resolve_method
+from .kernels import ENV_MODE as CPU_KERNELS_ENV  # noqa: F401  (the Snakefile sets it for every job)
 from .scenarios import is_backdoor
 
 PACKAGE_DIR = Path(__file__).resolve().parent

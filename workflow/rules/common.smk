@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints and the helpers every rule file uses.
 # All logic lives in the package (unlearn_da.pipeline), importable without torch.
+import os
 import re
 
 from unlearn_da import pipeline as P
@@ -16,6 +17,10 @@ try:
     )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
+
+# every job's CPU kernels (unlearn_da/kernels.py): jobs inherit the mode; the torch and metrics
+# rules also carry it in their params, so changing it reruns them
+os.environ[P.CPU_KERNELS_ENV] = config["cpu_kernels"]
 
 RUN = P.run_name(config)
 TITLE = P.run_title(config)
