@@ -108,6 +108,16 @@ def test_rank_marks_what_the_seeds_cannot_tell_apart():
     assert rows[0].at_floor and rows[1].at_floor and rows[2].at_floor is False
     text = verdict(rows, "random10", rank(values, ["floor"])[0], focus="b")
     assert "lowest Avg. Gap a" in text and "Cannot be told apart from it: b (1 of 2)" in text
-    assert "Worse than it: c" in text and "b: 1.13" in text and "cannot be told apart from a" in text
+    assert "Worse than it (p < 0.05): c" in text and "b: 1.13" in text and "cannot be told apart from a" in text
     one_seed = rank({"a": {0: 1.0}, "b": {0: 2.0}}, ["a", "b"])
-    assert one_seed[1].tied_with_best is None and "One seed" in verdict(one_seed, "x", None)
+    assert one_seed[1].tied_with_best is None and "Too few seeds" in verdict(one_seed, "x", None)
+    alone = rank({"a": {0: 1.0, 1: 2.0}}, ["a"])  # a single method: nothing to compare, nothing claimed
+    assert "Too few seeds" not in verdict(alone, "x", None) and "Cannot be told" not in verdict(alone, "x", None)
+    with_nan = rank({"a": {0: 1.0, 1: math.nan, 2: 1.5}, "b": {0: 2.0, 1: 2.5, 2: 2.2}}, ["a", "b"])
+    assert with_nan[0].model == "a" and with_nan[0].n == 2  # an undefined value is left out, not ranked
+
+
+def test_a_model_whose_files_are_missing_is_reported_missing_not_a_crash():
+    a = {"checkpoint": "x", "features": "y", "metrics": {"UA": 1.0}}
+    row = compare_model(a, {"missing_files": ["results/r/s/seed0/models/m.pt"]})
+    assert row["status"] == "missing" and "no results/r/s/seed0/models/m.pt" in row["details"]

@@ -23,7 +23,7 @@ from .reproduction import load_expected
 from .tables import REFERENCE_ROWS, add_oracle_gaps, per_seed_values
 from .verdicts import TEST_NAME, Ranked, fmt_ci, fmt_p, mark, rank, seeds_text, verdict
 
-BLOCK = re.compile(r"(<!-- generated: (?P<name>[a-z0-9_-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[a-z0-9_-]+) -->\r?\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 
 def long_table(record: dict[str, Any], scenario: str) -> pd.DataFrame:
@@ -112,7 +112,9 @@ BACKDOOR_COLUMNS = (("ASR", "ASR"), ("TA", "clean TA"), ("UA", "UA"), ("RA", "RA
 
 def backdoor_block(record: dict[str, Any], source: str) -> str:
     """The backdoor scenario's wide table (ASR beside the Avg. Gap), then the Avg. Gap ranking."""
-    scenario = next(s for s in record["scenarios"] if s.startswith("backdoor"))
+    scenario = next((s for s in record["scenarios"] if s.startswith("backdoor")), None)
+    if scenario is None:
+        raise ArtifactError(f"{source}: run {record['run']} has no backdoor scenario for a backdoor block")
     long = long_table(record, scenario)
     lines = [f"From `{source}` ({seeds_text(len(record['seeds']))}, {made_on(record)}); mean ± std over seeds:", "",
              "| model | " + " | ".join(h for _, h in BACKDOOR_COLUMNS) + " |",
@@ -201,9 +203,13 @@ def run_readme_tables(root: str | Path = ".", check: bool = False) -> tuple[int,
     are what the shipped expected results give."""
     root = Path(root)
     path = root / "README.md"
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     new = render(text, root)
     if check:
+        present = {m.group("name") for m in BLOCK.finditer(text)}
+        unshown = [n for n, (source, _) in GENERATORS.items() if (root / source).exists() and n not in present]
+        if unshown:
+            return 1, f"{path}: no generated block for {', '.join(unshown)}, whose expected results are shipped"
         if new == text:
             return 0, f"{path}: every generated block matches the expected results"
         diff = "".join(difflib.unified_diff(text.splitlines(True), new.splitlines(True), "README.md",
@@ -212,6 +218,6 @@ def run_readme_tables(root: str | Path = ".", check: bool = False) -> tuple[int,
     if new != text:
         from .artifacts import write_text
 
-        write_text(path, new)
+        write_text(path, new, encoding="utf-8")
         return 0, f"{path}: generated blocks rewritten"
     return 0, f"{path}: already up to date"

@@ -42,14 +42,13 @@ def model_key(scenario: str, seed: int | str, model: str) -> str:
     return f"{scenario}/seed{seed}/{model}" if scenario else f"seed{seed}/{model}"
 
 
-def collect(config: dict, overlays: list[str], root: str | Path = ".") -> dict[str, Any]:
+def collect(config: dict, overlays: list[str], root: str | Path = ".", strict: bool = True) -> dict[str, Any]:
     """The expected-results record of a finished run: checksums and metrics of every model and seed.
 
-    Checksums are computed from the files (a replaced file does not match its sidecar's). A missing
-    file is an error naming it: the record describes a whole run or nothing.
+    Checksums are computed from the files (a replaced file does not match its sidecar's). With
+    ``strict`` a missing file is an error naming it (a record describes a whole run); without, the
+    model's entry lists what is missing, and the check reports it as missing.
     """
-    from .kernels import record as kernel_record
-
     root = Path(root)
     run = P.run_name(config)
     models: dict[str, dict[str, Any]] = {}
@@ -58,31 +57,41 @@ def collect(config: dict, overlays: list[str], root: str | Path = ".") -> dict[s
     def entry(scenario: str, seed: int, model: str) -> dict[str, Any]:
         return models.setdefault(model_key(scenario, seed, model), {})
 
-    def need(rel: str) -> Path:
+    def present(e: dict[str, Any], rel: str) -> Path | None:
         path = root / rel
-        if not path.exists():
+        if path.exists():
+            return path
+        if strict:
             raise ArtifactError(f"{rel}: not found; finish the run first (make reproduce{_profile_arg(overlays)})")
-        return path
+        e.setdefault("missing_files", []).append(rel)
+        return None
+
+    def checksums(e: dict[str, Any], scenario: str, seed: int, model: str) -> Path | None:
+        ckpt = present(e, P.model_checkpoint(run, scenario, seed, model))
+        feats = present(e, P.model_features(run, scenario, seed, model))
+        if ckpt is not None:
+            e["checkpoint"] = sha256_file(ckpt)
+        if feats is not None:
+            e["features"] = sha256_file(feats)
+        return ckpt
 
     for seed in config["seeds"]:
         if P.needs_shared_original(config["scenarios"]):
-            e = entry("", seed, "original")
-            e["checkpoint"] = sha256_file(need(P.model_checkpoint(run, "", seed, "original")))
-            e["features"] = sha256_file(need(P.model_features(run, "", seed, "original")))
+            checksums(entry("", seed, "original"), "", seed, "original")
         for scenario in config["scenarios"]:
             for model in P.scenario_models(config):
                 e = entry(scenario, seed, model)
                 shared = model == "original" and P.model_checkpoint(run, scenario, seed, model) == \
                     P.model_checkpoint(run, "", seed, model)
                 if not shared:
-                    ckpt = need(P.model_checkpoint(run, scenario, seed, model))
-                    e["checkpoint"] = sha256_file(ckpt)
-                    e["features"] = sha256_file(need(P.model_features(run, scenario, seed, model)))
-                    if made_on is None:
-                        meta = read_json(Path(str(ckpt) + ".meta.json"), "train")
-                        made_on = (meta.get("environment") or {})
-                record = read_json(need(P.model_metrics(run, scenario, seed, model)), "metrics")
-                e["metrics"] = {k: _number(v) for k, v in sorted(record["metrics"].items())}
+                    ckpt = checksums(e, scenario, seed, model)
+                    meta_file = Path(f"{ckpt}.meta.json") if ckpt is not None else None
+                    if made_on is None and meta_file is not None and meta_file.exists():
+                        made_on = read_json(meta_file, "train").get("environment") or {}
+                metrics = present(e, P.model_metrics(run, scenario, seed, model))
+                if metrics is not None:
+                    record = read_json(metrics, "metrics")
+                    e["metrics"] = {k: _number(v) for k, v in sorted(record["metrics"].items())}
     env = made_on or {}
     return {
         "format": FORMAT,
@@ -94,7 +103,7 @@ def collect(config: dict, overlays: list[str], root: str | Path = ".") -> dict[s
         "models_in_order": P.scenario_models(config),
         "cpu_kernels": config.get("cpu_kernels"),
         "made_on": {
-            "kernels": env.get("kernels") or kernel_record(),
+            "kernels": env.get("kernels"),  # None: the run's sidecars do not say (an older run)
             "torch": env.get("torch"),
             "numpy": env.get("numpy"),
             "python": env.get("python"),
@@ -110,9 +119,11 @@ def _profile_arg(overlays: list[str]) -> str:
 
 
 def _number(value: Any) -> float | None:
-    if value is None:
+    """A metric as a JSON number; NaN (a metric undefined for the model) as null, which JSON has."""
+    if value is None or isinstance(value, (list, dict, str)):
         return None
-    return float(value)
+    number = float(value)
+    return None if math.isnan(number) else number
 
 
 def write_expected(record: dict[str, Any], out: str | Path) -> Path:
@@ -138,6 +149,8 @@ def compare_model(expected: dict[str, Any], actual: dict[str, Any] | None, top: 
     """identical | different (which checksums differ, the largest metric differences) | missing."""
     if actual is None:
         return {"status": "missing", "details": ["not in this run"]}
+    if actual.get("missing_files"):
+        return {"status": "missing", "details": [f"no {f}" for f in actual["missing_files"]]}
     details: list[str] = []
     for kind in ("checkpoint", "features"):
         if kind in expected and not _same(expected.get(kind), actual.get(kind)):
@@ -176,10 +189,12 @@ def compare(expected: dict[str, Any], actual: dict[str, Any]) -> dict[str, Any]:
 
 
 def _machine(record: dict[str, Any]) -> str:
-    k = (record.get("made_on") or {}).get("kernels") or {}
+    k = (record.get("made_on") or {}).get("kernels")
     gpu = (record.get("made_on") or {}).get("gpu")
-    where = f"{k.get('cpu', '?')} ({k.get('machine', '?')}, {k.get('cpu_kernels', '?')} kernels, " \
-            f"ATen {k.get('aten_capability', '?')})"
+    if not k:
+        return "a machine its sidecars do not record"
+    where = f"{k.get('cpu', '?')} ({k.get('vendor') or '?'}, {k.get('machine', '?')}, " \
+            f"{k.get('cpu_kernels', '?')} kernels, ATen {k.get('aten_capability', '?')})"
     return where + (f", GPU {gpu.get('name')}" if gpu else "")
 
 
@@ -187,6 +202,9 @@ def report(result: dict[str, Any], expected: dict[str, Any], actual: dict[str, A
     """The check's text: what was compared, one line per model and seed, a summary line."""
     lines = [f"expected: {source}: {len(expected['models'])} models, made on {_machine(expected)}",
              f"this run: results/{actual['run']}, made on {_machine(actual)}"]
+    if expected.get("cpu_kernels") != actual.get("cpu_kernels"):
+        lines.append(f"warning: the expected results were made with {expected.get('cpu_kernels')} CPU kernels, "
+                     f"this run with {actual.get('cpu_kernels')}: their bits differ by design")
     if not result["config_matches"]:
         lines.append("warning: the run's resolved config differs from the one the expected results were made "
                      "with (config_sha256); differences are expected where the config changed")
@@ -209,7 +227,7 @@ def run_check(configfiles: list[str], expected_file: str | None = None, root: st
         raise ArtifactError(f"{source}: no expected results for run '{P.run_name(config)}'; the shipped files "
                             f"are in {DEFAULT_DIR}/ (make them with `make expected-results`)")
     expected = load_expected(source)
-    actual = collect(config, list(configfiles), root)
+    actual = collect(config, list(configfiles), root, strict=False)
     result = compare(expected, actual)
     text = report(result, expected, actual, source)
     ok = result["counts"]["identical"] == len(result["rows"])

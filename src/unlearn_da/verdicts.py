@@ -53,8 +53,10 @@ def paired_p(a: Sequence[float], b: Sequence[float]) -> float:
         return math.nan
     sd = float(np.std(d, ddof=1))
     mean = float(np.mean(d))
+    if abs(mean) < 1e-12 and sd < 1e-12:  # the same numbers up to rounding
+        return 1.0
     if sd == 0.0 or sd < 1e-12 * max(1.0, abs(mean)):
-        return 1.0 if mean == 0.0 else 0.0
+        return 0.0
     from scipy.stats import t
 
     stat = mean / (sd / math.sqrt(len(d)))
@@ -83,6 +85,8 @@ def rank(per_seed: Mapping[str, Mapping[int, float]], methods: Sequence[str],
     ``per_seed``: model -> seed -> value, lower is better (Avg. Gap); ``floor``: the noise-floor
     model (compared with every method on the seeds both have).
     """
+    per_seed = {m: {s: float(v) for s, v in values.items() if not math.isnan(float(v))}
+                for m, values in per_seed.items()}
     present = [m for m in methods if per_seed.get(m)]
     if not present:
         return []
@@ -128,6 +132,12 @@ def fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def p_text(p: float) -> str:
+    """'p = 0.084' or 'p < 0.001' (for prose)."""
+    text = fmt_p(p)
+    return f"p {text}" if text.startswith("<") else f"p = {text}"
+
+
 def fmt_ci(low: float, high: float, digits: int = 2) -> str:
     if math.isnan(low):
         return "–"
@@ -153,15 +163,16 @@ def verdict(rows: Sequence[Ranked], scenario: str, floor_row: Ranked | None, foc
     seeds = seeds_text(low) if low == high else f"{low}–{high} seeds"
     parts = [f"**{scenario}** ({seeds}): lowest {metric} {label(best.model)}, {best.mean:.2f} ± {best.std:.2f}"
              + (f" (95 % CI {fmt_ci(best.ci_low, best.ci_high)})." if not math.isnan(best.ci_low) else ".")]
-    if all(r.tied_with_best is None for r in rows[1:]):
-        parts.append("One seed: no difference can be tested; read the order as noise.")
-    else:
-        tied = [r for r in rows[1:] if r.tied_with_best]
-        apart = [r for r in rows[1:] if r.tied_with_best is False]
-        parts.append(f"Cannot be told apart from it: {names(tied, label)} ({len(tied)} of {len(rows) - 1})."
-                     if tied else "Every other method is worse than it by more than the seed spread.")
-        if apart:
-            parts.append(f"Worse than it: {names(apart, label)}.")
+    others = rows[1:]
+    if others and all(r.tied_with_best is None for r in others):
+        parts.append("Too few seeds to test any difference; read the order as noise.")
+    elif others:
+        tied = [r for r in others if r.tied_with_best]
+        apart = [r for r in others if r.tied_with_best is False]
+        parts.append(f"Cannot be told apart from it: {names(tied, label)} ({len(tied)} of {len(others)})."
+                     if tied else "Every other method is worse than it (p < 0.05).")
+        if apart and tied:
+            parts.append(f"Worse than it (p < 0.05): {names(apart, label)}.")
     if floor_row is not None:
         at_floor = [r for r in rows if r.at_floor]
         untestable = all(r.at_floor is None for r in rows if not r.at_floor)
@@ -178,9 +189,9 @@ def verdict(rows: Sequence[Ranked], scenario: str, floor_row: Ranked | None, foc
             elif mine.tied_with_best is None:
                 stand = f"cannot be compared with {label(best.model)} (too few seeds)"
             elif mine.tied_with_best:
-                stand = f"cannot be told apart from {label(best.model)} (p = {fmt_p(mine.p_vs_best)})"
+                stand = f"cannot be told apart from {label(best.model)} ({p_text(mine.p_vs_best)})"
             else:
-                stand = f"is worse than {label(best.model)} (p = {fmt_p(mine.p_vs_best)})"
+                stand = f"is worse than {label(best.model)} ({p_text(mine.p_vs_best)})"
             parts.append(f"{label(focus)}: {mine.mean:.2f} ± {mine.std:.2f}, rank {place} of {len(rows)} by mean; "
                          f"it {stand}.")
     return " ".join(parts)
