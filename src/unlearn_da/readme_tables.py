@@ -54,7 +54,8 @@ def _row(r: Ranked, label: str) -> str:
 
 def made_on(record: dict[str, Any]) -> str:
     k = (record.get("made_on") or {}).get("kernels") or {}
-    return (f"made on {k.get('cpu', 'an unrecorded CPU')} ({k.get('machine', '?')}), "
+    cpu = ", ".join(filter(None, [k.get("vendor"), k.get("machine", "?"), " ".join(k.get("cpu_flags") or [])]))
+    return (f"made on {k.get('cpu', 'an unrecorded CPU')} ({cpu}), "
             f"{k.get('cpu_kernels', '?')} CPU kernels (ATen {k.get('aten_capability', '?')}), "
             f"torch {(record.get('made_on') or {}).get('torch', '?')}")
 
