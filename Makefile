@@ -23,7 +23,11 @@ export PATH := $(BIN):$(PATH)
 CORES ?= all
 PROFILE ?=
 CONFIGFILES := $(if $(strip $(PROFILE)),--configfile $(PROFILE))
-SNAKEMAKE := snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(CONFIGFILES)
+# Snakemake evaluates a config file that sets __use_yte__ as a YTE template (Python) before the
+# Snakefile can validate it: every target that hands a profile to Snakemake reads it first with the
+# project's safe loader (python -m unlearn_da check-config), which refuses that and every other bad value
+CHECK_CONFIG := python -m unlearn_da check-config $(CONFIGFILES) >/dev/null &&
+SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(CONFIGFILES)
 
 .PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables test test-remotes test-slurm lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 

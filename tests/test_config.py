@@ -38,5 +38,6 @@ def _error(cfg, path, value):
 
 def test_errors_name_file_key_value_and_allowed(cfg):
     msg = _error(cfg, ["train", "schedule"], "linear")
-    assert "config/config.yaml" in msg and "train.schedule" in msg and "'linear'" in msg
+    # set in memory, not in a file: named as the command line (where such values come from)
+    assert "command-line --config" in msg and "train.schedule" in msg and "'linear'" in msg
     assert "cosine, multistep, constant" in msg

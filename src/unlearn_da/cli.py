@@ -145,6 +145,13 @@ def _run_config(configfiles: list[str]) -> dict:
     return validate_config(load_config(configfiles), sources=["config/config.yaml"] + list(configfiles))
 
 
+def cmd_check_config(a: argparse.Namespace) -> None:
+    """Read every config file with the project's safe loader and validate the merged config, so that
+    a bad or hostile overlay is refused before Snakemake (which evaluates YTE templates) reads it."""
+    _run_config(a.configfile)
+    print(f"config ok: {', '.join(['config/config.yaml', *a.configfile])}")
+
+
 def cmd_run_name(a: argparse.Namespace) -> None:
     from .pipeline import run_name
 
@@ -333,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", type=float, nargs="+", required=True, help="tuning.da_weights")
     p.add_argument("--out", required=True)
     p = add("verify", cmd_verify, "check existing artifacts (e.g. after dvc pull) against the config and code")
+    p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p = add("check-config", cmd_check_config, "validate config files as data (make targets run it before Snakemake)")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p = add("run-name", cmd_run_name, "the run's folder name, results/<run name> (validates the config)")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterable, Sequence
 
-import yaml
-
+from .config_yaml import load_yaml_file
 from .datasets import DATASETS
-from .errors import ConfigError
+from .errors import ConfigError, short
 from .methods import NO_DA_PLUGIN, method_base
-from .scenarios import SCENARIO_RE, parse_scenario
+from .scenarios import parse_scenario
 from .search import KINDS, parse_range
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -41,17 +40,18 @@ def deep_merge(base: dict, overlay: dict) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
+    """A config file's mapping, read as data only (``config_yaml``: no duplicate keys, no alias
+    bombs, no YAML 1.1 surprises)."""
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{p}: config file not found")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    data = load_yaml_file(p)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping of keys, got {type(data).__name__}")
+    if "__use_yte__" in data:
+        raise ConfigError(f"{p}: key '__use_yte__' asks Snakemake to evaluate the file as a YTE template, "
+                          "that is, to run the Python in it; a config of this project is plain data: remove "
+                          "the key and write the values out")
     return data
 
 
@@ -76,25 +76,54 @@ def _format_path(path: Iterable[Any]) -> str:
     return out or "<top level>"
 
 
+class _Sources(list):
+    """The config files of a run, in merge order, parsed once, with the merged config they gave.
+
+    A key's source is the last file that sets it, unless the merged value differs from that
+    file's: then it came from the command line (``--config key=value``).
+    """
+
+    def __init__(self, sources: Sequence[str | Path], config: dict | None = None) -> None:
+        super().__init__(sources)
+        self.config = config
+        # a file that exists but does not parse is refused under its own name; one that does not
+        # exist (a caller's label) sets nothing
+        self.parsed = [read_yaml(src) if Path(src).exists() else None for src in sources]
+
+
+def _lookup(node: Any, key_path: Sequence[Any]) -> tuple[bool, Any]:
+    for part in key_path:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return False, None
+    return True, node
+
+
 def _source_of(key_path: Sequence[Any], sources: Sequence[str | Path]) -> str | None:
-    """The last config file that sets ``key_path`` (the one whose value won)."""
-    found = None
-    for src in sources:
-        try:
-            node: Any = read_yaml(src)
-        except ConfigError:
-            continue
-        ok = True
-        for part in key_path:
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-                node = node[part]
-            else:
-                ok = False
-                break
+    """The config file whose value of ``key_path`` won, or None where the command line set it."""
+    parsed = sources.parsed if isinstance(sources, _Sources) else None
+    found, value = None, None
+    for i, src in enumerate(sources):
+        if parsed is not None:
+            doc = parsed[i]
+            if doc is None:
+                continue
+        else:
+            try:
+                doc = read_yaml(src)
+            except ConfigError:
+                continue
+        ok, node = _lookup(doc, key_path)
         if ok:
-            found = str(src)
+            found, value = str(src), node
+    config = sources.config if isinstance(sources, _Sources) else None
+    if found is not None and config is not None and not isinstance(value, dict):
+        ok, merged = _lookup(config, key_path)
+        if ok and merged != value:
+            return None
     return found
 
 
@@ -112,13 +141,13 @@ def _describe_error(err: Any, root: dict) -> str:
     validator = err.validator
     value = err.validator_value
     if validator == "enum":
-        return f"{err.instance!r} is not allowed; allowed: {', '.join(map(str, value))}"
+        return f"{short(err.instance)} is not allowed; allowed: {', '.join(map(str, value))}"
     if validator == "type":
         expected = value if isinstance(value, str) else " or ".join(value)
-        return f"{err.instance!r} has the wrong type; expected {expected}"
+        return f"{short(err.instance)} has the wrong type; expected {expected}"
     if validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
-        return f"{err.instance!r} is out of range; must be {op[validator]} {value}"
+        return f"{short(err.instance)} is out of range; must be {op[validator]} {value}"
     if validator in ("additionalProperties", "unevaluatedProperties"):
         allowed = sorted(_properties_of(err.schema, root))
         extra = re.findall(r"'([^']+)'", err.message)
@@ -126,12 +155,16 @@ def _describe_error(err: Any, root: dict) -> str:
             f"unknown key(s) {', '.join(extra) or err.message}; allowed keys: {', '.join(allowed)}"
         )
     if validator == "pattern":
-        return f"{err.instance!r} does not match the expected form {value!r}"
-    if validator == "required":
-        return err.message
-    if validator in ("minItems", "uniqueItems", "maxItems"):
-        return err.message
-    return err.message
+        return f"{short(err.instance)} does not match the expected form {value!r}"
+    if validator == "minItems":
+        return f"{short(err.instance)} has fewer than {value} item(s)"
+    if validator == "maxItems":
+        return f"{short(err.instance)} has more than {value} item(s)"
+    if validator == "uniqueItems":
+        return f"{short(err.instance)} repeats an item; every item must be unique"
+    if validator == "maxLength":
+        return f"{short(err.instance)} is longer than {value} characters"
+    return short(err.message, 300)
 
 
 def load_schema(schema_path: str | Path = DEFAULT_SCHEMA) -> dict:
@@ -147,15 +180,22 @@ def validate_config(
     import jsonschema
 
     schema = load_schema(schema_path)
+    # every file is read with the strict loader first: a duplicate key, an alias bomb or a YAML 1.1
+    # surprise is refused naming its own file (Snakemake's loader lets all three through)
+    sources = _Sources(sources, config)
     validator = jsonschema.Draft202012Validator(schema)
-    problems: list[str] = [_problem(path, f"{value!r} is not a finite number; NaN and infinity are not allowed",
+    problems: list[str] = [_problem(path, f"{short(value)} is not a finite number; NaN and infinity are not allowed",
                                     sources) for path, value in _non_finite(config)]
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         # report the most specific sub-error for oneOf/anyOf
         if err.context:
             err = min(err.context, key=lambda e: -len(e.absolute_path))
         path = list(err.absolute_path)
-        problems.append(_problem(path, _describe_error(err, schema), sources))
+        source_path = path
+        if err.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(err.instance, dict):
+            extra = sorted(map(str, set(err.instance) - _properties_of(err.schema, schema)))
+            source_path = path + extra[:1]  # the file that added the unknown key, not its parent's
+        problems.append(_problem(path, _describe_error(err, schema), sources, source_path))
     if not problems:
         problems.extend(_semantic_problems(config, schema, sources))
     if problems:
@@ -178,44 +218,71 @@ def _non_finite(node: Any, path: tuple = ()) -> Iterable[tuple[tuple, float]]:
             yield from _non_finite(value, (*path, i))
 
 
-def _subset_problems(config: dict, sources: Sequence[str | Path]) -> list[str]:
-    """A ``data.subset`` too small for the metrics, refused before anything runs.
+def _fit_size(config: dict, info) -> int:
+    """Training images left after the test (data sets without one) and validation splits, as
+    ``data.prepare`` draws them: per class, ``round(fraction * count)`` is held out."""
+    data = config["data"]
+    vf = float(data["val_fraction"])
+    subset = data.get("subset")
+    if subset:
+        per_class = [int(subset["train"]) // info.num_classes] * info.num_classes
+    else:
+        per_class = list(info.train_counts)
+        if not info.has_test_split:
+            per_class = [n - int(round(float(data["test_fraction"]) * n)) for n in per_class]
+    return sum(n - int(round(vf * n)) for n in per_class)
 
-    Every class needs a test sample, a validation sample and a training sample
-    (the split is stratified), and k-means on a random forget set uses k = number
-    of classes, so that forget set needs at least that many samples.
+
+def _subset_problems(config: dict, sources: Sequence[str | Path]) -> list[str]:
+    """A ``data.subset`` too small for the metrics, or a forget set smaller than the k-means
+    cluster count, refused before anything runs.
+
+    Every class needs a test sample, a validation sample and a training sample (the split is
+    stratified), and k-means on a random (or backdoor) forget set uses k = number of classes, so
+    that forget set needs at least that many samples, with or without ``data.subset``.
     """
     subset = config["data"].get("subset")
-    if not subset:
-        return []
     info = DATASETS[config["dataset"]]
-    c, n_train, n_test = info.num_classes, int(subset["train"]), int(subset["test"])
+    c = info.num_classes
     vf = float(config["data"]["val_fraction"])
     out = []
-    if n_test < c:
-        out.append(_problem(["data", "subset", "test"], f"{n_test} test images cannot hold every one of the "
-                            f"{c} classes of {info.name}; use at least {c}", sources))
-    per_class = n_train // c
-    val = int(round(vf * per_class))
-    if val < 1 or per_class - val < 1:
-        need = next(n for n in range(c, 100 * c + 1, c)
-                    if 1 <= int(round(vf * (n // c))) < n // c) if vf > 0 else c
-        out.append(_problem(["data", "subset", "train"], f"{n_train} images give {per_class} per class, which "
-                            f"leaves no validation or no training sample per class at val_fraction {vf}; "
-                            f"use at least {need}", sources))
+    if subset:
+        n_train, n_test = int(subset["train"]), int(subset["test"])
+        if n_test < c:
+            out.append(_problem(["data", "subset", "test"], f"{n_test} test images cannot hold every one of the "
+                                f"{c} classes of {info.name}; use at least {c}", sources))
+        per_class = n_train // c
+        val = int(round(vf * per_class))
+        if val < 1 or per_class - val < 1:
+            need = next(n for n in range(c, 100 * c + 1, c)
+                        if 1 <= int(round(vf * (n // c))) < n // c) if vf > 0 else c
+            out.append(_problem(["data", "subset", "train"], f"{n_train} images give {per_class} per class, which "
+                                f"leaves no validation or no training sample per class at val_fraction {vf}; "
+                                f"use at least {need}", sources))
+            return out
+    if not subset and not info.train_counts:
         return out
-    n_fit = n_train - val * c
-    for i, scen in enumerate(config["scenarios"]):
-        kind, value = parse_scenario(scen)
-        if kind in ("random", "backdoor") and int(round(n_fit * value / 100.0)) < c:
-            out.append(_problem(["scenarios", i], f"'{scen}' on data.subset.train {n_train} forgets about "
-                                f"{int(round(n_fit * value / 100.0))} samples, fewer than the {c} k-means "
-                                "clusters the clustering metric needs; raise data.subset.train", sources))
+    n_fit = _fit_size(config, info)
+    where = f"data.subset.train {subset['train']}" if subset else f"the {n_fit} training images of {info.name}"
+    fix = "raise data.subset.train" if subset else "raise the forget share"
+    tuning = (config.get("tuning") or {}).get("scenarios", [])
+    keyed = [(["scenarios", i], s) for i, s in enumerate(config["scenarios"])]
+    keyed += [(["tuning", "scenarios", i], s) for i, s in enumerate(tuning)]
+    for key, scen in keyed:
+        try:
+            kind, value = parse_scenario(scen)
+        except ConfigError:
+            continue  # reported by _semantic_problems
+        n_forget = int(round(n_fit * value / 100.0)) if kind in ("random", "backdoor") else None
+        if n_forget is not None and n_forget < c:
+            out.append(_problem(key, f"'{scen}' on {where} forgets about {n_forget} samples, fewer than "
+                                f"the {c} k-means clusters the clustering metric needs; {fix}", sources))
     return out
 
 
-def _problem(path: Sequence[Any], message: str, sources: Sequence[str | Path]) -> str:
-    src = _source_of(path, sources)
+def _problem(path: Sequence[Any], message: str, sources: Sequence[str | Path],
+             source_path: Sequence[Any] | None = None) -> str:
+    src = _source_of(path if source_path is None else source_path, sources)
     if src is None:
         src = "command-line --config"
     elif Path(src).is_absolute() and Path(src).is_relative_to(Path.cwd()):
@@ -354,6 +421,13 @@ def _backdoor_problems(config: dict, info, sources: Sequence[str | Path]) -> lis
     return out
 
 
+def _scenario_kind(name: str) -> str | None:
+    try:
+        return parse_scenario(name)[0]
+    except ConfigError:
+        return None
+
+
 def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]) -> list[str]:
     problems = []
     known = method_names(schema)
@@ -379,7 +453,7 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
                 )
             )
     scenarios = config["scenarios"] + list((config.get("tuning") or {}).get("scenarios", []))
-    if any(parse_scenario(s)[0] == "backdoor" for s in scenarios if SCENARIO_RE.match(s)):
+    if any(_scenario_kind(s) == "backdoor" for s in scenarios):
         problems += _backdoor_problems(config, info, sources)
     variants = config["unlearn"].get("variants", {})
     reserved = set(known) | {"original", "retrain", "retrain_alt", "da", "methods", "variants"}

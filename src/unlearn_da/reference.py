@@ -107,7 +107,7 @@ def load_references(ref_dir: str | Path) -> pd.DataFrame:
 # ------------------------------------------------------------------------------ matching
 def scenario_matches(reference: str, scenario: str) -> bool:
     """``class`` matches every ``class<C>``; any other reference scenario only the same scenario
-    (``random10`` matches ``random10`` and ``random10.0``, not ``random50``)."""
+    (``random10`` matches ``random10``, not ``random50``; ``random10.0`` is no scenario name)."""
     try:
         kind, value = parse_scenario(scenario)
     except ConfigError:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from .errors import ConfigError
 
@@ -22,10 +23,24 @@ def parse_scenario(name: str) -> tuple[str, float | int]:
             "(P % of train poisoned with a trigger, 0 < P < 100, e.g. backdoor10)"
         )
     if m.group("pct") is not None:
-        return "random", float(m.group("pct"))
-    if m.group("poison") is not None:
-        return "backdoor", float(m.group("poison"))
-    return "class", int(m.group("cls"))
+        kind, value = "random", float(m.group("pct"))
+    elif m.group("poison") is not None:
+        kind, value = "backdoor", float(m.group("poison"))
+    else:
+        kind, value = "class", int(m.group("cls"))
+    canonical = scenario_name(kind, value)
+    if name != canonical:
+        raise ConfigError(f"scenario '{name}': write it as '{canonical}' (one spelling per forget set, so that "
+                          "the same forget set is never run and stored twice under two names)")
+    return kind, value
+
+
+def scenario_name(kind: str, value: float | int) -> str:
+    """The one spelling of a scenario: no leading zeros, no trailing ``.0`` (``random10``, ``random0.5``)."""
+    if kind == "class":
+        return f"class{int(value)}"
+    text = format(Decimal(repr(float(value))), "f")  # the shortest round-trip digits, never an exponent
+    return f"{kind}{text.rstrip('0').rstrip('.') if '.' in text else text}"
 
 
 def is_backdoor(name: str) -> bool:
