@@ -23,7 +23,7 @@ from typing import Any
 from collections.abc import Iterator
 
 from . import kernels
-from .errors import ArtifactError
+from .errors import ArtifactError, MissingField
 
 SIDECAR_SUFFIX = ".meta.json"
 
@@ -69,14 +69,31 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+class FileRecord(dict):
+    """A JSON object read from a pipeline file: a missing field raises :class:`MissingField`
+    naming the file, the field and the rule that makes the file, never a bare ``KeyError``."""
+
+    def __init__(self, pairs: Any = (), source: str = "", hint: str = "") -> None:
+        super().__init__(pairs)
+        self.source, self.hint = source, hint
+
+    def __missing__(self, key: Any) -> Any:
+        raise MissingField(f"{self.source}: field {key!r} is missing{self.hint}; the file is incomplete or was "
+                           "edited: delete it and rerun the pipeline")
+
+    def __reduce__(self) -> Any:  # pickles (and deep-copies) as a plain dict
+        return (dict, (dict(self),))
+
+
 def read_json(path: str | os.PathLike, made_by: str | None = None) -> Any:
-    """Read a JSON file, naming the file and the rule that makes it on failure."""
+    """Read a JSON file, naming the file and the rule that makes it on failure (a missing field too)."""
     p = Path(path)
     hint = f" (made by rule '{made_by}')" if made_by else ""
     if not p.exists():
         raise ArtifactError(f"{p}: file not found{hint}")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8"),
+                          object_pairs_hook=lambda pairs: FileRecord(pairs, str(p), hint))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(
             f"{p}: not valid JSON ({exc}){hint}; delete it and rerun the pipeline"

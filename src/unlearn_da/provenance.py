@@ -66,6 +66,27 @@ def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any],
                 yield P.model_metrics(run, scenario, seed, model), "metrics", mparams, mcode
 
 
+def _checkpoint_problem(path: Path, rule: str, meta: dict) -> str | None:
+    """Why a checkpoint whose checksum matches its (possibly rewritten) sidecar still cannot be
+    trusted: it must load with ``weights_only=True`` as named tensors of the sidecar's model."""
+    from .checkpoints import load_state, spec_problem
+    from .errors import ArtifactError
+    from .models import build_model
+
+    problem = spec_problem(meta.get("spec"))
+    if problem:
+        return f"{path}: its sidecar's model spec: {problem} (rule '{rule}')"
+    try:
+        state = load_state(path, rule)
+    except ArtifactError as exc:
+        return str(exc)
+    try:
+        build_model(meta["spec"]).load_state_dict(state)
+    except RuntimeError as exc:
+        return f"{path}: its weights do not fit the model spec of its sidecar ({str(exc)[:200]}) (rule '{rule}')"
+    return None
+
+
 def verify(config: dict, root: str | Path = ".") -> tuple[list[str], int]:
     """(problems, number of artifacts checked); artifacts that do not exist yet are skipped."""
     root = Path(root)
@@ -85,6 +106,10 @@ def verify(config: dict, root: str | Path = ".") -> tuple[list[str], int]:
             meta = read_json(meta_file, rule)
         if rule != "metrics" and meta.get("sha256") != sha256_file(path):
             problems.append(f"{rel}: checksum does not match its sidecar (corrupted or replaced; rule '{rule}')")
+        elif rel.endswith(".pt"):
+            problem = _checkpoint_problem(path, rule, meta)
+            if problem:
+                problems.append(problem)
         diffs = differences(meta.get("params"), params)
         if diffs:
             problems.append(f"{rel}: made with other parameters than the config asks for (rule '{rule}'):\n"

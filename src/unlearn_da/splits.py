@@ -130,8 +130,13 @@ def load_split(split_dir: str | os.PathLike, n_train: int | None = None) -> Spli
             continue  # checked here, read by load_split_poison
         try:
             arrays[name] = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise ArtifactError(f"{path}: unreadable index file ({exc}) (made by rule 'split')") from exc
+        except (ValueError, EOFError, OSError) as exc:
+            raise ArtifactError(f"{path}: unreadable index file ({exc or 'empty file'}) "
+                                "(made by rule 'split')") from exc
+    for name in ("forget.npy", "retain.npy"):
+        if name not in arrays:
+            raise ArtifactError(f"{d / MANIFEST}: field 'files' lists no checksum for {name} (made by rule "
+                                "'split'); delete the folder and rerun the pipeline")
     split = Split(
         manifest["scenario"],
         int(manifest["seed"]),
@@ -183,18 +188,40 @@ def run_split(data_path: str | os.PathLike, scenario: str, seed: int, params: di
 
 
 def check_split(split: Split, n_train: int, where: str) -> Split:
-    """Refuse index sets that cannot belong to a train set of ``n_train`` samples."""
+    """Refuse index sets that are not an exact partition of a train set of ``n_train`` samples.
+
+    Forget and retain indices must be 1-D integers, each unique, disjoint, and together exactly
+    ``0..n_train-1``; anything else (a duplicated index leaves another sample in neither set) is
+    refused naming the file and the first offending index as it is stored.
+    """
+    d = Path(where)
+    files = {"forget": split.forget, "retain": split.retain}
+    for name, arr in files.items():
+        path = d / f"{name}.npy"
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise DataError(f"{path}: holds a {arr.dtype} array of shape {arr.shape}, not a list of integer "
+                            "indices (rule 'split')")
+        if len(arr) == 0:
+            raise DataError(f"{path}: the {name} set is empty" + ("; nothing would be left to learn from"
+                                                                  if name == "retain" else ""))
+        bad = arr[(arr < 0) | (arr >= n_train)]
+        if len(bad):
+            raise DataError(f"{path}: index {int(bad[0])} lies outside the training set (0..{n_train - 1}); "
+                            "the split was made for another data set (rule 'split')")
+        ordered = np.sort(arr, kind="stable")
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        if len(repeated):
+            raise DataError(f"{path}: index {int(repeated[0])} appears more than once; each sample belongs "
+                            "to one set once (rule 'split')")
     f, r = split.forget, split.retain
-    if len(f) == 0:
-        raise DataError(f"{where}: the forget set is empty")
-    if len(r) == 0:
-        raise DataError(f"{where}: the retain set is empty; nothing would be left to learn from")
     if len(f) >= n_train:
-        raise DataError(f"{where}: the forget set ({len(f)}) is as large as the training set ({n_train})")
-    high = max(int(f.max()), int(r.max()))
-    if min(int(f.min()), int(r.min())) < 0 or high >= n_train:
-        raise DataError(f"{where}: indices run outside the training set (0..{n_train - 1}, found {high}); "
-                        "the split was made for another data set (rule 'split')")
-    if len(np.intersect1d(f, r)) or len(f) + len(r) != n_train:
-        raise DataError(f"{where}: forget and retain indices overlap or do not cover the training set (rule 'split')")
+        raise DataError(f"{d / 'forget.npy'}: the forget set ({len(f)}) is as large as the training set ({n_train})")
+    common = np.intersect1d(f, r)
+    if len(common):
+        raise DataError(f"{d / 'forget.npy'}: index {int(common[0])} is also in {d / 'retain.npy'}; "
+                        "forget and retain sets must be disjoint (rule 'split')")
+    if len(f) + len(r) != n_train:
+        missing = np.setdiff1d(np.arange(n_train), np.concatenate([f, r]))
+        raise DataError(f"{d}: index {int(missing[0])} is in neither forget.npy nor retain.npy; together they "
+                        f"must hold every one of the {n_train} training indices (rule 'split')")
     return split
