@@ -23,9 +23,33 @@ def test_models_expose_features_and_head(arch, channels, size):
 def test_lr_schedules():
     hp = {"schedule": "cosine"}
     assert lr_factor(0, 100, hp, 10) == 1.0 and abs(lr_factor(100, 100, hp, 10)) < 1e-12
-    hp = {"schedule": "multistep", "milestones": [0.5, 0.75], "gamma": 0.1}
-    assert [lr_factor(s, 100, hp, 10) for s in (10, 60, 80)] == pytest.approx([1, 0.1, 0.01])
+    hp = {"schedule": "multistep", "milestones": [5, 7], "gamma": 0.1}
+    assert [lr_factor(s, 100, hp, 10) for s in (10, 49, 50, 69, 70)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
     assert lr_factor(0, 100, {"schedule": "constant", "warmup_epochs": 1}, 10) == pytest.approx(0.1)
+
+
+def test_multistep_drops_at_epoch_boundaries_as_salun_cifar_recipe():
+    """SalUn's MultiStepLR([91, 136]) stepped once per epoch: the first step of epoch 91 already runs
+    at 0.1x and that of 136 at 0.01x (a per-step fraction of 182 epochs dropped half an epoch late)."""
+    steps_per_epoch = 176  # 45,000 images at batch 256
+    hp = {"schedule": "multistep", "milestones": [91, 136], "gamma": 0.1}
+    first = {e: lr_factor(e * steps_per_epoch, 182 * steps_per_epoch, hp, steps_per_epoch) for e in (90, 91, 135, 136)}
+    assert first == pytest.approx({90: 1.0, 91: 0.1, 135: 0.1, 136: 0.01})
+    assert lr_factor(91 * steps_per_epoch - 1, 182 * steps_per_epoch, hp, steps_per_epoch) == 1.0
+
+
+@pytest.mark.parametrize("fill,expected", [("black", (0.0 - 0.5) / 0.25), ("mean", 0.0)])
+def test_crop_padding_is_black_before_normalising_like_torchvision(fill, expected):
+    """torchvision's RandomCrop(padding=4) pads pixel 0 before the model normalises; padding after
+    normalising fills with the mean colour instead (kept as crop_fill: mean)."""
+    prep = Preprocessor(np.full(1, 0.5), np.full(1, 0.25), 255.0, torch.device("cpu"), augment="crop",
+                        padding=2, crop_fill=fill)
+    x = torch.full((64, 1, 4, 4), 200, dtype=torch.uint8)
+    out = prep(x, train=True, generator=torch.Generator().manual_seed(0))
+    inside = (200 / 255.0 - 0.5) / 0.25
+    values = set(np.round(out.unique().numpy().astype(np.float64), 4).tolist())
+    assert values == set(np.round([inside, expected], 4).tolist())
+    assert torch.equal(prep(x), torch.full_like(out, inside))  # eval: no padding at all
 
 
 def test_random_crop_keeps_shape_and_moves_pixels():

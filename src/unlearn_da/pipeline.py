@@ -161,6 +161,7 @@ def unlearn_params(config: dict, method: str, planned: dict[str, dict] | None = 
         "probe_size": un["probe_size"],
         "augment": config["train"].get("augment", "none"),
         "crop_padding": config["train"].get("crop_padding", 0),
+        "crop_fill": config["train"].get("crop_fill", "black"),
         **_runtime(config),
     }
     if plus_da or base in USES_DA_CONFIG:

@@ -24,10 +24,10 @@ class Session:
     y: dict[str, torch.Tensor]
     poison: Poison | None = None  # set in backdoor scenarios: train holds the poisoned samples
 
-    def preprocessor(self, augment: str = "none", padding: int = 0) -> Preprocessor:
+    def preprocessor(self, augment: str = "none", padding: int = 0, crop_fill: str = "black") -> Preprocessor:
         return Preprocessor(
             self.data.mean, self.data.std, self.data.info.scale, self.device,
-            augment=augment, padding=padding, channels_last=self.channels_last,
+            augment=augment, padding=padding, channels_last=self.channels_last, crop_fill=crop_fill,
         )
 
     def subset(self, split: str, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,7 +62,8 @@ def run_train(
     init_seed = seed + ROLE_SEED_OFFSET[role]
     generator = seed_everything(init_seed)
     model, spec = build_for(params, session)
-    prep = session.preprocessor(recipe.get("augment", "none"), int(recipe.get("crop_padding", 0)))
+    prep = session.preprocessor(recipe.get("augment", "none"), int(recipe.get("crop_padding", 0)),
+                                recipe.get("crop_fill", "black"))
     log(f"train {role}: {len(y)} samples, {spec['arch']} on {session.device}, seed {init_seed}, "
         f"amp={session.amp}, threads={torch.get_num_threads()}")
     t0 = time.perf_counter()

@@ -41,6 +41,7 @@ class Preprocessor:
         augment: str = "none",
         padding: int = 0,
         channels_last: bool = False,
+        crop_fill: str = "black",
     ):
         shape = (1, -1, 1, 1)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(shape)
@@ -50,11 +51,21 @@ class Preprocessor:
         self.augment = augment
         self.padding = int(padding)
         self.channels_last = channels_last
+        if crop_fill not in ("black", "mean"):
+            raise ValueError(f"crop_fill {crop_fill!r} is not known; allowed: black, mean")
+        self.crop_fill = crop_fill
 
     def __call__(self, x: torch.Tensor, train: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
-        out = (x.float() / self.scale - self.mean) / self.std
-        if train and self.augment != "none":
-            out = self._augment(out, generator)
+        augment = train and self.augment != "none"
+        if augment and self.crop_fill == "black":
+            # torchvision's RandomCrop(32, padding=4) pads black pixels before the model's
+            # normalisation (SalUn, Classification/dataset.py; NormalizeByChannelMeanStd in the
+            # model): crop the raw scale, then normalise; interior pixels get the same bits
+            out = (self._augment(x.float() / self.scale, generator) - self.mean) / self.std
+        else:
+            out = (x.float() / self.scale - self.mean) / self.std
+            if augment:  # crop_fill "mean": pads zeros after normalising, i.e. the mean colour
+                out = self._augment(out, generator)
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out
@@ -100,7 +111,11 @@ def lr_factor(step: int, total: int, hp: dict[str, Any], steps_per_epoch: int) -
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     if schedule == "multistep":
-        passed = sum(progress >= m for m in hp.get("milestones", []))
+        # torch's MultiStepLR stepped once per epoch (SalUn, Classification/main_train.py:
+        # MultiStepLR(milestones=decreasing_lr), scheduler.step() after each epoch): every step of
+        # epoch e (from 0) runs at gamma ** (number of milestones <= e)
+        epoch = step // max(1, steps_per_epoch)
+        passed = sum(epoch >= int(m) for m in hp.get("milestones", []))
         return float(hp.get("gamma", 0.1)) ** passed
     return 1.0
 
