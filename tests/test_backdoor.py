@@ -291,3 +291,4 @@ def test_tiny_backdoor_run_matches_an_independent_recomputation(tmp_path: Path):
     assert "gap_ASR" in summary["ft"] and "avg_gap" in summary["ft"]
     ua, ra, ta, mia = (summary["ft"][f"gap_{k}"]["mean"] for k in ("UA", "RA", "TA", "MIA"))
     assert summary["ft"]["avg_gap"]["mean"] == pytest.approx((ua + ra + ta + mia) / 4)  # ASR stays outside
+    assert summary["ft"]["avg_gap_seed"]["mean"] == pytest.approx((ua + ra + ta + mia) / 4)  # one seed: equal

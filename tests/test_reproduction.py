@@ -107,7 +107,7 @@ def test_rank_marks_what_the_seeds_cannot_tell_apart():
     assert rows[0].best and rows[1].tied_with_best and rows[2].tied_with_best is False
     assert rows[0].at_floor and rows[1].at_floor and rows[2].at_floor is False
     text = verdict(rows, "random10", rank(values, ["floor"])[0], focus="b")
-    assert "lowest Avg. Gap a" in text and "Cannot be told apart from it: b (1 of 2)" in text
+    assert "lowest Avg. Gap (per seed) a" in text and "Cannot be told apart from it: b (1 of 2)" in text
     assert "Worse than it (p < 0.05): c" in text and "b: 1.13" in text and "cannot be told apart from a" in text
     one_seed = rank({"a": {0: 1.0}, "b": {0: 2.0}}, ["a", "b"])
     assert one_seed[1].tied_with_best is None and "Too few seeds" in verdict(one_seed, "x", None)

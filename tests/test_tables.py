@@ -32,19 +32,19 @@ def files(tmp_path):
 def test_gaps_are_per_seed_then_averaged(files):
     long = add_oracle_gaps(load_records(files))
     stats = summarise(long, ["retrain", "a", "b"]).set_index(["model", "metric"])
-    assert stats.loc[("a", "avg_gap"), "mean"] == pytest.approx(1.75)
-    assert stats.loc[("b", "avg_gap"), "mean"] == pytest.approx(8.0)
+    assert stats.loc[("a", "avg_gap_seed"), "mean"] == pytest.approx(1.75)
+    assert stats.loc[("b", "avg_gap_seed"), "mean"] == pytest.approx(8.0)
     assert stats.loc[("a", "gap_UA"), "mean"] == pytest.approx(2.0)
     assert stats.loc[("a", "RTE"), "mean"] == pytest.approx(0.15)
-    assert stats.loc[("retrain", "avg_gap"), "mean"] == 0.0
+    assert stats.loc[("retrain", "avg_gap_seed"), "mean"] == 0.0
     assert stats.loc[("b", "UA"), "std"] == 0.0 and stats.loc[("a", "UA"), "std"] == pytest.approx(1.4142, 1e-3)
 
 
 def test_best_and_second_marks(files):
     long = add_oracle_gaps(load_records(files))
-    wide = wide_table(summarise(long, ["retrain", "a", "b"]), ["UA", "avg_gap", "seconds"])
-    marks = rank_marks(wide, ["UA", "avg_gap", "seconds"])
-    assert marks[("a", "avg_gap")] == "best" and marks[("b", "avg_gap")] == "second"
+    wide = wide_table(summarise(long, ["retrain", "a", "b"]), ["UA", "avg_gap_seed", "seconds"])
+    marks = rank_marks(wide, ["UA", "avg_gap_seed", "seconds"])
+    assert marks[("a", "avg_gap_seed")] == "best" and marks[("b", "avg_gap_seed")] == "second"
     assert marks[("a", "seconds")] == "best"
     assert ("retrain", "UA") not in marks
 
@@ -54,12 +54,29 @@ def test_aggregate_writes_every_format(files, tmp_path):
     md = (tmp_path / "out" / "table.md").read_text()
     # Avg. Gap of a over its 2 seeds, with its 95 % CI: 1.75 ± t(0.975, 1) * 0.354 / sqrt(2)
     assert "Retrain (oracle)" in md and "**1.75 ± 0.35 [-1.43, 4.93]**" in md
-    assert "ranking by Avg. Gap" in md and "| 1 | a | 2 | 1.75 ± 0.35 | [-1.43, 4.93] |" in md
+    assert "ranking by Avg. Gap (per seed)" in md and "| 1 | a | 2 | 1.75 ± 0.35 | [-1.43, 4.93] |" in md
     assert r"\textbf{" in (tmp_path / "out" / "table.tex").read_text()
     table = pd.read_csv(tmp_path / "out" / "table.csv")
     assert list(table["model"]) == ["retrain", "a", "b"]
-    assert table.loc[1, "avg_gap_ci95_low"] == pytest.approx(-1.4270, abs=1e-3)  # every metric's CI is in the CSV
+    assert table.loc[1, "avg_gap_seed_ci95_low"] == pytest.approx(-1.4270, abs=1e-3)  # every metric's CI is in the CSV
     assert {"UA_ci95_low", "UA_ci95_high", "RA_ci95_high"} <= set(table.columns)
+
+
+def test_avg_gap_is_salun_s_gap_of_seed_means_beside_the_per_seed_form(tmp_path):
+    """SalUn's tables take |mean(model) - mean(Retrain)| per metric: errors of opposite sign on two seeds
+    cancel there, not in the per-seed form; the reported Avg. Gap is SalUn's, the per-seed one its own column."""
+    files = [_write(tmp_path, "retrain", 0, UA=10, RA=100, TA=90, MIA=20, seconds=10),
+             _write(tmp_path, "retrain", 1, UA=12, RA=100, TA=92, MIA=22, seconds=10),
+             _write(tmp_path, "c", 0, UA=12, RA=100, TA=90, MIA=20, seconds=1),  # UA +2 above its oracle
+             _write(tmp_path, "c", 1, UA=10, RA=100, TA=92, MIA=22, seconds=1)]  # UA -2 below its oracle
+    summary = run_aggregate([str(f) for f in files], ["retrain", "c"], "random10", "toy", str(tmp_path / "out"))
+    assert summary["c"]["avg_gap"]["mean"] == pytest.approx(0.0)  # means 11 and 11: no gap
+    assert summary["c"]["avg_gap_seed"]["mean"] == pytest.approx(0.5)  # 2 on UA each seed, / 4 metrics
+    assert summary["c"]["avg_gap"]["std"] is None and summary["c"]["avg_gap"]["ci95"] == [None, None]
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| Avg. Gap | Avg. Gap (per seed) |" in md and "Avg. Gap = SalUn's convention" in md
+    table = pd.read_csv(tmp_path / "out" / "table.csv")
+    assert table.set_index("model").loc["c", "avg_gap_mean"] == pytest.approx(0.0)
 
 
 def test_selection_picks_the_smallest_validation_gap():

@@ -4,7 +4,9 @@ Rows: the retrained oracle first, then the noise-floor oracle (a second oracle
 with another seed: its gap is the retrain-vs-retrain noise floor), the original
 model and the unlearning methods in config order. Cells: mean ± std over seeds;
 in parentheses the gap to the oracle, computed per seed (same split, same seed)
-and then averaged. Among the unlearning methods, the best value of each column
+and then averaged. Avg. Gap is SalUn's: the gaps of the seed means, averaged over
+UA, RA, TA and MIA-Eff.; Avg. Gap (per seed), the mean of each seed's Avg. Gap, is
+never smaller and is what the confidence intervals and paired tests use. Among the unlearning methods, the best value of each column
 is bold and the second best underlined (Markdown: italic).
 """
 
@@ -44,7 +46,8 @@ METRICS: dict[str, MetricInfo] = {
     "TA_forgotten": MetricInfo("TA (forg.)", "oracle", "%"),
     "TA_all": MetricInfo("TA (all)", "oracle", "%"),  # class-wise: whole test set (not in the tables)
     "MIA": MetricInfo("MIA-Eff.", "oracle", "%"),
-    "avg_gap": MetricInfo("Avg. Gap", "lower", "points"),
+    "avg_gap": MetricInfo("Avg. Gap", "lower", "points"),  # SalUn: |mean(model) - mean(oracle)|, averaged
+    "avg_gap_seed": MetricInfo("Avg. Gap (per seed)", "lower", "points"),  # mean over seeds of the seed's gap
     "seconds": MetricInfo("Time (s)", "lower", "s"),
     "RTE": MetricInfo("RTE", "lower", "x oracle", 3),
     "DA": MetricInfo("DA (forget)", "oracle", "fraction", 3),
@@ -59,7 +62,8 @@ METRICS: dict[str, MetricInfo] = {
     "ASR": MetricInfo("ASR", "oracle", "%"),
     "forget_acc_clean": MetricInfo("Acc. D_f (clean)", "oracle", "%"),
 }
-MAIN_COLUMNS = ("UA", "RA", "TA", "TA_forgotten", "MIA", "avg_gap", "ASR", "forget_acc_clean", "seconds", "RTE")
+MAIN_COLUMNS = ("UA", "RA", "TA", "TA_forgotten", "MIA", "avg_gap", "avg_gap_seed", "ASR", "forget_acc_clean",
+                "seconds", "RTE")
 FEATURE_COLUMNS = ("DA", "DA_test", "LP_forget", "LP_test", "LP_test_forgotten", "NMI", "F1", "MIA_loss")
 
 
@@ -76,7 +80,7 @@ def load_records(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 def add_oracle_gaps(long: pd.DataFrame, gap_metrics: Sequence[str] = GAP_METRICS) -> pd.DataFrame:
     """Append per-seed rows: ``gap_<m>`` = |model - oracle| for every oracle-matched metric,
-    ``avg_gap`` (mean of the GAP_METRICS gaps) and ``RTE`` (seconds / oracle seconds)."""
+    ``avg_gap_seed`` (mean of the GAP_METRICS gaps of that seed) and ``RTE`` (seconds / oracle seconds)."""
     wide = long.pivot_table(index=["model", "seed"], columns="metric", values="value", aggfunc="first")
     if ORACLE not in wide.index.get_level_values("model"):
         return long
@@ -92,12 +96,46 @@ def add_oracle_gaps(long: pd.DataFrame, gap_metrics: Sequence[str] = GAP_METRICS
             extra.append({"model": model, "seed": seed, "metric": f"gap_{metric}", "value": float(gap)})
         core = [gaps[m] for m in gap_metrics if m in gaps.index]
         if core:
-            extra.append({"model": model, "seed": seed, "metric": "avg_gap", "value": float(np.mean(core))})
+            extra.append({"model": model, "seed": seed, "metric": "avg_gap_seed", "value": float(np.mean(core))})
         if "seconds" in row and ref.get("seconds", 0) > 0:
             extra.append({"model": model, "seed": seed, "metric": "RTE",
                           "value": float(row["seconds"] / ref["seconds"])})
     scenario = long["scenario"].iloc[0] if len(long) else ""
     return pd.concat([long, pd.DataFrame(extra).assign(scenario=scenario)], ignore_index=True)
+
+
+def salun_avg_gap(long: pd.DataFrame, gap_metrics: Sequence[str] = GAP_METRICS) -> dict[str, float]:
+    """model -> Avg. Gap as SalUn's tables take it: per metric |mean over seeds (model) - mean over seeds
+    (oracle)|, averaged over ``gap_metrics`` (those both have). Opposite errors on two seeds cancel here,
+    which is why it is never larger than the per-seed form."""
+    means = long[long["metric"].isin(gap_metrics)].groupby(["model", "metric"])["value"].mean()
+    if ORACLE not in means.index.get_level_values("model"):
+        return {}
+    oracle = means.xs(ORACLE, level="model")
+    out = {}
+    for model in dict.fromkeys(long["model"]):
+        if model not in means.index.get_level_values("model"):
+            continue
+        own = means.xs(model, level="model")
+        shared = [m for m in gap_metrics if m in own.index and m in oracle.index]
+        gaps = [abs(own[m] - oracle[m]) for m in shared if not (math.isnan(own[m]) or math.isnan(oracle[m]))]
+        if gaps:
+            out[model] = float(np.mean(gaps))
+    return out
+
+
+def add_salun_avg_gap(stats: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
+    """``stats`` (``summarise``) with one ``avg_gap`` row per model: SalUn's form, a value of the seed
+    means, so it has no spread of its own (std and CI empty; the per-seed form carries them)."""
+    values = salun_avg_gap(long)
+    n = stats.groupby("model")["n"].max()
+    rows = pd.DataFrame([{"model": m, "metric": "avg_gap", "mean": v, "std": math.nan, "n": int(n.get(m, 0)),
+                          "ci95_low": math.nan, "ci95_high": math.nan} for m, v in values.items()],
+                        columns=stats.columns)
+    order = {m: i for i, m in enumerate(dict.fromkeys(stats["model"]))}
+    out = pd.concat([stats, rows], ignore_index=True)
+    out["order"] = out["model"].map(lambda m: order.get(m, len(order)))
+    return out.sort_values(["order", "model", "metric"], kind="stable").drop(columns="order").reset_index(drop=True)
 
 
 def summarise(long: pd.DataFrame, model_order: Sequence[str]) -> pd.DataFrame:
@@ -158,6 +196,8 @@ def _cell(row: pd.Series, metric: str, with_gap: bool) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
     d = METRICS[metric].digits
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{d}f}"  # SalUn's Avg. Gap: a value of the seed means, no spread of its own
     text = f"{mean:.{d}f} ± {std:.{d}f}"
     if metric in CI_COLUMNS:
         text += " " + fmt_ci(row.get(f"{metric}_ci95_low", math.nan), row.get(f"{metric}_ci95_high", math.nan), d)
@@ -209,10 +249,13 @@ def to_latex(wide: pd.DataFrame, columns: Sequence[str], caption: str = "") -> s
     return "\n".join(lines) + "\n"
 
 
-CI_COLUMNS = ("avg_gap",)  # Markdown/LaTeX cells with their 95 % CI (every metric's CI is in the CSV)
+CI_COLUMNS = ("avg_gap_seed",)  # Markdown/LaTeX cells with their 95 % CI (every metric's CI is in the CSV)
 LEGEND = ("Mean ± std over seeds; [low, high] = 95 % confidence interval of the mean (Student's t over "
           "seeds; every metric's interval is in table.csv and summary.json); (gap) = mean per-seed "
-          "|model − oracle|. Best among the unlearning methods in bold, second best in italics (closest to the "
+          "|model − oracle|. Avg. Gap = SalUn's convention: |mean over seeds of the model − mean over seeds "
+          "of the oracle| per metric, averaged over UA, RA, TA and MIA-Eff. (one value, no spread); "
+          "Avg. Gap (per seed) = each seed's Avg. Gap against its own oracle, averaged over seeds (never "
+          "smaller; its seeds give the CI and the paired tests of the ranking). Best among the unlearning methods in bold, second best in italics (closest to the "
           "oracle; lowest for Avg. Gap, Time, RTE); see the ranking below for which differences the seeds "
           "can tell apart.")
 CLASSWISE_LEGEND = " Class-wise: TA on the remaining classes (SalUn), TA (forg.) on the forgotten class."
@@ -222,7 +265,7 @@ BACKDOOR_LEGEND = (" Backdoor: D_f = the poisoned samples; UA and MIA-Eff. with 
                    "Avg. Gap = mean gap over UA, RA, TA and MIA-Eff. only; ASR's gap is shown beside it.")
 
 
-def per_seed_values(long: pd.DataFrame, metric: str = "avg_gap") -> dict[str, dict[int, float]]:
+def per_seed_values(long: pd.DataFrame, metric: str = "avg_gap_seed") -> dict[str, dict[int, float]]:
     """model -> seed -> value of one metric (the input of ``verdicts.rank``)."""
     out: dict[str, dict[int, float]] = {}
     for row in long[long["metric"] == metric].itertuples():
@@ -232,7 +275,8 @@ def per_seed_values(long: pd.DataFrame, metric: str = "avg_gap") -> dict[str, di
 
 
 def ranking_section(long: pd.DataFrame, model_order: Sequence[str], title: str) -> str:
-    """The unlearning methods by Avg. Gap with their 95 % CIs, each compared with the lowest and with the
+    """The unlearning methods by Avg. Gap (per seed: a paired test needs a value per seed) with their
+    95 % CIs, each compared with the lowest and with the
     noise floor (``verdicts.rank``), and the generated verdict."""
     values = per_seed_values(long)
     methods = [m for m in model_order if m not in REFERENCE_ROWS]
@@ -241,8 +285,8 @@ def ranking_section(long: pd.DataFrame, model_order: Sequence[str], title: str) 
     if not rows:
         return ""
     floor_row = rank(values, [floor])[0] if floor else None
-    lines = [f"### {title}: ranking by Avg. Gap", "",
-             "| Rank | Model | Seeds | Avg. Gap | 95 % CI | p vs lowest | ≈ lowest | p vs noise floor | ≈ floor |",
+    lines = [f"### {title}: ranking by Avg. Gap (per seed)", "",
+             "| Rank | Model | Seeds | Avg. Gap (per seed) | 95 % CI | p vs lowest | ≈ lowest | p vs noise floor | ≈ floor |",
              "|---|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(rows, 1):
         lines.append(f"| {i} | {r.model} | {r.n} | {r.mean:.2f} ± {r.std:.2f} | {fmt_ci(r.ci_low, r.ci_high)} | "
@@ -270,6 +314,11 @@ def published_section(summary: dict[str, Any], dataset: str, arch: str, scenario
     return reference.to_markdown(comparison, matched, summary, f"{title} — {scenario}")
 
 
+def _finite(value: Any) -> float | None:
+    """A number for summary.json: NaN (no spread of one seed, none for SalUn's Avg. Gap) as null."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
 def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: str, title: str,
                   out_dir: str, dataset: str = "", arch: str = "",
                   reference_dir: str | None = None) -> dict[str, Any]:
@@ -277,7 +326,7 @@ def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: s
     the published numbers that match (``dataset``, ``arch``, ``scenario``)."""
     out = Path(out_dir)
     long = add_oracle_gaps(load_records(inputs))
-    stats = summarise(long, model_order)
+    stats = add_salun_avg_gap(summarise(long, model_order), long)
     main = wide_table(stats, MAIN_COLUMNS)
     feats = wide_table(stats, FEATURE_COLUMNS)
     present = set(long["metric"])
@@ -290,8 +339,8 @@ def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: s
     write_text(out / "table.tex", to_latex(main, MAIN_COLUMNS, caption) + "\n"
                + to_latex(feats, FEATURE_COLUMNS, caption.replace(".", ": feature space.", 1)))
     summary = {
-        model: {row["metric"]: {"mean": row["mean"], "std": row["std"], "n": int(row["n"]),
-                                "ci95": [row["ci95_low"], row["ci95_high"]]}
+        model: {row["metric"]: {"mean": _finite(row["mean"]), "std": _finite(row["std"]), "n": int(row["n"]),
+                                "ci95": [_finite(row["ci95_low"]), _finite(row["ci95_high"])]}
                 for _, row in stats[stats["model"] == model].iterrows()}
         for model in dict.fromkeys(stats["model"])
     }

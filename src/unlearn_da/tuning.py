@@ -7,6 +7,10 @@ Class-wise, the validation accuracy is on the remaining classes (``val_acc`` of
 ``evaluate.output_metrics``), as TA is in the tables (SalUn's convention): the
 forgotten class is scored by UA already and would otherwise count twice, and the
 candidate is then chosen by the same yardstick the tables report.
+The score is the per-seed form of the gap (each seed's gap to its own oracle, then averaged),
+not SalUn's gap of seed means that the tables report as Avg. Gap: a candidate that overshoots
+on one seed and undershoots on another would score well in SalUn's form while being unstable,
+and the per-seed form is never smaller, so it cannot prefer such a candidate (``tables``).
 The test set is never read. The smallest score wins; the chosen values are then
 copied into the profile's config by hand, and ``tests/test_profiles.py`` checks the
 config against the selection file kept in ``config/tuning/``.

@@ -153,7 +153,7 @@ def names(rows: Sequence[Ranked], label=lambda m: m) -> str:
 
 
 def verdict(rows: Sequence[Ranked], scenario: str, floor_row: Ranked | None, focus: str | None = "muda",
-            label=lambda m: m, metric: str = "Avg. Gap") -> str:
+            label=lambda m: m, metric: str = "Avg. Gap (per seed)") -> str:
     """One paragraph, generated from ``rank``'s rows: the lowest mean, what ties with it, what sits at
     the noise floor, and where ``focus`` (MUDA) stands."""
     if not rows:
