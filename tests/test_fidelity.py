@@ -206,11 +206,58 @@ def test_neggrad_plus_forwards_retain_and_forget_batches_separately(trained):
     bn = next(m for m in ctx.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     handle = bn.register_forward_pre_hook(lambda m, inp: sizes.append((m.training, inp[0].shape[0])))
     try:
-        get_method("neggrad_plus")(ctx, hp("neggrad_plus", epochs=1, batch_size=32, lr=1e-4))
+        get_method("neggrad_plus")(ctx, hp("neggrad_plus", epochs=1, batch_size=32, forget_batch_size=16, lr=1e-4))
     finally:
         handle.remove()
     train_sizes = [n for training_mode, n in sizes if training_mode]
-    assert train_sizes and max(train_sizes) <= 32
+    # MIA_experiments.ipynb: retain_bs 32 and forget_bs 16, one forget batch beside each retain batch
+    assert train_sizes[0::2][:3] == [32, 32, 32] and train_sizes[1::2][:3] == [16, 16, 16]
+    assert max(train_sizes) <= 32
+
+
+def test_ssd_computes_importances_at_the_reference_batch_of_the_scenario_kind(trained, monkeypatch):
+    """if-loops/selective-synaptic-dampening: batch 128 in src/forget_random_main.py, 64 (-b default) in
+    src/forget_full_class_main.py; importances are batch means, so the batch changes what alpha selects."""
+    from unlearn_da.methods import ssd
+
+    seen = []
+    real = ssd.importances
+    monkeypatch.setattr(ssd, "importances", lambda m, x, y, prep, bs: seen.append(bs) or real(m, x, y, prep, bs))
+    params = {"alpha": 10.0, "lambda": 1.0, "batch_size": 128, "class_batch_size": 64}
+    ctx = make_ctx(trained, "random10")
+    get_method("ssd")(ctx, params)
+    ctx = make_ctx(trained, "class0")
+    ctx.forgotten_class = 0
+    get_method("ssd")(ctx, params)
+    assert seen == [128, 128, 64, 64]
+
+
+@pytest.mark.parametrize("method,augments", [("ft", True), ("ga", True), ("rl", True), ("l1_sparse", True),
+                                             ("salun", True), ("boundary_shrink", True), ("muda", True),
+                                             ("neggrad_plus", False), ("scrub", False), ("bad_teacher", False),
+                                             ("ssd", False)])
+def test_augmentation_during_unlearning_follows_each_reference(method, augments):
+    """SalUn's loaders augment (Classification/main_forget.py, dataset.py train_transform); SCRUB's
+    (get_loaders(augment=False)), Bad Teacher's (dataset.py) and SSD's (transform_unlearning) do not."""
+    from unlearn_da.unlearn import unlearning_augment
+
+    cfg = load_config(["config/cifar10.yaml"])
+    params = {"augment": cfg["train"]["augment"], "hp": cfg["unlearn"][method]}
+    assert unlearning_augment(params) == ("crop_flip" if augments else "none")
+
+
+def test_the_cifar_profile_takes_the_values_of_the_notebooks_it_cites():
+    cfg = load_config(["config/cifar10.yaml"])
+    un = cfg["unlearn"]
+    # SCRUB MIA_experiments.ipynb: ng_alpha 0.9999, ng_epochs 5, ng_lr 0.01, retain_bs 32, forget_bs 16
+    assert {k: un["neggrad_plus"][k] for k in ("alpha", "epochs", "lr", "batch_size", "forget_batch_size")} == \
+        {"alpha": 0.9999, "epochs": 5, "lr": 0.01, "batch_size": 32, "forget_batch_size": 16}
+    low, high = cfg["tuning"]["space"]["neggrad_plus"]["alpha"][1:3]
+    assert low <= 0.9999 <= high
+    # SCRUB large_scale_unlearning.ipynb: sgda_epochs 3, msteps 2, forget batch 512, retain batch 256
+    assert {k: un["scrub"][k] for k in ("epochs", "msteps", "forget_batch_size", "batch_size")} == \
+        {"epochs": 3, "msteps": 2, "forget_batch_size": 512, "batch_size": 256}
+    assert (un["ssd"]["batch_size"], un["ssd"]["class_batch_size"]) == (128, 64)
 
 
 # ---- 5. SCRUB learning-rate decay (SCRUB repdistiller/helper/util.py adjust_learning_rate) ----------------
@@ -332,6 +379,12 @@ REFERENCE = {
     "bad_teacher": {"optimizer": "adam", "weight_decay": 0.0, "T": 1.0, "kl_reduction": "mean",
                     "retain_fraction": 0.3},
 }
+# augmentation during unlearning: SalUn's loaders augment, SCRUB's, Bad Teacher's and SSD's do not
+for _method in ("ft", "ga", "rl", "boundary_shrink", "l1_sparse", "salun"):
+    REFERENCE[_method]["augment_data"] = True
+for _method in ("neggrad_plus", "scrub", "bad_teacher"):
+    REFERENCE[_method]["augment_data"] = False
+REFERENCE["ssd"] = {"augment_data": False}
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

@@ -62,6 +62,19 @@ def _check_original_matches(original: str, meta: dict[str, Any], split_dir: str,
         raise ValueError(f"{original}: trained on poisoned data ({trained_on}); {split_dir} is no backdoor split")
 
 
+def unlearning_augment(params: dict[str, Any]) -> str:
+    """The run's ``train.augment`` for a method whose reference augments during unlearning, else none.
+
+    Each method's ``augment_data`` follows its reference: on for the SalUn family (FT, GA, RL,
+    l1-sparse, SalUn, Boundary Shrinking: OPTML-Group/Unlearn-Saliency ``Classification/main_forget.py``
+    copies ``marked_loader.dataset``, built with ``train_transform`` = RandomCrop(32, 4) + flip unless
+    ``--no-aug``, ``Classification/dataset.py``), off for SCRUB and NegGrad+ (meghdadk/SCRUB notebooks:
+    ``get_loaders(..., augment=False)``), Bad Teacher (vikram2000b/bad-teaching-unlearning ``dataset.py``:
+    its ``transform_train`` has no random transform) and SSD (``transform_unlearning``); MUDA (ours) on.
+    """
+    return str(params.get("augment", "none")) if params["hp"].get("augment_data", True) else "none"
+
+
 def run_unlearn(
     data: str, split_dir: str, original: str, method: str, seed: int, threads: int,
     params: dict[str, Any], out: str, steps_out: str, code: str | None = None,
@@ -96,7 +109,7 @@ def run_unlearn(
         model=model,
         original=frozen_copy(base_model),
         x_forget=xf, y_forget=yf, x_retain=xr, y_retain=yr,
-        prep=session.preprocessor(params.get("augment", "none"), int(params.get("crop_padding", 0)),
+        prep=session.preprocessor(unlearning_augment(params), int(params.get("crop_padding", 0)),
                                   params.get("crop_fill", "black")),
         num_classes=session.data.num_classes,
         generator=generator,
@@ -106,6 +119,7 @@ def run_unlearn(
         da_config=params.get("da"),
         spec=base_meta["spec"],
         log=log,
+        forgotten_class=split.forgotten_class,
     )
     run = get_method(params["base"])
     recorder.initial()

@@ -128,6 +128,7 @@ class UnlearnContext:
     extra: dict[str, Any] = field(default_factory=dict)
     # draws of the DA term (paired batches, epoch subsets); default: derived from ``generator``'s seed
     da_generator: torch.Generator | None = None
+    forgotten_class: int | None = None  # class-wise scenarios: the class (SSD's batch size depends on it)
 
     def __post_init__(self) -> None:
         if self.da_generator is None:

@@ -7,6 +7,11 @@ D_f, cycled (``zip(train_loader, cycle(delete_loader))``). The retain and the fo
 the model in two separate forward passes (train mode), so BatchNorm normalises and tracks each set on its
 own, as ``output = model(input); del_output = model(del_input)`` does. The reference optimiser is plain
 SGD (``torch.optim.SGD(model.parameters(), lr=lr, weight_decay=0.0)``: no momentum, no weight decay).
+The two batch sizes are separate: ``batch_size`` for D_r, ``forget_batch_size`` for D_f
+(``MIA_experiments.ipynb``: ``args.retain_bs = 32``, ``args.forget_bs = 16``). No augmentation by default
+(``augment_data: false``: the notebook builds its loaders with ``get_loaders(..., augment=False)``).
+The eval-mode loop with an l2 pull towards the initial weights of ``small_scale_unlearning.ipynb``
+(``run_neggrad_epoch``) is another method and is not implemented.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from ..runtime import to_device
 
 def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
     alpha, bs, epochs = float(hp["alpha"]), int(hp["batch_size"]), int(hp["epochs"])
+    forget_bs = int(hp.get("forget_batch_size") or bs)
     spe = ctx.steps_per_epoch("retain", bs)
     trainer = ctx.trainer(hp, epochs * spe, spe)
     for _ in range(epochs):
         ctx.model.train()
         ctx.start_epoch()  # the DA term's epoch basis (a no-op without +da)
-        forget_batches = itertools.cycle(list(shuffled_batches(len(ctx.y_forget), bs, ctx.generator)))
+        forget_batches = itertools.cycle(list(shuffled_batches(len(ctx.y_forget), forget_bs, ctx.generator)))
         for xr, yr in ctx.epoch("retain", bs):
             idx = to_device(next(forget_batches), ctx.device)
             xf = ctx.prep(ctx.x_forget[idx], train=True, generator=ctx.generator)

@@ -1,6 +1,13 @@
 """SSD, Selective Synaptic Dampening (Foster et al. 2024): no training. Diagonal Fisher importances
 (squared gradients of CE, averaged over batches) on D_f and on D; where I_f > alpha * I_D, a weight is
-multiplied by min(lambda * I_D / I_f, 1)."""
+multiplied by min(lambda * I_D / I_f, 1).
+
+Importances are means of squared mini-batch gradients, so their ratio depends on the batch size; the
+reference computes them at 128 for random forgetting (if-loops/selective-synaptic-dampening,
+``src/forget_random_main.py``: ``DataLoader(..., batch_size=128)``) and at 64 for a whole class
+(``src/forget_full_class_main.py``: ``-b`` default 64): ``batch_size`` and ``class_batch_size`` (null: the
+same). No augmentation (``src/datasets.py``: ``transform_unlearning`` is ToTensor + Normalize): the
+batches are never augmented, whatever ``augment_data`` says."""
 
 from __future__ import annotations
 
@@ -49,6 +56,8 @@ def dampen(model: Classifier, imp_full: dict[str, torch.Tensor], imp_forget: dic
 
 def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
     bs = int(hp["batch_size"])
+    if ctx.forgotten_class is not None and hp.get("class_batch_size"):
+        bs = int(hp["class_batch_size"])
     x_all = torch.cat([ctx.x_forget, ctx.x_retain])
     y_all = torch.cat([ctx.y_forget, ctx.y_retain])
     imp_full = importances(ctx.model, x_all, y_all, ctx.prep, bs)
