@@ -244,7 +244,7 @@ def test_tiny_backdoor_run_matches_an_independent_recomputation(tmp_path: Path):
     assert not (root / "results" / "digits-smallcnn" / "seed0" / "models" / "original.pt").exists()
     table = (run / "table.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| Model"))
-    assert "| Avg. Gap | ASR | Acc. D_f (clean) |" in header
+    assert "| Avg. Gap | Avg. Gap (per seed) | ASR | Acc. D_f (clean) |" in header
     assert "Backdoor: D_f = the poisoned samples" in table
 
     data = np.load(root / "data" / "prepared" / "digits-smallcnn" / "dataset.npz")
