@@ -41,3 +41,23 @@ def test_errors_name_file_key_value_and_allowed(cfg):
     # set in memory, not in a file: named as the command line (where such values come from)
     assert "command-line --config" in msg and "train.schedule" in msg and "'linear'" in msg
     assert "cosine, multistep, constant" in msg
+
+
+def test_schema_has_no_keyword_lost_to_a_comma_in_a_flow_mapping():
+    """In ``{enum: [...], description: a, b}`` YAML reads ``b`` as a second key with a null value: the
+    description is cut short silently. Every null in the schema would be such a key."""
+    import yaml
+
+    from unlearn_da.config import DEFAULT_SCHEMA
+
+    def nulls(node, path=""):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if value is None and not path.endswith("/properties"):
+                    yield f"{path}/{key}"
+                yield from nulls(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from nulls(value, f"{path}[{i}]")
+
+    assert list(nulls(yaml.safe_load(DEFAULT_SCHEMA.read_text()))) == []
