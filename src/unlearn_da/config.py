@@ -102,26 +102,17 @@ def _lookup(node: Any, key_path: Sequence[Any]) -> tuple[bool, Any]:
     return True, node
 
 
-def _source_of(key_path: Sequence[Any], sources: Sequence[str | Path]) -> str | None:
+def _source_of(key_path: Sequence[Any], sources: _Sources) -> str | None:
     """The config file whose value of ``key_path`` won, or None where the command line set it."""
-    parsed = sources.parsed if isinstance(sources, _Sources) else None
     found, value = None, None
-    for i, src in enumerate(sources):
-        if parsed is not None:
-            doc = parsed[i]
-            if doc is None:
-                continue
-        else:
-            try:
-                doc = read_yaml(src)
-            except ConfigError:
-                continue
+    for src, doc in zip(sources, sources.parsed, strict=True):
+        if doc is None:
+            continue
         ok, node = _lookup(doc, key_path)
         if ok:
             found, value = str(src), node
-    config = sources.config if isinstance(sources, _Sources) else None
-    if found is not None and config is not None and not isinstance(value, dict):
-        ok, merged = _lookup(config, key_path)
+    if found is not None and sources.config is not None and not isinstance(value, dict):
+        ok, merged = _lookup(sources.config, key_path)
         if ok and merged != value:
             return None
     return found
