@@ -29,7 +29,7 @@ CONFIGFILES := $(if $(strip $(PROFILE)),--configfile $(PROFILE))
 CHECK_CONFIG := python -m unlearn_da check-config $(CONFIGFILES) >/dev/null &&
 SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(CONFIGFILES)
 
-.PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables test test-remotes test-slurm lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+.PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables test test-remotes test-slurm test-cpu-models lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -140,6 +140,13 @@ test-slurm: dev
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	$(BIN)/python -m pytest -q -s -m slurm tests/test_slurm.py
+
+# tests/test_cpu_models.py runs the optimisers on an emulated Intel and AMD CPU (qemu's user mode);
+# `make test` runs it where qemu-x86_64 is installed, skips it elsewhere; this target installs it
+test-cpu-models: dev
+	@command -v qemu-x86_64 >/dev/null || { echo "apt-get install qemu-user"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user; }
+	$(BIN)/python -m pytest -q -rs tests/test_cpu_models.py
 
 lint: dev
 	snakemake --lint

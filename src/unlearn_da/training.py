@@ -130,6 +130,12 @@ def build_optimizer(params: Any, hp: dict[str, Any]) -> torch.optim.Optimizer:
     SalUn / Unlearn-Sparse / SCRUB code. ``adam``: torch's Adam with its default betas and ``weight_decay``
     (coupled L2, as ``torch.optim.Adam(model.parameters(), lr=lr)`` in Bad Teacher's ``unlearn.py``);
     ``momentum`` and ``nesterov`` are SGD's and are not used by Adam.
+
+    Adam runs torch's fused kernel (``fused=True``) on the CPU and on CUDA: the same update, but its
+    square root is the CPU's exact instruction. The default for-loop Adam takes ``torch.sqrt``, which
+    MKL's vector library computes to within an ulp by a code path chosen by the CPU model, even with
+    ``MKL_CBWR=COMPATIBLE``: an Intel Xeon, an AMD EPYC and an emulated Haswell gave three different
+    Bad Teacher checkpoints from one seed (tests/test_cpu_models.py).
     """
     name = str(hp.get("optimizer", "sgd"))
     lr, weight_decay = float(hp["lr"]), float(hp.get("weight_decay", 0.0))
@@ -138,8 +144,18 @@ def build_optimizer(params: Any, hp: dict[str, Any]) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                                nesterov=bool(hp.get("nesterov", False)) and momentum > 0)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        params = list(params)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=_fused_adam_runs(params))
     raise ValueError(f"optimizer {name!r} is not known; allowed: {', '.join(OPTIMIZERS)}")
+
+
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
+
+
+def _fused_adam_runs(params: list[Any]) -> bool | None:
+    """True where torch's fused Adam exists for every parameter's device; None (torch's default) else."""
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return True if tensors and all(t.device.type in FUSED_ADAM_DEVICES for t in tensors) else None
 
 
 class Trainer:
