@@ -22,8 +22,11 @@ from unlearn_da.metrics.alignment import (
     alignment_curves,
     dimensional_alignment,
     eigenspace_alignment,
+    eigenspace_of,
     energy_grid,
+    gram_eigenspace,
     retain_eigenspace,
+    second_moment,
     separating_rule,
 )
 from unlearn_da.models import model_spec
@@ -253,6 +256,14 @@ def test_epoch_basis_is_recomputed_at_every_epoch_start(start, method, monkeypat
         made.append(self.epoch_bases)
 
     monkeypatch.setattr(DARegularizer, "on_epoch_start", counting)
+    regs = []
+    real_init = DARegularizer.__init__
+
+    def keeping(self, cfg):
+        real_init(self, cfg)
+        regs.append(self)
+
+    monkeypatch.setattr(DARegularizer, "__init__", keeping)
     cfg = {**DA_CFG, "basis_source": "epoch", "epoch_subset": 128}
     ctx = _ctx(start, None if method == "muda" else cfg)
     over = {"basis_source": "epoch"} if method == "muda" else {}
@@ -262,6 +273,53 @@ def test_epoch_basis_is_recomputed_at_every_epoch_start(start, method, monkeypat
     get_method(method if method == "muda" else method + "+da")(ctx, _hp(method, epochs=epochs, **over))
     assert made == list(range(1, epochs + 1)), made
     assert any("l_da" in row for row in ctx.recorder.rows)
+    # the epoch's basis is decomposed once at its start, not at every step of the epoch
+    assert [r.decompositions for r in regs] == [epochs], [r.decompositions for r in regs]
+
+
+def _projector(space) -> np.ndarray:
+    b = np.asarray(space.basis.detach() if isinstance(space.basis, torch.Tensor) else space.basis, dtype=np.float64)
+    return b @ b.T
+
+
+@pytest.mark.parametrize("center", [False, True])
+@pytest.mark.parametrize("k", [None, 5, 40])
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_gram_basis_has_the_projector_of_the_second_moment_basis(center, k, lib):
+    """Fewer samples than dimensions: the n x n Gram matrix gives C's top-k subspace (same projector).
+    k 40 of 48 samples: past the rank of a centred batch the columns are zero, not noise."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(48, 128)) * np.linspace(3.0, 0.1, 128)  # distinct spectrum, n < d
+    z = torch.from_numpy(z).float() if lib == "torch" else z
+    via_gram = gram_eigenspace(z, energy=0.9, k=k, center=center)
+    cov, mean = second_moment(z, center)
+    via_cov = eigenspace_of(cov, mean, energy=0.9, k=k)
+    assert int(via_gram.k) == int(via_cov.k)
+    tol = 1e-3 if lib == "torch" else 1e-8
+    np.testing.assert_allclose(np.asarray(via_gram.eigenvalues)[:48], np.asarray(via_cov.eigenvalues)[:48],
+                               rtol=tol, atol=tol * float(via_cov.eigenvalues[0]))
+    if k is None or k <= 40:
+        rank = int(k if k is not None else via_cov.k)
+        if rank < 47:  # inside the batch's span: the subspaces are the same
+            np.testing.assert_allclose(_projector(via_gram), _projector(via_cov), atol=20 * tol)
+    assert np.isfinite(_projector(via_gram)).all()
+    assert retain_eigenspace(z, energy=0.9, k=k, center=center).basis.shape == via_gram.basis.shape
+
+
+@pytest.mark.parametrize("n, d, decomposed", [(64, 128, 64), (256, 16, 16)])
+def test_batch_basis_decomposes_the_smaller_of_gram_and_second_moment(monkeypatch, n, d, decomposed):
+    shapes = []
+    real = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda a, *args, **kw: shapes.append(tuple(a.shape)) or real(a, *args, **kw))
+    torch.manual_seed(0)
+    reg = DARegularizer({**DA_CFG, "basis_source": "batch"})
+    zf, zr = torch.randn(32, d), torch.randn(n, d)
+    loss = reg.loss(zf, zr)
+    assert shapes == [(decomposed, decomposed)] and reg.decompositions == 1
+    cov, mean = second_moment(zr, reg.center)  # the loss as the d x d decomposition gives it
+    from unlearn_da.metrics.alignment import alignment_share
+    expected = 1.0 - alignment_share(zf, eigenspace_of(cov, mean, energy=reg.energy, k=reg.k), reg.form, eps=1e-12)
+    assert float(loss) == pytest.approx(float(expected), abs=1e-4)
 
 
 def test_epoch_basis_without_its_hook_is_an_error_not_a_batch_basis():

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..metrics.alignment import FORMS, Eigenspace, alignment_share, eigenspace_of, second_moment
+from ..metrics.alignment import FORMS, Eigenspace, alignment_share, eigenspace_of, retain_eigenspace, second_moment
 from ..models import Classifier
 from ..runtime import float32, full_precision, to_device
 from .base import batch_stat_features
@@ -47,7 +47,9 @@ class DARegularizer:
         self.batch_size = int(cfg["batch_size"])
         self._cov: torch.Tensor | None = None
         self._mean: torch.Tensor | None = None
+        self._epoch_space: Eigenspace | None = None
         self.epoch_bases = 0  # how many epoch bases were computed (tests check every method refreshes it)
+        self.decompositions = 0  # eigen-decompositions made (an epoch basis: one per epoch, not per step)
 
     # ---- basis ----------------------------------------------------------------------
     @torch.no_grad()
@@ -67,16 +69,24 @@ class DARegularizer:
             z = model.features(ctx.prep(ctx.x_retain[idx]))
         with full_precision(z.device):
             self._cov, self._mean = second_moment(float32(z), self.center)
+            self._epoch_space = self._decompose(self._cov, self._mean)
         model.train(was_training)
         self.epoch_bases += 1
 
+    def _decompose(self, cov: torch.Tensor, mean: torch.Tensor) -> Eigenspace:
+        self.decompositions += 1
+        return eigenspace_of(cov, mean, energy=self.energy, k=self.k)
+
     def _space(self, z_retain: torch.Tensor) -> Eigenspace:
+        """The step's retain eigenspace: from the batch (the smaller of its Gram matrix and its second
+        moment is decomposed), the running second moment (ema), or the epoch's, decomposed once."""
         z = float32(z_retain)
         if self.detach_basis:
             z = z.detach()
         if self.source == "batch":
-            cov, mean = second_moment(z, self.center)
-        elif self.source == "ema":
+            self.decompositions += 1
+            return retain_eigenspace(z, energy=self.energy, k=self.k, center=self.center)
+        if self.source == "ema":
             batch_cov, batch_mean = second_moment(z.detach(), self.center)
             if self._cov is None:
                 self._cov, self._mean = batch_cov, batch_mean
@@ -84,13 +94,11 @@ class DARegularizer:
                 d = self.ema_decay
                 self._cov = d * self._cov + (1 - d) * batch_cov
                 self._mean = d * self._mean + (1 - d) * batch_mean
-            cov, mean = self._cov, self._mean
-        else:  # epoch
-            if self._cov is None:
-                raise RuntimeError("basis_source 'epoch': no epoch basis yet; the method must call "
-                                   "ctx.start_epoch() at the start of every epoch")
-            cov, mean = self._cov, self._mean
-        return eigenspace_of(cov, mean, energy=self.energy, k=self.k)
+            return self._decompose(self._cov, self._mean)
+        if self._epoch_space is None:  # epoch
+            raise RuntimeError("basis_source 'epoch': no epoch basis yet; the method must call "
+                               "ctx.start_epoch() at the start of every epoch")
+        return self._epoch_space
 
     # ---- loss -----------------------------------------------------------------------
     def loss(self, z_forget: torch.Tensor, z_retain: torch.Tensor) -> torch.Tensor:

@@ -96,9 +96,58 @@ def energy_rank(eigenvalues_desc: Any, energy: float) -> int:
 def retain_eigenspace(
     z_retain: Any, energy: float | None = 0.95, k: int | None = None, center: bool = False
 ) -> Eigenspace:
-    """Top eigenvectors of the retain features' second moment (fixed ``k`` wins over ``energy``)."""
+    """Top eigenvectors of the retain features' second moment (fixed ``k`` wins over ``energy``).
+
+    Fewer samples than dimensions (a DA mini-batch of 256 against ResNet-18's 512 features):
+    the n x n Gram matrix is decomposed instead of the d x d second moment (:func:`gram_eigenspace`).
+    """
+    if int(z_retain.shape[0]) < int(z_retain.shape[1]):
+        return gram_eigenspace(z_retain, energy=energy, k=k, center=center)
     cov, mean = second_moment(z_retain, center)
     return eigenspace_of(cov, mean, energy=energy, k=k)
+
+
+def gram_eigenspace(
+    z: Any, energy: float | None = 0.95, k: int | None = None, center: bool = False
+) -> Eigenspace:
+    """The eigenspace of C = Zc^T Zc / n from the Gram matrix G = Zc Zc^T / n (n x n).
+
+    G and C share their non-zero eigenvalues; an eigenvector u of G with eigenvalue l > 0 gives
+    C's v = Zc^T u / sqrt(n l). The d - n eigenvalues C has beyond G's are zeros (appended, so
+    ``eigenvalues`` still holds all d). Directions of numerically zero eigenvalues (rank below n,
+    e.g. after centring) get a zero column: C has no direction there that the batch spans, and
+    the energy rule never keeps them. Same projector as :func:`eigenspace_of` on C up to rounding
+    (tests/test_da.py), at O(n^3) instead of O(d^3).
+    """
+    xp = _xp(z)
+    n, d = int(z.shape[0]), int(z.shape[1])
+    if n == 0:
+        raise ValueError("gram_eigenspace: no samples")
+    with _precise(z):
+        z = _wide(z)
+        mean = z.mean(0) if center else z[:1].sum(0) * 0
+        zc = z - mean
+        evals, u = xp.linalg.eigh((zc @ zc.T) / n)  # ascending
+        evals, u = xp.flip(evals, (0,)), xp.flip(u, (1,))
+        finfo = xp.finfo(evals.dtype)
+        tol = evals[:1].sum() * max(n, d) * finfo.eps  # evals[0] as a 0-d array/tensor: no host read
+        if xp.__name__ == "numpy":
+            scale = xp.where(evals > tol, 1.0 / xp.sqrt(xp.clip(evals, finfo.tiny, None) * n), 0.0)
+            full = xp.concatenate([evals, xp.zeros(d - n, dtype=evals.dtype)])
+        else:
+            scale = (evals.clamp(min=finfo.tiny) * n).rsqrt().where(evals > tol, evals.new_zeros(()))
+            full = xp.cat([evals, evals.new_zeros(d - n)])
+        basis = (zc.T @ u) * scale  # d x n, orthonormal columns where scale > 0
+    if k is not None:
+        if not 1 <= k <= d:
+            raise ValueError(f"k must be in 1..{d}, got {k}")
+        return Eigenspace(basis[:, : int(k)], full, int(k), mean)
+    if xp.__name__ == "numpy":
+        kk = energy_rank(full, 0.95 if energy is None else energy)
+        return Eigenspace(basis[:, :kk], full, kk, mean)
+    k_t = _energy_rank_on_device(full, 0.95 if energy is None else energy)
+    keep = (xp.arange(n, device=evals.device) < k_t).to(basis.dtype)
+    return Eigenspace(basis * keep, full, k_t, mean)
 
 
 def eigenspace_of(cov: Any, mean: Any, energy: float | None = 0.95, k: int | None = None) -> Eigenspace:
