@@ -25,9 +25,12 @@ PROFILE ?=
 CONFIGFILES := $(if $(strip $(PROFILE)),--configfile $(PROFILE))
 # Snakemake evaluates a config file that sets __use_yte__ as a YTE template (Python) before the
 # Snakefile can validate it: every target that hands a profile to Snakemake reads it first with the
-# project's safe loader (python -m unlearn_da check-config), which refuses that and every other bad value
-CHECK_CONFIG := python -m unlearn_da check-config $(CONFIGFILES) >/dev/null &&
-SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) $(CONFIGFILES)
+# project's safe loader (python -m unlearn_da gpu-slots validates the config first), which refuses that and
+# every other bad value. The same command counts the GPU pool's slots (devices x jobs_per_device), which
+# bound Snakemake's gpu resource: no more GPU jobs start than the pool has places for.
+CHECK_CONFIG := gpu_slots=$$(python -m unlearn_da gpu-slots $(CONFIGFILES)) &&
+SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) \
+	--resources gpu=$$gpu_slots $(CONFIGFILES)
 
 .PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables test test-remotes test-slurm test-cpu-models lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 

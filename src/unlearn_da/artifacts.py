@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
-from . import kernels
+from . import device_pool, kernels
 from .errors import ArtifactError, MissingField
 
 SIDECAR_SUFFIX = ".meta.json"
@@ -168,6 +168,9 @@ def environment_record() -> dict[str, Any]:
     if numpy is not None:
         record["numpy"] = numpy.__version__
     record["kernels"] = kernels.record()
+    slot = device_pool.held_record()
+    if slot is not None:  # which GPU (and slot of it) the job held, and how many jobs shared it
+        record["device_slot"] = slot
     return record
 
 

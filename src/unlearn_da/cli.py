@@ -152,6 +152,26 @@ def cmd_check_config(a: argparse.Namespace) -> None:
     print(f"config ok: {', '.join(['config/config.yaml', *a.configfile])}")
 
 
+# no GPU visible: the rules' gpu resource bounds nothing (the jobs run on the CPU, bounded by cores)
+UNBOUNDED_GPU_JOBS = 1_000_000
+
+
+def cmd_gpu_slots(a: argparse.Namespace) -> None:
+    """devices x jobs_per_device of the config's ``gpu`` block: make passes it as Snakemake's
+    ``--resources gpu=N``, so no more GPU jobs start than the device pool has slots."""
+    import dataclasses
+
+    from . import device_pool
+
+    config = _run_config(a.configfile)
+    env = {**os.environ, **device_pool.environment_for_jobs(config.get("gpu") or {}, ".device-pool")}
+    settings = device_pool.settings_from_environment(env)
+    slots = 0 if config["device"] == "cpu" and not settings.fake else device_pool.slot_count(settings)
+    if a.explain:
+        print(f"{slots} GPU slot(s): {dataclasses.asdict(settings)}", file=sys.stderr)
+    print(slots if slots > 0 else UNBOUNDED_GPU_JOBS)
+
+
 def cmd_run_name(a: argparse.Namespace) -> None:
     from .pipeline import run_name
 
@@ -343,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p = add("check-config", cmd_check_config, "validate config files as data (make targets run it before Snakemake)")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p = add("gpu-slots", cmd_gpu_slots, "how many GPU jobs may run at once: devices x jobs_per_device "
+            "(make passes it to Snakemake as --resources gpu=N)")
+    p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p.add_argument("--explain", action="store_true", help="say on stderr where the count comes from")
     p = add("run-name", cmd_run_name, "the run's folder name, results/<run name> (validates the config)")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p = add("dvc-stage", cmd_dvc_stage, "the run's DVC stage (added to dvc.yaml if the run has none); an empty "

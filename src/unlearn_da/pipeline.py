@@ -20,6 +20,17 @@ from .config import resolve_method
 from .kernels import ENV_MODE as CPU_KERNELS_ENV  # noqa: F401  (the Snakefile sets it for every job)
 from .scenarios import is_backdoor
 
+# config keys that say where jobs run, not what they compute: in no job's params, no digest
+EXECUTION_KEYS = ("gpu",)
+DEVICE_POOL_DIR = ".device-pool"
+
+
+def device_pool_environment(config: dict[str, Any]) -> dict[str, str]:
+    """The variables that hand the config's ``gpu`` block to every job (device_pool.py)."""
+    from .device_pool import environment_for_jobs
+
+    return environment_for_jobs(config.get("gpu") or {}, DEVICE_POOL_DIR)
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 ORACLES = ("retrain", "retrain_alt")
 FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding", "da_k")

@@ -28,8 +28,11 @@ DEFAULT_DIR = "expected"
 
 
 def config_digest(config: dict) -> str:
-    """SHA-256 of the resolved config (canonical JSON): the same digest, the same run definition."""
-    return hashlib.sha256(P.as_json(config).encode()).hexdigest()
+    """SHA-256 of the resolved config (canonical JSON): the same digest, the same run definition.
+
+    Keys that say where jobs run, not what they compute (``P.EXECUTION_KEYS``), are left out."""
+    definition = {k: v for k, v in config.items() if k not in P.EXECUTION_KEYS}
+    return hashlib.sha256(P.as_json(definition).encode()).hexdigest()
 
 
 def expected_path(config: dict, directory: str | Path = DEFAULT_DIR) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import runtime
+from . import device_pool, runtime
 from .backdoor import Poison, poisoned_train
 from .data import PreparedData, load_prepared
 from .training import Preprocessor
@@ -36,13 +36,14 @@ class Session:
 
 
 def open_session(data_path: str, params: dict[str, Any], threads: int, poison: Poison | None = None) -> Session:
-    """Pin threads, pick the device, move the prepared data set onto it.
+    """Pin threads, pick the device (a slot of the GPU pool, ``device_pool``), move the data set onto it.
 
     With a backdoor ``poison`` the train set holds the poisoned images and labels at the forget
     indices (every job of the scenario sees the same data), and ``trigger`` holds the triggered
     non-target test images with their clean labels (for the attack success rate).
     """
-    device = runtime.select_device(params.get("device", "auto"))
+    # a GPU job takes a free (device, slot) of the machine's pool before it touches CUDA
+    device = device_pool.place_job(runtime.select_device(params.get("device", "auto")))
     runtime.setup(threads, device, bool(params.get("deterministic", True)))
     precision = params.get("precision", {"amp": "auto", "channels_last": "auto"})
     data = load_prepared(data_path)

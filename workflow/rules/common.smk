@@ -21,6 +21,9 @@ except ConfigError as exc:
 # every job's CPU kernels (unlearn_da/kernels.py): jobs inherit the mode; the torch and metrics
 # rules also carry it in their params, so changing it reruns them
 os.environ[P.CPU_KERNELS_ENV] = config["cpu_kernels"]
+# the GPU pool every GPU job takes its (device, slot) from (unlearn_da/device_pool.py); through
+# the environment, not params: where a job runs does not change what it computes
+os.environ.update(P.device_pool_environment(config))
 
 RUN = P.run_name(config)
 TITLE = P.run_title(config)

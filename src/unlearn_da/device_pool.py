@@ -1,0 +1,249 @@
+"""A pool of (GPU, slot) places shared by the jobs of one machine, taken with OS file locks.
+
+Snakemake hands out a ``gpu`` resource as a count; it never says *which* GPU a job should use
+(snakemake/snakemake #281, #116), so every job used ``cuda:0``. Here a job takes a free slot
+before it touches CUDA: ``jobs_per_device`` slots per device, one lock file each in the pool
+directory, held with ``flock`` for the job's life. The kernel drops the lock when the process
+ends, however it ends, so a killed job frees its slot. Slots are tried slot-major (slot 0 of
+every device before slot 1 of any), which spreads jobs over the devices before stacking them.
+A job that finds every slot taken waits (``wait_s``, with a message every minute) and then
+fails with a message, instead of oversubscribing a device.
+
+Lock files are named by the device's UUID and live in a folder per host, so jobs that see the
+same GPU under different indices (``CUDA_VISIBLE_DEVICES``, SLURM) still share its slots, and a
+pool directory on a shared file system never mixes two machines.
+
+The Snakefile passes the config's ``gpu`` block to every job through the environment (not its
+params: where a job runs does not change what it computes, so it does not rerun anything).
+``UNLEARN_DA_FAKE_GPUS=N`` (tests only) makes N fake device ids on ``device: cpu``: the same
+locking, the computation stays on the CPU.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from collections.abc import Callable
+
+ENV_DEVICES = "UNLEARN_DA_GPU_DEVICES"  # "auto" or "0,1,..."
+ENV_JOBS = "UNLEARN_DA_JOBS_PER_DEVICE"
+ENV_POOL = "UNLEARN_DA_DEVICE_POOL"  # the pool directory
+ENV_WAIT = "UNLEARN_DA_POOL_WAIT_S"
+ENV_FAKE = "UNLEARN_DA_FAKE_GPUS"  # tests: this many fake device ids on the CPU
+DEFAULT_POOL = ".device-pool"
+DEFAULT_WAIT_S = 3600.0
+POLL_S = 0.2
+LOG_FILE = "acquisitions.jsonl"
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    devices: str | list[int]  # "auto" or device indices as torch numbers them
+    jobs_per_device: int
+    pool_dir: Path
+    wait_s: float
+    fake: int  # > 0: fake device ids (tests)
+
+
+@dataclass
+class Slot:
+    device: int
+    slot: int
+    key: str  # the device's UUID (or fake-<i>)
+    path: Path
+    fd: int
+    fake: bool
+    waited_s: float
+    sharing_at_acquire: int
+
+    def record(self) -> dict[str, Any]:
+        """What a sidecar keeps: which device and slot, and how many jobs shared the device."""
+        return {"device": self.device, "slot": self.slot, "device_uuid": self.key, "fake": self.fake,
+                "waited_s": round(self.waited_s, 3), "jobs_on_device_at_start": self.sharing_at_acquire,
+                "jobs_on_device_now": jobs_on_device(self)}
+
+
+_held: dict[str, Slot | None] = {"slot": None}
+
+
+def settings_from_environment(env: dict[str, str] | None = None) -> PoolSettings:
+    """The pool as the Snakefile passed it (defaults: every visible GPU, one job each)."""
+    env = os.environ if env is None else env
+    raw = env.get(ENV_DEVICES, "auto").strip() or "auto"
+    devices: str | list[int] = "auto" if raw == "auto" else [int(d) for d in raw.split(",") if d.strip()]
+    return PoolSettings(devices=devices, jobs_per_device=max(1, int(env.get(ENV_JOBS, "1"))),
+                        pool_dir=Path(env.get(ENV_POOL, DEFAULT_POOL)), wait_s=float(env.get(ENV_WAIT, DEFAULT_WAIT_S)),
+                        fake=int(env.get(ENV_FAKE, "0") or 0))
+
+
+def environment_for_jobs(gpu: dict[str, Any], pool_dir: str | os.PathLike) -> dict[str, str]:
+    """The variables the Snakefile sets for its jobs from the config's ``gpu`` block."""
+    devices = gpu.get("devices", "auto")
+    return {ENV_DEVICES: "auto" if devices == "auto" else ",".join(str(int(d)) for d in devices),
+            ENV_JOBS: str(int(gpu.get("jobs_per_device", 1))), ENV_POOL: str(Path(pool_dir).resolve()),
+            ENV_WAIT: str(float(gpu.get("wait_s", DEFAULT_WAIT_S)))}
+
+
+def device_ids(settings: PoolSettings) -> list[tuple[int, str]]:
+    """(index, uuid) of the pool's devices: the fake ones, or the CUDA devices torch sees."""
+    if settings.fake > 0:
+        ids = range(settings.fake) if settings.devices == "auto" else settings.devices
+        return [(int(i), f"fake-{int(i)}") for i in ids]
+    import torch
+
+    count = torch.cuda.device_count()
+    ids = range(count) if settings.devices == "auto" else settings.devices
+    out = []
+    for i in ids:
+        if not 0 <= int(i) < count:
+            raise ValueError(f"gpu.devices names device {i}, but torch sees {count} CUDA device(s)")
+        out.append((int(i), str(torch.cuda.get_device_properties(int(i)).uuid)))
+    return out
+
+
+def slot_count(settings: PoolSettings) -> int:
+    """devices x jobs_per_device: what Snakemake's ``gpu`` resource is bounded by (0 without GPUs)."""
+    return len(device_ids(settings)) * settings.jobs_per_device
+
+
+def _host_dir(pool_dir: Path) -> Path:
+    d = Path(pool_dir) / socket.gethostname()
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _lock_path(pool_dir: Path, key: str, slot: int) -> Path:
+    return _host_dir(pool_dir) / f"{key}.slot{slot}.lock"
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _is_held(path: Path) -> bool:
+    """Whether another process holds ``path`` now (a probe: lock and let go at once)."""
+    if not path.exists():
+        return False
+    fd = _try_lock(path)
+    if fd is None:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    return False
+
+
+def jobs_on_device(slot: Slot) -> int:
+    """Jobs holding a slot of ``slot``'s device now, this one included."""
+    others = [p for p in slot.path.parent.glob(f"{slot.key}.slot*.lock") if p != slot.path]
+    return 1 + sum(_is_held(p) for p in others)
+
+
+def _log(pool_dir: Path, event: str, slot: Slot) -> None:
+    line = json.dumps({"t": round(time.time(), 6), "pid": os.getpid(), "event": event, "device": slot.device,
+                       "slot": slot.slot, "device_uuid": slot.key})
+    with open(_host_dir(pool_dir) / LOG_FILE, "a") as f:  # one short append per line: atomic on POSIX
+        f.write(line + "\n")
+
+
+def acquire(settings: PoolSettings, log: Callable[[str], None] | None = None) -> Slot:
+    """Take a free (device, slot), waiting up to ``settings.wait_s``; the lock lives as long as the process."""
+    if _held["slot"] is not None:
+        return _held["slot"]
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    devices = device_ids(settings)
+    if not devices:
+        raise RuntimeError("the device pool has no device: torch sees no CUDA GPU and gpu.devices names none")
+    start, next_note = time.monotonic(), time.monotonic() + 60.0
+    while True:
+        for s in range(settings.jobs_per_device):
+            for index, key in devices:
+                path = _lock_path(settings.pool_dir, key, s)
+                fd = _try_lock(path)
+                if fd is None:
+                    continue
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                slot = Slot(index, s, key, path, fd, settings.fake > 0, time.monotonic() - start, 0)
+                slot.sharing_at_acquire = jobs_on_device(slot)
+                _held["slot"] = slot
+                _log(settings.pool_dir, "acquire", slot)
+                atexit.register(release)
+                return slot
+        waited = time.monotonic() - start
+        if waited >= settings.wait_s:
+            raise TimeoutError(
+                f"no free GPU slot after {waited:.0f} s: {len(devices)} device(s) x {settings.jobs_per_device} "
+                f"job(s) per device are all taken (pool {settings.pool_dir}); raise gpu.wait_s or bound "
+                f"Snakemake's jobs with --resources gpu={len(devices) * settings.jobs_per_device}")
+        if time.monotonic() >= next_note:
+            log(f"waiting for a GPU slot: all {len(devices) * settings.jobs_per_device} are taken "
+                f"({waited:.0f} s so far, at most {settings.wait_s:.0f} s)")
+            next_note += 60.0
+        time.sleep(POLL_S)
+
+
+def release() -> None:
+    """Give the slot back (also done by the kernel when the process dies)."""
+    slot = _held["slot"]
+    if slot is None:
+        return
+    _held["slot"] = None
+    try:
+        _log(slot.path.parent.parent, "release", slot)
+    finally:
+        fcntl.flock(slot.fd, fcntl.LOCK_UN)
+        os.close(slot.fd)
+
+
+def held() -> Slot | None:
+    return _held["slot"]
+
+
+def held_record() -> dict[str, Any] | None:
+    slot = _held["slot"]
+    return None if slot is None else slot.record()
+
+
+def place_job(device: Any, settings: PoolSettings | None = None) -> Any:
+    """The torch device a job runs on: on CUDA, the pool's device (``cuda:<i>``, made current);
+    on the CPU, the CPU (a slot is still taken where fake devices are set, for the tests)."""
+    settings = settings or settings_from_environment()
+    if device.type == "cuda":
+        import torch
+
+        slot = acquire(settings)
+        torch.cuda.set_device(slot.device)
+        return torch.device("cuda", slot.device)
+    if settings.fake > 0:
+        acquire(settings)
+    return device
+
+
+def overlap_summary(log_file: str | os.PathLike) -> dict[str, Any]:
+    """From an acquisitions log: the most slots held at once, per device and overall, and the count."""
+    events = [json.loads(line) for line in Path(log_file).read_text().splitlines() if line.strip()]
+    events.sort(key=lambda e: (e["t"], 0 if e["event"] == "release" else 1))  # a release at t frees first
+    now: dict[int, int] = {}
+    most: dict[int, int] = {}
+    total_most = acquisitions = 0
+    for e in events:
+        d = int(e["device"])
+        now[d] = now.get(d, 0) + (1 if e["event"] == "acquire" else -1)
+        acquisitions += e["event"] == "acquire"
+        most[d] = max(most.get(d, 0), now[d])
+        total_most = max(total_most, sum(now.values()))
+    return {"acquisitions": acquisitions, "most_per_device": most, "most_overall": total_most}

@@ -1,0 +1,127 @@
+"""The GPU pool without a GPU: fake device ids on the CPU (UNLEARN_DA_FAKE_GPUS), real file locks.
+
+Processes compete for devices x jobs_per_device slots; a holder killed with SIGKILL frees its slot
+(the kernel drops the lock); a job that finds no slot waits, then gets one or fails with a message;
+and the tiny config through Snakemake with devices [0, 1] and two jobs per device never has more
+than two jobs on a device and four in all, with the same metrics as a run without the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import copy_project, env_with_venv, snakemake
+from unlearn_da import device_pool
+
+HOLD = r"""
+import json, sys, time
+from unlearn_da import device_pool as dp
+s = dp.acquire(dp.settings_from_environment())
+print(json.dumps({"device": s.device, "slot": s.slot, "waited_s": s.waited_s}), flush=True)
+time.sleep(float(sys.argv[1]))
+"""
+
+
+def pool_env(pool: Path, fake: int, jobs: int, devices: str = "auto", wait_s: float = 60.0) -> dict[str, str]:
+    return {**env_with_venv(), device_pool.ENV_FAKE: str(fake), device_pool.ENV_JOBS: str(jobs),
+            device_pool.ENV_DEVICES: devices, device_pool.ENV_POOL: str(pool), device_pool.ENV_WAIT: str(wait_s)}
+
+
+def start_holder(env: dict[str, str], seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOLD, str(seconds)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def without_seconds(record):
+    if isinstance(record, dict):
+        return {k: without_seconds(v) for k, v in record.items() if k != "seconds"}
+    return record
+
+
+def log_file(pool: Path) -> Path:
+    return next(pool.glob(f"*/{device_pool.LOG_FILE}"))
+
+
+def test_competing_processes_never_hold_more_slots_than_the_pool_has(tmp_path):
+    env = pool_env(tmp_path, fake=2, jobs=2)
+    procs = [start_holder(env, 1.5) for _ in range(7)]
+    taken = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    summary = device_pool.overlap_summary(log_file(tmp_path))
+    assert summary["acquisitions"] == 7
+    assert max(summary["most_per_device"].values()) <= 2 and summary["most_overall"] <= 4
+    assert set(summary["most_per_device"]) == {0, 1}  # slot-major: both devices were used
+    assert sum(t["waited_s"] > 0.5 for t in taken) >= 3  # 7 jobs, 4 slots: at least 3 waited
+
+
+def test_a_killed_holder_frees_its_slot_and_a_waiting_job_gets_it(tmp_path):
+    env = pool_env(tmp_path, fake=1, jobs=1)
+    holder = start_holder(env, 300)
+    assert json.loads(holder.stdout.readline()) == {"device": 0, "slot": 0, "waited_s": pytest.approx(0, abs=5)}
+
+    refused = subprocess.run([sys.executable, "-c", HOLD, "0"], env={**env, device_pool.ENV_WAIT: "0.5"},
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "no free GPU slot" in refused.stderr and "--resources gpu=1" in refused.stderr
+
+    waiter = start_holder(env, 0)
+    time.sleep(2.0)  # the waiter is polling by now
+    assert waiter.poll() is None
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    got = json.loads(waiter.communicate(timeout=120)[0])
+    assert waiter.returncode == 0 and got["device"] == 0 and got["waited_s"] > 1.0
+    events = [json.loads(line)["event"] for line in log_file(tmp_path).read_text().splitlines()]
+    assert events == ["acquire", "acquire", "release"]  # the killed holder never logged its release
+
+
+def test_settings_and_slot_count_from_the_config_block(tmp_path):
+    env = device_pool.environment_for_jobs({"devices": [0, 1], "jobs_per_device": 3, "wait_s": 10}, tmp_path)
+    settings = device_pool.settings_from_environment({**env, device_pool.ENV_FAKE: "4"})
+    assert settings.devices == [0, 1] and settings.jobs_per_device == 3 and settings.wait_s == 10.0
+    assert device_pool.slot_count(settings) == 6
+    assert [k for _, k in device_pool.device_ids(settings)] == ["fake-0", "fake-1"]
+
+
+def test_gpu_slots_command_gives_snakemake_the_pools_size(tmp_path):
+    overlay = tmp_path / "pool.yaml"
+    overlay.write_text("gpu: {devices: [0, 1], jobs_per_device: 2}\n")
+    cmd = [sys.executable, "-m", "unlearn_da", "gpu-slots", "--configfile", str(overlay)]
+    fake = subprocess.run(cmd, env={**env_with_venv(), device_pool.ENV_FAKE: "2"}, capture_output=True, text=True)
+    assert fake.returncode == 0 and fake.stdout.strip() == "4", fake.stderr
+    overlay.write_text("gpu: {jobs_per_device: 0}\n")
+    bad = subprocess.run(cmd, env=env_with_venv(), capture_output=True, text=True)
+    assert bad.returncode != 0 and "jobs_per_device" in bad.stderr
+
+
+@pytest.mark.slow
+def test_tiny_run_through_a_two_device_pool_matches_the_serial_run(tiny_project, tmp_path):
+    root = copy_project(tmp_path / "pooled")
+    (root / "pool.yaml").write_text("gpu: {devices: [0, 1], jobs_per_device: 2}\n")
+    os.environ[device_pool.ENV_FAKE] = "2"
+    try:
+        # both scenarios' FT and FT+DA metrics: the originals, oracles, unlearning, features (17 pool jobs)
+        targets = [f"results/digits-smallcnn/{s}/seed0/metrics/{m}.json" for s in ("random10", "class0")
+                   for m in ("ft", "ft+da")]
+        snakemake(root, "--cores", "6", "--configfile", "tests/config/tiny.yaml", "pool.yaml", "--", *targets)
+    finally:
+        del os.environ[device_pool.ENV_FAKE]
+    summary = device_pool.overlap_summary(log_file(root / ".device-pool"))
+    print("acquisition log:", summary)
+    assert summary["acquisitions"] >= 10
+    assert max(summary["most_per_device"].values()) <= 2 and summary["most_overall"] <= 4
+    pooled = sorted((root / "results").rglob("metrics/*.json"))
+    assert pooled
+    for path in pooled:  # every metric, the wall-clock seconds aside
+        serial = json.loads((tiny_project / path.relative_to(root)).read_text())
+        assert without_seconds(json.loads(path.read_text())) == without_seconds(serial), path
+    slot = json.loads(next((root / "results").rglob("models/original.pt.meta.json")).read_text())
+    assert slot["environment"]["device_slot"]["device"] in (0, 1)
+    assert slot["environment"]["device_slot"]["fake"] is True
