@@ -125,3 +125,50 @@ def test_tiny_run_through_a_two_device_pool_matches_the_serial_run(tiny_project,
     slot = json.loads(next((root / "results").rglob("models/original.pt.meta.json")).read_text())
     assert slot["environment"]["device_slot"]["device"] in (0, 1)
     assert slot["environment"]["device_slot"]["fake"] is True
+
+
+def test_an_exclusive_timed_job_holds_every_slot_of_its_device(tmp_path):
+    env = pool_env(tmp_path, fake=1, jobs=2)
+    timed = subprocess.Popen([sys.executable, "-c", HOLD.replace("dp.acquire(dp.settings_from_environment())",
+                              "dp.acquire(dp.settings_from_environment(), exclusive=True)"), "300"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(timed.stdout.readline())["device"] == 0
+        shared = subprocess.run([sys.executable, "-c", HOLD, "0"], env={**env, device_pool.ENV_WAIT: "0.5"},
+                                capture_output=True, text=True, timeout=120)
+        assert shared.returncode != 0 and "no free GPU slot" in shared.stderr  # slot 1 is the timed job's too
+    finally:
+        timed.kill()
+        timed.wait(timeout=30)
+    # the other way round: a job on slot 0 keeps an exclusive job waiting, a shared one gets slot 1
+    holder = start_holder(env, 300)
+    try:
+        assert json.loads(holder.stdout.readline())["slot"] == 0
+        code = "from unlearn_da import device_pool as dp; dp.acquire(dp.settings_from_environment(), exclusive=True)"
+        refused = subprocess.run([sys.executable, "-c", code], env={**env, device_pool.ENV_WAIT: "0.5"},
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0 and "no free GPU slot" in refused.stderr
+        second = subprocess.run([sys.executable, "-c", HOLD, "0"], env=env, capture_output=True, text=True, timeout=120)
+        assert json.loads(second.stdout)["slot"] == 1
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
+def test_tables_say_when_time_was_measured_on_a_shared_gpu(tmp_path):
+    from unlearn_da.evaluate import timing_of
+    from unlearn_da.tables import most_jobs_on_device, timing_legend
+
+    def slot(start, now, exclusive=False):
+        return {"environment": {"device_slot": {"jobs_on_device_at_start": start, "jobs_on_device_now": now,
+                                                "exclusive": exclusive}}}
+
+    assert timing_of({"environment": {}}) == {"jobs_on_device": None, "exclusive": None}
+    assert timing_of(slot(1, 3)) == {"jobs_on_device": 3, "exclusive": False}
+    paths = []
+    for i, timing in enumerate([timing_of(slot(2, 1)), timing_of(slot(1, 1, True)), {"jobs_on_device": None}]):
+        paths.append(tmp_path / f"m{i}.json")
+        paths[-1].write_text(json.dumps({"model": "ft", "seed": i, "scenario": "random10", "metrics": {}, "timing": timing}))
+    assert most_jobs_on_device(paths) == 2
+    assert "up to 2 jobs shared a GPU" in timing_legend(2)
+    assert timing_legend(1) == timing_legend(None) == ""

@@ -38,6 +38,7 @@ ENV_JOBS = "UNLEARN_DA_JOBS_PER_DEVICE"
 ENV_POOL = "UNLEARN_DA_DEVICE_POOL"  # the pool directory
 ENV_WAIT = "UNLEARN_DA_POOL_WAIT_S"
 ENV_FAKE = "UNLEARN_DA_FAKE_GPUS"  # tests: this many fake device ids on the CPU
+ENV_EXCLUSIVE = "UNLEARN_DA_EXCLUSIVE_TIMING"  # "1": timed jobs take every slot of their device
 DEFAULT_POOL = ".device-pool"
 DEFAULT_WAIT_S = 3600.0
 POLL_S = 0.2
@@ -51,6 +52,7 @@ class PoolSettings:
     pool_dir: Path
     wait_s: float
     fake: int  # > 0: fake device ids (tests)
+    exclusive_timing: bool = False  # timed (unlearning) jobs hold every slot of their device
 
 
 @dataclass
@@ -63,12 +65,13 @@ class Slot:
     fake: bool
     waited_s: float
     sharing_at_acquire: int
+    extra: list[tuple[Path, int]]  # the device's other slots, held too by an exclusive (timed) job
 
     def record(self) -> dict[str, Any]:
         """What a sidecar keeps: which device and slot, and how many jobs shared the device."""
         return {"device": self.device, "slot": self.slot, "device_uuid": self.key, "fake": self.fake,
-                "waited_s": round(self.waited_s, 3), "jobs_on_device_at_start": self.sharing_at_acquire,
-                "jobs_on_device_now": jobs_on_device(self)}
+                "exclusive": bool(self.extra), "waited_s": round(self.waited_s, 3),
+                "jobs_on_device_at_start": self.sharing_at_acquire, "jobs_on_device_now": jobs_on_device(self)}
 
 
 _held: dict[str, Slot | None] = {"slot": None}
@@ -81,7 +84,7 @@ def settings_from_environment(env: dict[str, str] | None = None) -> PoolSettings
     devices: str | list[int] = "auto" if raw == "auto" else [int(d) for d in raw.split(",") if d.strip()]
     return PoolSettings(devices=devices, jobs_per_device=max(1, int(env.get(ENV_JOBS, "1"))),
                         pool_dir=Path(env.get(ENV_POOL, DEFAULT_POOL)), wait_s=float(env.get(ENV_WAIT, DEFAULT_WAIT_S)),
-                        fake=int(env.get(ENV_FAKE, "0") or 0))
+                        fake=int(env.get(ENV_FAKE, "0") or 0), exclusive_timing=env.get(ENV_EXCLUSIVE) == "1")
 
 
 def environment_for_jobs(gpu: dict[str, Any], pool_dir: str | os.PathLike) -> dict[str, str]:
@@ -89,7 +92,8 @@ def environment_for_jobs(gpu: dict[str, Any], pool_dir: str | os.PathLike) -> di
     devices = gpu.get("devices", "auto")
     return {ENV_DEVICES: "auto" if devices == "auto" else ",".join(str(int(d)) for d in devices),
             ENV_JOBS: str(int(gpu.get("jobs_per_device", 1))), ENV_POOL: str(Path(pool_dir).resolve()),
-            ENV_WAIT: str(float(gpu.get("wait_s", DEFAULT_WAIT_S)))}
+            ENV_WAIT: str(float(gpu.get("wait_s", DEFAULT_WAIT_S))),
+            ENV_EXCLUSIVE: "1" if gpu.get("exclusive_timing", False) else "0"}
 
 
 def device_ids(settings: PoolSettings) -> list[tuple[int, str]]:
@@ -148,7 +152,8 @@ def _is_held(path: Path) -> bool:
 
 def jobs_on_device(slot: Slot) -> int:
     """Jobs holding a slot of ``slot``'s device now, this one included."""
-    others = [p for p in slot.path.parent.glob(f"{slot.key}.slot*.lock") if p != slot.path]
+    own = {slot.path, *(p for p, _ in slot.extra)}
+    others = [p for p in slot.path.parent.glob(f"{slot.key}.slot*.lock") if p not in own]
     return 1 + sum(_is_held(p) for p in others)
 
 
@@ -159,8 +164,36 @@ def _log(pool_dir: Path, event: str, slot: Slot) -> None:
         f.write(line + "\n")
 
 
-def acquire(settings: PoolSettings, log: Callable[[str], None] | None = None) -> Slot:
-    """Take a free (device, slot), waiting up to ``settings.wait_s``; the lock lives as long as the process."""
+def _unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _take_device(settings: PoolSettings, key: str) -> tuple[Path, int, list[tuple[Path, int]]] | None:
+    """Every slot of one device (an exclusive, timed job), or None without keeping any."""
+    taken: list[tuple[Path, int]] = []
+    for s in range(settings.jobs_per_device):
+        path = _lock_path(settings.pool_dir, key, s)
+        fd = _try_lock(path)
+        if fd is None:
+            for _, held_fd in taken:
+                _unlock(held_fd)
+            return None
+        taken.append((path, fd))
+    return taken[0][0], taken[0][1], taken[1:]
+
+
+def _candidates(settings: PoolSettings, devices: list[tuple[int, str]], exclusive: bool):
+    """(index, key, slot) in the order slots are tried: slot-major, or one whole device at a time."""
+    if exclusive:
+        return [(index, key, None) for index, key in devices]
+    return [(index, key, s) for s in range(settings.jobs_per_device) for index, key in devices]
+
+
+def acquire(settings: PoolSettings, log: Callable[[str], None] | None = None, exclusive: bool = False) -> Slot:
+    """Take a free (device, slot), waiting up to ``settings.wait_s``; the lock lives as long as the process.
+
+    ``exclusive``: every slot of one device (a timed job that must not share its GPU)."""
     if _held["slot"] is not None:
         return _held["slot"]
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -169,20 +202,27 @@ def acquire(settings: PoolSettings, log: Callable[[str], None] | None = None) ->
         raise RuntimeError("the device pool has no device: torch sees no CUDA GPU and gpu.devices names none")
     start, next_note = time.monotonic(), time.monotonic() + 60.0
     while True:
-        for s in range(settings.jobs_per_device):
-            for index, key in devices:
-                path = _lock_path(settings.pool_dir, key, s)
+        for index, key, s in _candidates(settings, devices, exclusive):
+            if s is None:
+                whole = _take_device(settings, key)
+                if whole is None:
+                    continue
+                path, fd, extra = whole
+                s = 0
+            else:
+                path, extra = _lock_path(settings.pool_dir, key, s), []
                 fd = _try_lock(path)
                 if fd is None:
                     continue
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()}\n".encode())
-                slot = Slot(index, s, key, path, fd, settings.fake > 0, time.monotonic() - start, 0)
-                slot.sharing_at_acquire = jobs_on_device(slot)
-                _held["slot"] = slot
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            slot = Slot(index, s, key, path, fd, settings.fake > 0, time.monotonic() - start, 0, extra)
+            slot.sharing_at_acquire = jobs_on_device(slot)
+            _held["slot"] = slot
+            for _ in range(1 + len(extra)):
                 _log(settings.pool_dir, "acquire", slot)
-                atexit.register(release)
-                return slot
+            atexit.register(release)
+            return slot
         waited = time.monotonic() - start
         if waited >= settings.wait_s:
             raise TimeoutError(
@@ -203,10 +243,11 @@ def release() -> None:
         return
     _held["slot"] = None
     try:
-        _log(slot.path.parent.parent, "release", slot)
+        for _ in range(1 + len(slot.extra)):
+            _log(slot.path.parent.parent, "release", slot)
     finally:
-        fcntl.flock(slot.fd, fcntl.LOCK_UN)
-        os.close(slot.fd)
+        for fd in [slot.fd, *(fd for _, fd in slot.extra)]:
+            _unlock(fd)
 
 
 def held() -> Slot | None:
@@ -218,18 +259,22 @@ def held_record() -> dict[str, Any] | None:
     return None if slot is None else slot.record()
 
 
-def place_job(device: Any, settings: PoolSettings | None = None) -> Any:
+def place_job(device: Any, settings: PoolSettings | None = None, timed: bool = False) -> Any:
     """The torch device a job runs on: on CUDA, the pool's device (``cuda:<i>``, made current);
-    on the CPU, the CPU (a slot is still taken where fake devices are set, for the tests)."""
+    on the CPU, the CPU (a slot is still taken where fake devices are set, for the tests).
+
+    ``timed``: the job's seconds are a reported result (Time, RTE); with ``gpu.exclusive_timing``
+    it holds every slot of its device, so no other job shares the GPU while it is timed."""
     settings = settings or settings_from_environment()
+    exclusive = timed and settings.exclusive_timing
     if device.type == "cuda":
         import torch
 
-        slot = acquire(settings)
+        slot = acquire(settings, exclusive=exclusive)
         torch.cuda.set_device(slot.device)
         return torch.device("cuda", slot.device)
     if settings.fake > 0:
-        acquire(settings)
+        acquire(settings, exclusive=exclusive)
     return device
 
 

@@ -23,6 +23,16 @@ from .metrics.probe import holdout_split, linear_probe
 from .splits import load_split
 
 
+def timing_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """Whether the model's wall-clock seconds were measured alone on their GPU: the most jobs seen on
+    the device at the job's start and end (its sidecar's ``device_slot``); None off the GPU pool."""
+    slot = (meta.get("environment") or {}).get("device_slot")
+    if not slot:
+        return {"jobs_on_device": None, "exclusive": None}
+    most = max(int(slot.get("jobs_on_device_at_start") or 1), int(slot.get("jobs_on_device_now") or 1))
+    return {"jobs_on_device": most, "exclusive": bool(slot.get("exclusive"))}
+
+
 def load_labels(data: str) -> tuple[dict[str, np.ndarray], int]:
     """Only the label arrays of a prepared data set (npz members load lazily), and the class count."""
     meta = verify_artifact(data, "prepare_data")
@@ -197,5 +207,7 @@ def compute_metrics(data: str, split_dir: str, features: str, model_meta: str, m
         "params": params,
         "code": code,
         "environment": environment_record(),
+        # how many jobs shared the GPU while the model's seconds were measured (None off a GPU pool)
+        "timing": timing_of(meta),
     }
     return record

@@ -35,7 +35,8 @@ class Session:
         return self.x[split][index], self.y[split][index]
 
 
-def open_session(data_path: str, params: dict[str, Any], threads: int, poison: Poison | None = None) -> Session:
+def open_session(data_path: str, params: dict[str, Any], threads: int, poison: Poison | None = None,
+                 timed: bool = False) -> Session:
     """Pin threads, pick the device (a slot of the GPU pool, ``device_pool``), move the data set onto it.
 
     With a backdoor ``poison`` the train set holds the poisoned images and labels at the forget
@@ -43,7 +44,8 @@ def open_session(data_path: str, params: dict[str, Any], threads: int, poison: P
     non-target test images with their clean labels (for the attack success rate).
     """
     # a GPU job takes a free (device, slot) of the machine's pool before it touches CUDA
-    device = device_pool.place_job(runtime.select_device(params.get("device", "auto")))
+    # (``timed``: its seconds are reported, so with gpu.exclusive_timing it holds its whole GPU)
+    device = device_pool.place_job(runtime.select_device(params.get("device", "auto")), timed=timed)
     runtime.setup(threads, device, bool(params.get("deterministic", True)))
     precision = params.get("precision", {"amp": "auto", "channels_last": "auto"})
     data = load_prepared(data_path)

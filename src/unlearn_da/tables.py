@@ -78,6 +78,21 @@ def load_records(paths: Sequence[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "seed", "scenario", "metric", "value"])
 
 
+def most_jobs_on_device(paths: Sequence[str | Path]) -> int | None:
+    """The most jobs that shared a GPU while any of these models was timed (None: none ran on the pool)."""
+    seen = [(read_json(p, "metrics").get("timing") or {}).get("jobs_on_device") for p in paths]
+    seen = [int(v) for v in seen if v is not None]
+    return max(seen) if seen else None
+
+
+def timing_legend(most: int | None) -> str:
+    if most is None or most <= 1:
+        return ""
+    return (f" Time and RTE are wall-clock seconds measured while up to {most} jobs shared a GPU "
+            "(gpu.jobs_per_device): they grow with the load; gpu.exclusive_timing: true times every "
+            "training and unlearning job alone on its GPU.")
+
+
 def add_oracle_gaps(long: pd.DataFrame, gap_metrics: Sequence[str] = GAP_METRICS) -> pd.DataFrame:
     """Append per-seed rows: ``gap_<m>`` = |model - oracle| for every oracle-matched metric,
     ``avg_gap_seed`` (mean of the GAP_METRICS gaps of that seed) and ``RTE`` (seconds / oracle seconds)."""
@@ -330,8 +345,9 @@ def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: s
     main = wide_table(stats, MAIN_COLUMNS)
     feats = wide_table(stats, FEATURE_COLUMNS)
     present = set(long["metric"])
+    sharing = most_jobs_on_device(inputs)
     legend = (LEGEND + (CLASSWISE_LEGEND if "TA_forgotten" in present else "")
-              + (BACKDOOR_LEGEND if "ASR" in present else ""))
+              + (BACKDOOR_LEGEND if "ASR" in present else "") + timing_legend(sharing))
     write_text(out / "metrics_long.csv", long.sort_values(["model", "seed", "metric"]).to_csv(index=False))
     write_text(out / "table.csv", main.to_csv(index=False, float_format="%.4f"))
     write_text(out / "table_features.csv", feats.to_csv(index=False, float_format="%.4f"))
@@ -350,5 +366,6 @@ def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: s
                + "\n" + legend + "\n\n" + (ranking + "\n" if ranking else "")
                + to_markdown(feats, FEATURE_COLUMNS, f"{title} — {scenario}: feature space")
                + ("\n" + published if published else ""))
-    write_json(out / "summary.json", {"scenario": scenario, "models": summary})
+    write_json(out / "summary.json", {"scenario": scenario, "models": summary,
+                                      "timing": {"most_jobs_on_device": sharing}})
     return summary

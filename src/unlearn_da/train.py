@@ -49,7 +49,7 @@ def run_train(
     split, poison = load_split_poison(split_dir) if split_dir is not None else (None, None)
     if role != "original":
         poison = None  # the oracles train on the clean retain set: the poisoned images are not even loaded
-    session = open_session(data, params, threads, poison=poison)
+    session = open_session(data, params, threads, poison=poison, timed=True)  # the oracle's seconds: RTE
     recipe = params["train"]
     if split is not None:
         check_split(split, len(session.y["train"]), split_dir)

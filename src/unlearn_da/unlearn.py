@@ -80,7 +80,7 @@ def run_unlearn(
     params: dict[str, Any], out: str, steps_out: str, code: str | None = None,
 ) -> dict[str, Any]:
     split, poison = load_split_poison(split_dir)  # backdoor: D_f = the poisoned samples, their target labels
-    session = open_session(data, params, threads, poison=poison)
+    session = open_session(data, params, threads, poison=poison, timed=True)  # seconds -> Time, RTE
     check_split(split, len(session.y["train"]), split_dir)
     base_model, base_meta = load_checkpoint(original, "train_original", session.device)
     _check_original_matches(original, base_meta, split_dir, poisoned=poison is not None)
