@@ -172,3 +172,17 @@ def test_tables_say_when_time_was_measured_on_a_shared_gpu(tmp_path):
     assert most_jobs_on_device(paths) == 2
     assert "up to 2 jobs shared a GPU" in timing_legend(2)
     assert timing_legend(1) == timing_legend(None) == ""
+
+
+@pytest.mark.slow
+def test_every_job_records_its_start_up_and_bench_reports_it_per_rule(tiny_project, monkeypatch):
+    """startup_s: process start to the first training step (or feature pass), per job, in its sidecar."""
+    from unlearn_da.bench import startup_times
+
+    sidecars = [json.loads(p.read_text()) for p in (tiny_project / "results").rglob("*.meta.json")]
+    timed = [m for m in sidecars if m.get("made_by") in ("train_original", "train_retrain", "unlearn",
+                                                         "extract_features")]
+    assert timed and all(0.0 < m["startup_s"] < 120.0 for m in timed)
+    monkeypatch.chdir(tiny_project)
+    rules = {r["rule"] for r in startup_times()}
+    assert {"train_original", "train_retrain", "unlearn", "extract_features"} <= rules

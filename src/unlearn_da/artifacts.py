@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Iterator
 
-from . import device_pool, kernels
+from . import device_pool, kernels, startup
 from .errors import ArtifactError, MissingField
 
 SIDECAR_SUFFIX = ".meta.json"
@@ -204,6 +204,8 @@ def write_sidecar(artifact: str | os.PathLike, made_by: str, meta: dict[str, Any
         "environment": environment_record(),
         **meta,
     }
+    if startup.seconds() is not None:  # process start -> the job's first unit of work (make bench)
+        record["startup_s"] = round(float(startup.seconds()), 3)
     write_json(sidecar_path(artifact), record)
     return record
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import subprocess
 import sys
 import time
@@ -191,6 +192,24 @@ def rule_times(pattern: str = "results/*/benchmarks/**/*.tsv") -> list[dict]:
     return agg.to_dict("records")
 
 
+def startup_times(pattern: str = "results/*/**/*.meta.json") -> list[dict]:
+    """Per run and rule: seconds from a job's process start to its first unit of work (sidecars' ``startup_s``)."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[float]] = {}
+    for path in glob.glob(pattern, recursive=True):
+        try:
+            meta = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict) or meta.get("startup_s") is None:
+            continue
+        run = Path(path).parts[1] if len(Path(path).parts) > 1 else "?"
+        groups.setdefault((run, str(meta.get("made_by"))), []).append(float(meta["startup_s"]))
+    return [{"run": run, "rule": rule, "count": len(v), "median": statistics.median(v), "max": max(v)}
+            for (run, rule), v in sorted(groups.items())]
+
+
 def paper_hours(img_per_s: float) -> dict[str, float]:
     """Projected hours of the CIFAR-10 and CIFAR-100 paper tables at a training rate of ``img_per_s``."""
     from .config import REPO_ROOT, load_config
@@ -256,6 +275,16 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
         for label, (sec, nothing) in noop_times(str(bin_dir / "snakemake")).items():
             lines.append(f"| {label} | {sec:.2f} | {nothing} |")
         lines.append("")
+    starts = startup_times()
+    lines += ["## Start-up per rule (process start to the first training step or feature pass)", "",
+              "From the sidecars of earlier runs (`startup_s`): interpreter, imports, reading and checking "
+              "inputs, data to the device, model build; paid once per job.", ""]
+    if starts:
+        lines += ["| run | rule | jobs | median s | max s |", "|---|---|---|---|---|"]
+        lines += [f"| {r['run']} | {r['rule']} | {r['count']} | {r['median']:.2f} | {r['max']:.2f} |" for r in starts]
+    else:
+        lines.append("No sidecar records a start-up yet: run `make reproduce` first.")
+    lines.append("")
     rows = rule_times()
     lines += ["## Time per rule (Snakemake benchmark files of earlier runs)", ""]
     if rows:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import startup
 from .artifacts import save_npz, sha256_file, verify_artifact, write_sidecar
 from .errors import ArtifactError
 
@@ -45,6 +46,7 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
         model = model.to(memory_format=torch.channels_last)
     prep = session.preprocessor()
     arrays: dict[str, np.ndarray] = {}
+    startup.mark()  # the job's fixed cost ends here (sidecar: startup_s)
     for split in SPLITS + (("trigger",) if poison is not None else ()):
         # float32 whatever the training precision (bf16 autocast on CUDA): the metrics read these
         z, logits = predict(model, session.x[split], prep, int(params["batch_size"]), amp=False)

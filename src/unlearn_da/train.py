@@ -17,6 +17,7 @@ from .artifacts import sha256_file
 from .checkpoints import save_checkpoint
 from .models import build_model, model_spec
 from .runtime import seed_everything
+from . import startup
 from .session import open_session
 from .splits import POISON_FILE, check_split, load_split_poison
 from .training import accuracy, fit
@@ -66,6 +67,7 @@ def run_train(
                                 recipe.get("crop_fill", "black"))
     log(f"train {role}: {len(y)} samples, {spec['arch']} on {session.device}, seed {init_seed}, "
         f"amp={session.amp}, threads={torch.get_num_threads()}")
+    startup.mark()  # the job's fixed cost ends here (sidecar: startup_s)
     t0 = time.perf_counter()
     result = fit(model, x, y, prep, recipe, generator=generator, amp=session.amp, desc=f"train {role}", log=log)
     if session.device.type == "cuda":

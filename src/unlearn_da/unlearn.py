@@ -16,6 +16,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .methods import get_method, method_base
 from .methods.base import StepRecorder, UnlearnContext, frozen_copy
 from .runtime import seed_everything
+from . import startup
 from .session import open_session
 from .splits import POISON_FILE, check_split, load_split_poison
 
@@ -44,6 +45,7 @@ def method_seconds(run, ctx: UnlearnContext, hp: dict[str, Any], recorder: StepR
     probe, recorded before, is not: subtracting it gave negative times for short runs).
     """
     eval_before = recorder.eval_seconds
+    startup.mark()  # the job's fixed cost ends here (sidecar: startup_s)
     t0 = time.perf_counter()
     run(ctx, hp)
     if device.type == "cuda":

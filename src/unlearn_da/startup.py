@@ -1,0 +1,38 @@
+"""How long a job took from its process start to its first unit of work (its fixed cost).
+
+Each GPU job is a new process: interpreter, imports, CUDA context, reading and hashing its inputs,
+moving data to the device. ``mark()`` is called where the timed work begins (a training or
+unlearning loop, a feature pass); the seconds from the process start to that point go into the
+job's sidecar (``startup_s``) and ``make bench`` reports them per rule.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+_IMPORTED_AT = time.time()
+_state: dict[str, float | None] = {"startup_s": None}
+
+
+def process_age() -> float:
+    """Seconds since this process started: /proc on Linux (to 10 ms); elsewhere since this module loaded."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 (starttime), after the command name
+        with open("/proc/uptime") as f:
+            return max(0.0, float(f.read().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return time.time() - _IMPORTED_AT
+
+
+def mark() -> float:
+    """Record (once) the seconds from the process start to now; return them."""
+    if _state["startup_s"] is None:
+        _state["startup_s"] = process_age()
+    return float(_state["startup_s"])
+
+
+def seconds() -> float | None:
+    return _state["startup_s"]
