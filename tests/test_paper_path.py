@@ -201,7 +201,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 from unlearn_da.gpucheck import _validate_if_possible, run_gpu_check
-from unlearn_da import bench, data, evaluate, features, splits, synthetic, tables, train, unlearn
+from unlearn_da import bench, concurrency, data, evaluate, features, splits, synthetic, tables, train, unlearn
 from unlearn_da.methods import METHOD_MODULES, get_method
 for m in METHOD_MODULES:
     get_method(m)

@@ -156,6 +156,12 @@ def cmd_check_config(a: argparse.Namespace) -> None:
 UNBOUNDED_GPU_JOBS = 1_000_000
 
 
+def cmd_concurrency_worker(a: argparse.Namespace) -> None:
+    from .concurrency import worker
+
+    print(json.dumps(worker(json.loads(a.spec))))
+
+
 def cmd_gpu_slots(a: argparse.Namespace) -> None:
     """devices x jobs_per_device of the config's ``gpu`` block: make passes it as Snakemake's
     ``--resources gpu=N``, so no more GPU jobs start than the device pool has slots."""
@@ -363,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p = add("check-config", cmd_check_config, "validate config files as data (make targets run it before Snakemake)")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p = add("concurrency-worker", cmd_concurrency_worker, "one process of gpu-check's jobs-per-device "
+            "measurement (internal)")
+    p.add_argument("--spec", required=True, help="the worker's spec as JSON (concurrency.profile_spec)")
     p = add("gpu-slots", cmd_gpu_slots, "how many GPU jobs may run at once: devices x jobs_per_device "
             "(make passes it to Snakemake as --resources gpu=N)")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")

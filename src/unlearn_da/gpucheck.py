@@ -103,6 +103,50 @@ class Checker:
         return [r for r in self.rows if not r["ok"]]
 
 
+def measure_jobs_per_device(device: str, amp: bool, threads: int, log=print) -> dict[str, Any]:
+    """The profile's training step in 1, 2, 4 and 8 processes on one GPU (config/cifar10.yaml: ResNet-18,
+    batch 256); on the CPU the default config's small CNN in 1 and 2 processes (toy size)."""
+    import torch
+
+    from .concurrency import profile_spec, run_concurrency
+
+    on_gpu = device != "cpu" and torch.cuda.is_available()
+    config = load_config([REPO_ROOT / "config" / "cifar10.yaml"] if on_gpu else [])
+    spec = profile_spec(config, "cuda" if on_gpu else "cpu", amp, True, threads,
+                        window_s=10.0 if on_gpu else 2.0, warmup_steps=20 if on_gpu else 3)
+    result = run_concurrency(spec, (1, 2, 4, 8) if on_gpu else (1, 2), log=log)
+    devices = torch.cuda.device_count() if on_gpu else 1
+    result.update(spec=spec, devices=devices,
+                  hours=paper_hours_at(result["chosen_aggregate_img_s"] * devices))
+    log(f"jobs_per_device: {result['jobs_per_device']} (the fewest processes within 5 % of the best "
+        f"aggregate rate); projected on {devices} device(s): "
+        + ", ".join(f"{k} {v:.1f} h" for k, v in result["hours"].items()))
+    return result
+
+
+def paper_hours_at(img_per_s: float) -> dict[str, float]:
+    from .bench import paper_hours
+
+    return paper_hours(img_per_s)
+
+
+def concurrency_lines(result: dict[str, Any]) -> list[str]:
+    spec = result["spec"]
+    lines = ["", "## Jobs per device", "",
+             f"{spec['arch']} at batch {spec['batch_size']} ({'bf16' if spec['amp'] else 'fp32'}, "
+             f"channels_last, deterministic {spec['deterministic']}), the project's Trainer, "
+             f"{spec['window_s']:.0f} s window in every process at once:", "",
+             "| processes | aggregate img/s | per process img/s | slowest img/s | peak MB per process |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['processes']} | {r['aggregate_img_s']:.0f} | {r['per_process_img_s']:.0f} | "
+              f"{r['slowest_img_s']:.0f} | {r['peak_mb']:.0f} |" for r in result["rows"]]
+    lines += ["", f"Chosen `gpu.jobs_per_device`: **{result['jobs_per_device']}** (fewest processes within 5 % "
+              f"of the best aggregate). Projected with {result['devices']} device(s) at that rate: "
+              + ", ".join(f"{k} {v:.1f} h" for k, v in result["hours"].items()) + " (counted workload, "
+              "unlearn_da.bench.workload_images).", ""]
+    return lines
+
+
 def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check", threads: int = 2,
                   amp: str = "auto", subset: tuple[int, int] = (200, 100), repeats: int = 3,
                   skip_throughput: bool = False, log=print) -> int:
@@ -203,6 +247,9 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
                       "two oracles per seed): " + ", ".join(f"{k} {v:.1f} h" for k, v in hours.items()), ""]
             log(f"ResNet-18 training: ours {r['ours']:.0f} img/s, bare {r['bare']:.0f} img/s; projected: "
                 + ", ".join(f"{k} {v:.1f} h" for k, v in hours.items()))
+        conc = chk.stage("jobs per device", measure_jobs_per_device, device, amp_on, threads, log)
+        if conc:
+            lines += concurrency_lines(conc)
     failures = chk.failures
     lines += ["", f"**{len(failures)} failure(s)**" if failures else "**all stages passed**", ""]
     write_text(work / "gpu-check.md", "\n".join(lines))

@@ -1,0 +1,27 @@
+"""gpu-check's jobs-per-device measurement, at toy size on the CPU (the same code runs on a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+
+from unlearn_da.concurrency import choose_jobs_per_device, measure, profile_spec
+from unlearn_da.config import load_config
+
+
+def test_jobs_per_device_is_the_fewest_processes_within_five_percent_of_the_best():
+    rows = [{"processes": 1, "aggregate_img_s": 1000.0}, {"processes": 2, "aggregate_img_s": 1900.0},
+            {"processes": 4, "aggregate_img_s": 2000.0}, {"processes": 8, "aggregate_img_s": 1990.0}]
+    assert choose_jobs_per_device(rows) == 2  # 1900 >= 0.95 * 2000
+    rows[1]["aggregate_img_s"] = 1890.0
+    assert choose_jobs_per_device(rows) == 4
+    assert choose_jobs_per_device(rows[:1]) == 1
+
+
+def test_concurrent_workers_train_the_profiles_step_in_one_window(tmp_path):
+    spec = profile_spec(load_config(), "cpu", amp=False, channels_last=True, threads=1, window_s=1.0,
+                        warmup_steps=2)
+    assert spec["arch"] == "smallcnn" and spec["batch_size"] == load_config()["train"]["batch_size"]
+    row = measure(spec, 2)
+    assert row["processes"] == 2 and row["aggregate_img_s"] > 0
+    assert row["aggregate_img_s"] == pytest.approx(2 * row["per_process_img_s"])
+    assert row["slowest_img_s"] > 0 and row["peak_mb"] > 0
