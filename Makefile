@@ -32,7 +32,7 @@ CHECK_CONFIG := gpu_slots=$$(python -m unlearn_da gpu-slots $(CONFIGFILES)) &&
 SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) \
 	--resources gpu=$$gpu_slots $(CONFIGFILES)
 
-.PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables test test-remotes test-slurm test-cpu-models lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+.PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables test test-remotes test-slurm test-cpu-models test-compile lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -116,7 +116,7 @@ readme-tables: venv
 
 # tests marked slurm (a real SLURM cluster) and remotes (DVC remotes) have their own targets
 test: dev
-	$(BIN)/python -m pytest -q --durations=15 -m "not remotes and not slurm"
+	$(BIN)/python -m pytest -q --durations=15 -m "not remotes and not slurm and not compile"
 
 # DVC push/pull through a real S3 (moto's server) and SSH (OpenSSH's sshd) remote, both on
 # 127.0.0.1 with their state in temp dirs; prints the round-trip times and sizes.
@@ -143,6 +143,10 @@ test-slurm: dev
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	$(BIN)/python -m pytest -q -s -m slurm tests/test_slurm.py
+
+# precision.compile: Inductor compiles C++ on the CPU (minutes); its own target
+test-compile: dev
+	$(BIN)/python -m pytest -q -s -m compile tests/test_compile.py
 
 # tests/test_cpu_models.py runs the optimisers on an emulated Intel and AMD CPU (qemu's user mode);
 # `make test` runs it where qemu-x86_64 is installed, skips it elsewhere; this target installs it

@@ -19,6 +19,7 @@ class Session:
     device: torch.device
     amp: bool
     channels_last: bool
+    compile: bool  # torch.compile the model a job trains (precision.compile)
     data: PreparedData
     x: dict[str, torch.Tensor]  # train / val / test images (uint8) on the device; a backdoor adds "trigger"
     y: dict[str, torch.Tensor]
@@ -60,6 +61,7 @@ def open_session(data_path: str, params: dict[str, Any], threads: int, poison: P
         device=device,
         amp=runtime.resolve_switch(precision["amp"], runtime.amp_default(device)),
         channels_last=runtime.resolve_switch(precision["channels_last"], runtime.channels_last_default(device)),
+        compile=runtime.resolve_switch(precision.get("compile", "auto"), runtime.compile_default(device)),
         data=data,
         x=x,
         y=y,

@@ -16,8 +16,8 @@ import torch
 from .artifacts import sha256_file
 from .checkpoints import save_checkpoint
 from .models import build_model, model_spec
+from . import runtime, startup
 from .runtime import seed_everything
-from . import startup
 from .session import open_session
 from .splits import POISON_FILE, check_split, load_split_poison
 from .training import accuracy, fit
@@ -63,6 +63,8 @@ def run_train(
     init_seed = seed + ROLE_SEED_OFFSET[role]
     generator = seed_everything(init_seed)
     model, spec = build_for(params, session)
+    if session.compile:
+        runtime.compile_model(model)
     prep = session.preprocessor(recipe.get("augment", "none"), int(recipe.get("crop_padding", 0)),
                                 recipe.get("crop_fill", "black"))
     log(f"train {role}: {len(y)} samples, {spec['arch']} on {session.device}, seed {init_seed}, "

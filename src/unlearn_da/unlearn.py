@@ -15,8 +15,8 @@ from .artifacts import atomic_path, sha256_file
 from .checkpoints import load_checkpoint, save_checkpoint
 from .methods import get_method, method_base
 from .methods.base import StepRecorder, UnlearnContext, frozen_copy
+from . import runtime, startup
 from .runtime import seed_everything
-from . import startup
 from .session import open_session
 from .splits import POISON_FILE, check_split, load_split_poison
 
@@ -91,6 +91,8 @@ def run_unlearn(
     model = copy.deepcopy(base_model).train()
     for p in model.parameters():
         p.requires_grad_(True)
+    if session.compile:
+        runtime.compile_model(model)
     xf, yf = session.subset("train", split.forget)
     xr, yr = session.subset("train", split.retain)
     generator = seed_everything(seed)
