@@ -224,3 +224,34 @@ def test_kill_mid_training_then_rerun_gives_the_uninterrupted_results(tiny_proje
     for meta in (root / "results").rglob("*.pt.meta.json"):
         rec = json.loads(meta.read_text())
         assert "seed" in rec and rec["threads"] == 1
+
+
+def test_a_file_is_hashed_once_per_version_in_a_process(tmp_path, monkeypatch):
+    """A job hashes its data set to check it and again to record it: the second is answered from memory,
+    a rewritten or replaced file is read again."""
+    import builtins
+    import os
+
+    from unlearn_da import artifacts
+
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"a" * 1000)
+    reads = []
+    real_open = builtins.open
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if str(file) == str(path) and "b" in mode:
+            reads.append(mode)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    first = artifacts.sha256_file(path)
+    assert artifacts.sha256_file(path) == first and len(reads) == 1
+    path.write_bytes(b"b" * 1000)  # same size, new content: a new modification time
+    os.utime(path, ns=(1, 1))
+    assert artifacts.sha256_file(path) != first and len(reads) == 2
+    replacement = tmp_path / "new.bin"
+    replacement.write_bytes(b"c" * 1000)
+    os.utime(replacement, ns=(1, 1))
+    os.replace(replacement, path)  # same size and time, another inode
+    assert artifacts.sha256_file(path) == artifacts.sha256_bytes(b"c" * 1000) and len(reads) == 3
