@@ -163,7 +163,8 @@ def test_bad_teacher_moves_forget_outputs_towards_random_teacher(trained):
 
 def test_ssd_changes_only_high_forget_importance_weights(trained):
     ctx = make_ctx(trained)
-    x_all, y_all = torch.cat([ctx.x_forget, ctx.x_retain]), torch.cat([ctx.y_forget, ctx.y_retain])
+    # the reference's full_train_dl: ConcatDataset((retain, forget)), unshuffled
+    x_all, y_all = torch.cat([ctx.x_retain, ctx.x_forget]), torch.cat([ctx.y_retain, ctx.y_forget])
     imp_d = importances(ctx.model, x_all, y_all, ctx.prep, 32)
     imp_f = importances(ctx.model, ctx.x_forget, ctx.y_forget, ctx.prep, 32)
     before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
@@ -284,3 +285,22 @@ def test_salun_masked_update_hooks_give_the_per_parameter_loops_bits(optimizer):
                         buf.mul_(mask[n])
     for (n, a), (_, b) in zip(fused_model.named_parameters(), loop_model.named_parameters(), strict=True):
         assert torch.equal(a, b), n
+
+
+def test_ssd_batches_d_as_the_reference_retain_first_then_forget(trained, monkeypatch):
+    """forget_*_main.py: full_train_dl = DataLoader(ConcatDataset((retain, forget)), batch_size), unshuffled:
+    the importances of D are taken over batches of D_r first, then D_f (batch composition sets their value)."""
+    from unlearn_da.methods import ssd
+
+    ctx = make_ctx(trained, "random10")
+    seen = []
+    real = ssd.importances
+
+    def spy(model, x, y, prep, batch_size):
+        seen.append(y.clone())
+        return real(model, x, y, prep, batch_size)
+
+    monkeypatch.setattr(ssd, "importances", spy)
+    get_method("ssd")(ctx, hp("ssd", batch_size=32))
+    assert torch.equal(seen[0], torch.cat([ctx.y_retain, ctx.y_forget]))
+    assert torch.equal(seen[1], ctx.y_forget)

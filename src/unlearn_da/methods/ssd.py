@@ -6,8 +6,10 @@ Importances are means of squared mini-batch gradients, so their ratio depends on
 reference computes them at 128 for random forgetting (if-loops/selective-synaptic-dampening,
 ``src/forget_random_main.py``: ``DataLoader(..., batch_size=128)``) and at 64 for a whole class
 (``src/forget_full_class_main.py``: ``-b`` default 64): ``batch_size`` and ``class_batch_size`` (null: the
-same). No augmentation (``src/datasets.py``: ``transform_unlearning`` is ToTensor + Normalize): the
-batches are never augmented, whatever ``augment_data`` says."""
+same). The batches of D follow the reference's unshuffled ``full_train_dl = DataLoader(ConcatDataset(
+(retain_train_dl.dataset, forget_train_dl.dataset)), batch_size)`` (both scripts): D_r first, then D_f, so
+the same samples share a batch. No augmentation (``src/datasets.py``: ``transform_unlearning`` is
+ToTensor + Normalize): the batches are never augmented, whatever ``augment_data`` says."""
 
 from __future__ import annotations
 
@@ -58,8 +60,8 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
     bs = int(hp["batch_size"])
     if ctx.forgotten_class is not None and hp.get("class_batch_size"):
         bs = int(hp["class_batch_size"])
-    x_all = torch.cat([ctx.x_forget, ctx.x_retain])
-    y_all = torch.cat([ctx.y_forget, ctx.y_retain])
+    x_all = torch.cat([ctx.x_retain, ctx.x_forget])  # ConcatDataset((retain, forget)), unshuffled
+    y_all = torch.cat([ctx.y_retain, ctx.y_forget])
     imp_full = importances(ctx.model, x_all, y_all, ctx.prep, bs)
     imp_forget = importances(ctx.model, ctx.x_forget, ctx.y_forget, ctx.prep, bs)
     changed = dampen(ctx.model, imp_full, imp_forget, float(hp["alpha"]), float(hp["lambda"]))
