@@ -101,6 +101,8 @@ def device_ids(settings: PoolSettings) -> list[tuple[int, str]]:
     if settings.fake > 0:
         ids = range(settings.fake) if settings.devices == "auto" else settings.devices
         return [(int(i), f"fake-{int(i)}") for i in ids]
+    if not nvidia_driver_present():
+        return []  # no NVIDIA driver: no CUDA device, and no torch import (seconds) to find that out
     import torch
 
     count = torch.cuda.device_count()
@@ -111,6 +113,13 @@ def device_ids(settings: PoolSettings) -> list[tuple[int, str]]:
             raise ValueError(f"gpu.devices names device {i}, but torch sees {count} CUDA device(s)")
         out.append((int(i), str(torch.cuda.get_device_properties(int(i)).uuid)))
     return out
+
+
+def nvidia_driver_present() -> bool:
+    """An NVIDIA driver is loaded (Linux: /proc/driver/nvidia; WSL2: /dev/dxg), or this is not Linux."""
+    if not sys.platform.startswith("linux"):
+        return True  # no cheap test: ask torch
+    return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/dxg")
 
 
 def slot_count(settings: PoolSettings) -> int:
