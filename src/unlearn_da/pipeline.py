@@ -37,7 +37,7 @@ FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding", "d
 BACKDOOR_FIGURES = ("asr",)  # backdoor scenarios: ASR against clean test accuracy
 
 # the package modules each rule's command executes (cli.py only parses arguments)
-_COMMON = ("__init__.py", "kernels.py", "artifacts.py", "errors.py", "datasets.py")
+_COMMON = ("__init__.py", "kernels.py", "artifacts.py", "errors.py", "datasets.py", "device_pool.py", "startup.py")
 _TORCH = _COMMON + ("runtime.py", "session.py", "data.py", "models.py", "training.py", "checkpoints.py",
                     "backdoor.py")
 RULE_SOURCES: dict[str, tuple[str, ...]] = {
