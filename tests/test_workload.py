@@ -117,7 +117,7 @@ def test_counting_is_outside_the_compiled_region():
 
 # every method on the tiny run's data, split and original, with settings that reach each branch of its
 # count: a batch of one left over (skipped or not), "+da" with a batch and an epoch basis, each mode
-ODD = {"random10": (130, 1165), "class0": (128, 1167)}  # |D_f|, |D_r| of the tiny run (checked below)
+TINY_SPLITS = {"random10": (130, 1165), "class0": (128, 1167)}  # |D_f|, |D_r| of the tiny run (checked below)
 VARIANTS = {
     "ft_odd": {"base": "ft", "batch_size": 1164},  # 1165 = 1164 + 1: the last batch (1) is dropped
     "ga_odd": {"base": "ga", "batch_size": 43, "epochs": 2},  # 130 = 3 x 43 + 1
@@ -159,12 +159,12 @@ def test_every_method_pushes_through_models_what_workload_counts(tiny_project, t
     config = tiny_config(tiny_project, {"unlearn": {**SHORT, **unlearn, "variants": VARIANTS}})
     sizes = data_sizes(config)
     n_f = forget_size(sizes, scenario)
-    assert (n_f, sizes.n_train - n_f) == ODD[scenario]
+    assert (n_f, sizes.n_train - n_f) == TINY_SPLITS[scenario]
     params = P.unlearn_params(config, method)
     run = P.run_name(config)
     meta = run_unlearn(str(tiny_project / P.prepared_dir(config) / "dataset.npz"),
                        str(tiny_project / P.prepared_dir(config) / f"splits/{scenario}/seed0"),
                        str(tiny_project / P.model_checkpoint(run, scenario, 0, "original")), method, 0, 1, params,
                        str(tmp_path / "model.pt"), str(tmp_path / "steps.csv"))
-    assert meta["images"] == unlearn_job(params, n_f, sizes.n_train - n_f, scenario.startswith("class")).as_dict()
+    assert meta["images"] == unlearn_job(params, n_f, sizes.n_train - n_f).as_dict()
 

@@ -152,7 +152,7 @@ class Unlearning:
     n_forget: int
     n_retain: int
     da: dict[str, Any] | None = None  # the "+da" regulariser's settings (None without it)
-    class_wise: bool = False  # a class scenario (SSD's class_batch_size)
+    da_config: dict[str, Any] | None = None  # the unlearn.da block (MUDA builds its own regulariser)
 
     # the DA plug-in (methods/base.py, methods/da.py); all zero without "+da"
     def da_epoch(self) -> Images:
@@ -240,7 +240,8 @@ def _bad_teacher(u: Unlearning) -> tuple[Images, int]:
 
 
 def _ssd(u: Unlearning) -> tuple[Images, int]:
-    """Importances: gradients over every batch of D (D_r then D_f), then of D_f; no training step."""
+    """Importances: gradients over every batch of D (D_r then D_f), then of D_f, none skipped (the batch
+    size, ``class_batch_size`` in a class scenario, changes no count); no training step."""
     return fb(u.n_retain + 2 * u.n_forget), 0
 
 
@@ -255,7 +256,7 @@ def _boundary_shrink(u: Unlearning) -> tuple[Images, int]:
     return epoch.times(epochs), epochs * len(sizes)
 
 
-def _muda(u: Unlearning, da: dict[str, Any]) -> tuple[Images, int]:
+def _muda(u: Unlearning) -> tuple[Images, int]:
     """Forget steps (a forget batch with a sampled retain batch, one forward) and recover steps (a
     sampled retain batch), the teacher without grad unless ``lambda_sd`` is 0 or it is the original's
     head on the student's features; the epoch basis (``basis_source: epoch``) without grad."""
@@ -265,7 +266,8 @@ def _muda(u: Unlearning, da: dict[str, Any]) -> tuple[Images, int]:
     forget = shuffled_sizes(u.n_forget, bs)
     retain_batch = min(bs, u.n_retain)
     teacher = fo(retain_batch) if float(hp["lambda_sd"]) != 0 and hp["sd_target"] != "head" else Images()
-    basis = fo(min(int(da.get("epoch_subset", 1024)), u.n_retain)) if hp["basis_source"] == "epoch" else Images()
+    subset = int((u.da_config or {}).get("epoch_subset", 1024))
+    basis = fo(min(subset, u.n_retain)) if hp["basis_source"] == "epoch" else Images()
     epoch = basis + fb(sum(forget) + len(forget) * retain_batch)
     steps = len(forget)
     if alternate:
@@ -289,6 +291,7 @@ METHODS: dict[str, MethodCount] = {
     "bad_teacher": _bad_teacher,
     "ssd": _ssd,
     "boundary_shrink": _boundary_shrink,
+    "muda": _muda,
 }
 
 
@@ -299,14 +302,11 @@ def probes(steps: int, log_every: int, probe_f: int, probe_r: int) -> Images:
     return fo(count * (probe_f + probe_r))
 
 
-def unlearn_job(params: dict[str, Any], n_forget: int, n_retain: int, class_wise: bool) -> Images:
+def unlearn_job(params: dict[str, Any], n_forget: int, n_retain: int) -> Images:
     """``unlearn.run_unlearn`` with ``params`` (``pipeline.unlearn_params``): the method, and the probes."""
-    base, hp = params["base"], params["hp"]
-    if base == "ssd" and class_wise and hp.get("class_batch_size"):
-        hp = {**hp, "batch_size": hp["class_batch_size"]}
     plus_da = params["method"].endswith("+da")
-    u = Unlearning(hp, n_forget, n_retain, params["da"] if plus_da else None, class_wise)
-    images, steps = _muda(u, params["da"]) if base == "muda" else METHODS[base](u)
+    u = Unlearning(params["hp"], n_forget, n_retain, params["da"] if plus_da else None, params.get("da"))
+    images, steps = METHODS[params["base"]](u)
     n_probe = int(params["probe_size"])
     return images + probes(steps, int(params["log_every"]), min(n_probe, n_forget), min(n_probe, n_retain))
 
@@ -332,10 +332,10 @@ def workload_jobs(config: dict[str, Any], sizes: DataSizes | None = None) -> lis
     jobs: dict[str, Job] = {}
 
     def add(stage: str, scenario: str, seed: int, model: str, images: Images, n_trigger: int) -> None:
-        jobs[P.model_checkpoint(run, scenario, seed, model)] = Job(
-            stage, P.model_checkpoint(run, scenario, seed, model), images)
-        jobs[P.model_features(run, scenario, seed, model)] = Job(
-            "features", P.model_features(run, scenario, seed, model), features_job(sizes, n_trigger))
+        """A model's job and its features' job, keyed by path: the shared original's come once."""
+        checkpoint, features = P.model_checkpoint(run, scenario, seed, model), P.model_features(run, scenario, seed, model)
+        jobs[checkpoint] = Job(stage, checkpoint, images)
+        jobs[features] = Job("features", features, features_job(sizes, n_trigger))
 
     for scenario in scenarios:
         kind, _ = parse_scenario(scenario)
@@ -349,7 +349,7 @@ def workload_jobs(config: dict[str, Any], sizes: DataSizes | None = None) -> lis
             for oracle in P.oracle_models(config):
                 add("oracles", scenario, seed, oracle, train_job(n_r, n_val, recipe), n_trigger)
             for method, params in methods.items():
-                add("unlearning", scenario, seed, method, unlearn_job(params, n_f, n_r, kind == "class"), n_trigger)
+                add("unlearning", scenario, seed, method, unlearn_job(params, n_f, n_r), n_trigger)
     return list(jobs.values())
 
 
