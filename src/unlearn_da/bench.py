@@ -222,14 +222,16 @@ def paper_hours(img_per_s: float) -> dict[str, float]:
 def paper_estimate(throughput: list[dict]) -> list[str]:
     """Hours for the CIFAR-10 paper profile at the ResNet-18 throughput measured here."""
     from .config import load_config
+    from .pipeline import oracle_models
 
     resnet = next(r for r in throughput if r["model"].startswith("resnet18"))
     profile = load_config(["config/cifar10.yaml"])
     work = workload_images(profile)
     hours = work["total"] / resnet["ours"] / 3600
     lines = ["## Cost of the CIFAR-10 paper profile (config/cifar10.yaml) on this machine", "",
-             f"Images its DAG pushes through models (3 seeds, scenarios {', '.join(profile['scenarios'])}, "
-             f"{len(profile['unlearn']['methods'])} methods, 2 oracles per seed), counted as the jobs count them:", "",
+             f"Images its DAG pushes through models ({len(profile['seeds'])} seeds, scenarios "
+             f"{', '.join(profile['scenarios'])}, {len(profile['unlearn']['methods'])} methods, "
+             f"{len(oracle_models(profile))} oracles per seed and scenario), counted as the jobs count them:", "",
              *workload_table(work), "",
              f"At the ResNet-18 throughput measured above ({resnet['ours']:.0f} img/s on {resnet['device']}): "
              f"**{hours:.1f} hours** ({hours / 24:.1f} days) for one device.", ""]
