@@ -272,6 +272,14 @@ def test_tiny_backdoor_run_matches_an_independent_recomputation(tmp_path: Path):
                               capture_output=True, text=True, check=True)
     assert "verified 10 artifacts" in verified.stdout and "all match" in verified.stdout
     assert dry_run_jobs(root, "--configfile", "tests/config/tiny-backdoor.yaml") == {}
+    # each job pushed through its models the images workload_images counts (the poisoned original, the
+    # triggered test images of every model's features; tests/test_workload.py)
+    from unlearn_da.workload import workload_jobs
+
+    config = load_config([root / "tests/config/tiny-backdoor.yaml"], base=root / "config/config.yaml")
+    recorded = {str(p.relative_to(root)).removesuffix(".meta.json"): json.loads(p.read_text())["images"]
+                for p in (root / "results").rglob("*.meta.json") if "images" in json.loads(p.read_text())}
+    assert recorded == {job.artifact: job.images.as_dict() for job in workload_jobs(config)}
     # from the checkpoints, on images stamped here by hand: the features held the triggered images
     import torch
 

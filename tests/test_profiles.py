@@ -69,7 +69,9 @@ def test_workload_estimate_scales_with_the_config():
     more = load_config(["config/cifar10.yaml"])
     more["seeds"] = [0, 1, 2, 3, 4, 5]
     two = workload_images(more)
-    assert two["original"] == pytest.approx(2 * one["original"]) and two["total"] == pytest.approx(2 * one["total"])
+    assert two["stages"] == {stage: {kind: 2 * n for kind, n in v.items()} for stage, v in one["stages"].items()}
+    assert two["total"] == pytest.approx(2 * one["total"])
     # 3 seeds x 182 epochs x 45,000 training images for the original models, twice: the shared
-    # original and the backdoor scenario's poisoned one
-    assert one["original"] == pytest.approx(2 * 3 * 182 * 45000)
+    # original and the backdoor scenario's poisoned one; then each one's 5,000 validation images
+    assert one["stages"]["original"] == {"forward_backward": 2 * 3 * 182 * 45000, "forward_only": 2 * 3 * 5000}
+    assert one["total"] == pytest.approx(one["forward_backward"] + one["forward_only"] / 3)

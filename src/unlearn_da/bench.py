@@ -222,18 +222,29 @@ def paper_hours(img_per_s: float) -> dict[str, float]:
 def paper_estimate(throughput: list[dict]) -> list[str]:
     """Hours for the CIFAR-10 paper profile at the ResNet-18 throughput measured here."""
     from .config import load_config
+    from .pipeline import oracle_models
 
     resnet = next(r for r in throughput if r["model"].startswith("resnet18"))
-    work = workload_images(load_config(["config/cifar10.yaml"]))
-    hours = work["total"] / resnet["ours"] / 3600
     profile = load_config(["config/cifar10.yaml"])
+    work = workload_images(profile)
+    hours = work["total"] / resnet["ours"] / 3600
     lines = ["## Cost of the CIFAR-10 paper profile (config/cifar10.yaml) on this machine", "",
-             f"Training-image passes of its DAG (3 seeds, scenarios {', '.join(profile['scenarios'])}, "
-             f"{len(profile['unlearn']['methods'])} methods, 2 oracles per seed):", "",
-             "| stage | million images |", "|---|---|"]
-    lines += [f"| {k} | {v / 1e6:.1f} |" for k, v in work.items()]
-    lines += ["", f"At the ResNet-18 throughput measured above ({resnet['ours']:.0f} img/s on {resnet['device']}): "
-              f"**{hours:.1f} hours** ({hours / 24:.1f} days) for one device.", ""]
+             f"Images its DAG pushes through models ({len(profile['seeds'])} seeds, scenarios "
+             f"{', '.join(profile['scenarios'])}, {len(profile['unlearn']['methods'])} methods, "
+             f"{len(oracle_models(profile))} oracles per seed and scenario), counted as the jobs count them:", "",
+             *workload_table(work), "",
+             f"At the ResNet-18 throughput measured above ({resnet['ours']:.0f} img/s on {resnet['device']}): "
+             f"**{hours:.1f} hours** ({hours / 24:.1f} days) for one device.", ""]
+    return lines
+
+
+def workload_table(work: dict) -> list[str]:
+    """``workload_images`` as a Markdown table: millions of images per stage and kind, and the total."""
+    lines = ["| stage | forward + backward (M) | forward only (M) |", "|---|---|---|"]
+    lines += [f"| {stage} | {v['forward_backward'] / 1e6:.1f} | {v['forward_only'] / 1e6:.1f} |"
+              for stage, v in work["stages"].items()]
+    lines += [f"| all | {work['forward_backward'] / 1e6:.1f} | {work['forward_only'] / 1e6:.1f} |",
+              f"| total (forward only as 1/3) | {work['total'] / 1e6:.1f} | |"]
     return lines
 
 
@@ -299,48 +310,13 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
     return text
 
 
-def workload_images(config: dict) -> dict[str, float]:
-    """Training-image passes (forward + backward) the config's DAG performs, by stage.
+def workload_images(config: dict) -> dict:
+    """Images the config's DAG pushes through models, by stage and in all (``workload.workload_images``).
 
-    Counts from the config and the data set sizes: epochs x samples seen per epoch for
-    every training and unlearning job, plus forward-only passes (features, teachers)
-    counted as one third of a training pass. Used to turn a measured img/s into hours.
+    Counted exactly from the config and the data set sizes, job by job, as the jobs count them in
+    their sidecars (``images``); ``total`` is forward + backward equivalents (a forward-only image
+    counts as a third), the number a measured training rate turns into hours.
     """
-    from .config import resolve_method
-    from .datasets import DATASETS
-    from .pipeline import needs_shared_original, oracle_models
-    from .scenarios import parse_scenario
+    from .workload import workload_images as counted
 
-    sizes = {"digits": 1797, "fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
-    info = DATASETS[config["dataset"]]
-    n_all = sizes[config["dataset"]] * (1 - config["data"]["test_fraction"] if not info.has_test_split else 1)
-    n_train = n_all * (1 - config["data"]["val_fraction"])
-    n_test = 10000 if info.has_test_split else sizes["digits"] * config["data"]["test_fraction"]
-    seeds, scenarios = len(config["seeds"]), config["scenarios"]
-    epochs = config["train"]["epochs"]
-    out = {"original": seeds * epochs * n_train if needs_shared_original(scenarios) else 0.0}
-    oracles = len(oracle_models(config))
-    out["oracles"] = 0.0
-    out["unlearning"] = 0.0
-    out["features (forward only, /3)"] = 0.0
-    models_per = len(config["unlearn"]["methods"]) + oracles + 1
-    for scen in scenarios:
-        kind, value = parse_scenario(scen)
-        n_f = n_train * (float(value) / 100 if kind in ("random", "backdoor") else 1.0 / info.num_classes)
-        n_r = n_train - n_f
-        if kind == "backdoor":  # its own original, trained on the poisoned train set
-            out["original"] += seeds * epochs * n_train
-        out["oracles"] += seeds * oracles * epochs * n_r
-        for method in config["unlearn"]["methods"]:
-            base, hp, plus_da = resolve_method(config, method)
-            e = hp.get("epochs", 1)
-            per = {"ft": n_r, "ga": n_f, "neggrad_plus": 2 * n_r, "rl": n_train, "salun": n_train + n_f / e,
-                   "boundary_shrink": n_f, "l1_sparse": n_r, "scrub": n_r * 1.33 + n_f * 1.33 / max(1, e),
-                   "bad_teacher": (n_f + 0.3 * n_r) * 1.67, "ssd": (n_train + n_f) / max(1, e),
-                   "muda": n_f * 3.33}[base]
-            if plus_da:
-                per *= 1.5
-            out["unlearning"] += seeds * e * per
-        out["features (forward only, /3)"] += seeds * models_per * (n_all + n_test) / 3
-    out["total"] = sum(out.values())
-    return out
+    return counted(config)

@@ -34,6 +34,7 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
     import torch  # the metrics job imports this module without torch
 
     from .checkpoints import load_checkpoint
+    from .models import images_counted, images_since
     from .session import open_session
     from .splits import load_split_poison
     from .training import predict
@@ -46,6 +47,7 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
         model = model.to(memory_format=torch.channels_last)
     prep = session.preprocessor()
     arrays: dict[str, np.ndarray] = {}
+    counted = images_counted()  # the sidecar's ``images``: every split through the model, once
     startup.mark()  # the job's fixed cost ends here (sidecar: startup_s)
     for split in SPLITS + (("trigger",) if poison is not None else ()):
         # float32 whatever the training precision (bf16 autocast on CUDA): the metrics read these
@@ -70,6 +72,7 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
         "device": str(session.device),
         "precision": "float32 (autocast and TF32 off)",
         "backdoor": poison.describe() if poison is not None else None,
+        "images": images_since(counted),  # forward only (bench.workload_images)
     })
 
 

@@ -1,4 +1,5 @@
-"""Classifiers that expose ``features(x)`` (penultimate layer) and ``head(z)``."""
+"""Classifiers that expose ``features(x)`` (penultimate layer) and ``head(z)``, and count the
+images every model of the process sees (``images_counted``): the jobs record them in their sidecars."""
 
 from __future__ import annotations
 
@@ -7,20 +8,67 @@ from typing import Any
 import torch
 from torch import nn
 
+IMAGE_KINDS = ("forward_backward", "forward_only")
+
+# images through every Classifier of this process, by kind; a job records the difference of two
+# snapshots (``images_counted`` before, ``images_since`` after), so jobs run in one process stay apart
+_IMAGES = dict.fromkeys(IMAGE_KINDS, 0)
+
+
+def images_counted() -> dict[str, int]:
+    """A snapshot of the process's image counts (``forward_backward``, ``forward_only``)."""
+    return dict(_IMAGES)
+
+
+def images_since(start: dict[str, int]) -> dict[str, int]:
+    """Images counted since the snapshot ``start``: what one job pushed through its models."""
+    return {kind: _IMAGES[kind] - start[kind] for kind in IMAGE_KINDS}
+
+
+def count_images(model: nn.Module, x: torch.Tensor) -> None:
+    """Add the batch ``x`` to the count of its kind.
+
+    ``forward_backward`` when the pass records an autograd graph a backward can follow: grad mode on
+    and a parameter of the model or the input requiring grad (training steps, DA pairs, SSD's and
+    SalUn's gradients, the FGSM step's input gradient through the frozen original). Everything else
+    is ``forward_only``: passes under ``no_grad`` (probes, features, teachers) and frozen teachers
+    called in grad mode (SCRUB's), which record nothing. Reads Python attributes only (the batch
+    size, ``requires_grad``): no host synchronisation, no computed number changes.
+    """
+    graph = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in model.parameters()))
+    _IMAGES["forward_backward" if graph else "forward_only"] += int(x.shape[0])
+
 
 class Classifier(nn.Module):
-    """``forward(x) = head(features(x))``; subclasses define both halves."""
+    """``forward(x) = head(features(x))``; subclasses define ``_features`` (the body) and ``fc``.
+
+    Images are counted at the two entries every pass takes: ``model(x)`` and ``model.features(x)``
+    (``predict``, MUDA, NegGrad+ and the DA term call the halves). ``forward`` runs the uncounted
+    ``_features``, so a full pass counts once. The count sits in ``__call__``, outside ``forward``:
+    ``model.compile()`` compiles ``_call_impl`` (hence ``forward``) only, so counting stays plain
+    Python that Dynamo never traces (a Python counter inside the compiled region would be a guard
+    that fails on every call, i.e. a recompile, or a graph break that can change fusion).
+    ``features`` is never compiled (a direct method call), so it counts eagerly as well.
+    """
 
     feature_dim: int
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        count_images(self, x)
+        return super().__call__(x, *args, **kwargs)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        count_images(self, x)
+        return self._features(x)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
         return self.fc(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self._features(x))
 
 
 class GlobalMeanPool(nn.Module):
@@ -60,7 +108,7 @@ class SmallCNN(Classifier):
         self.feature_dim = 4 * width
         self.fc = nn.Linear(self.feature_dim, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
 
@@ -80,7 +128,7 @@ class ResNet18(Classifier):
         self.feature_dim = 512
         self.fc = net.fc
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.layers(self.stem(x)))
 
 

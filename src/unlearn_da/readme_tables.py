@@ -1,9 +1,11 @@
-"""The README's result tables and verdicts, generated from the shipped expected-results files.
+"""The README's result tables and verdicts, generated from the shipped expected-results files, and
+the cost of the CIFAR-10 paper profile, counted from its config.
 
 Each generated block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->`` in
 README.md; ``python -m unlearn_da readme-tables`` rewrites every block from ``expected/*.json``
-(``reproduction.py``) and ``--check`` fails when the README differs from what it would write (a
-test runs it), so a number in the README is always one the project ships and can re-make.
+(``reproduction.py``) or from a config profile (``workload.py``), and ``--check`` fails when the
+README differs from what it would write (a test runs it), so a number in the README is always one
+the project ships and can re-make.
 """
 
 from __future__ import annotations
@@ -187,6 +189,67 @@ def _methods(record: dict[str, Any]) -> list[str]:
     return [m for m in record["models_in_order"] if m not in REFERENCE_ROWS]
 
 
+# ResNet-18 training rates the cost block turns into hours: measured by `make bench` on 2 CPU cores (two
+# runs, README "Benchmark"), and two GPU rates for orientation only (not measured)
+CPU_RATES = (101, 117)
+GPU_RATES = (5_000, 20_000)
+
+
+def _hours(images: float, rate: float) -> float:
+    return images / rate / 3600
+
+
+def cost_block(config: dict[str, Any], source: str) -> str:
+    """What the profile's DAG costs: its jobs that run a model, the images they push through models
+    by stage and kind (``workload.workload_images``, what their sidecars record), and hours at the
+    measured CPU rates and at two GPU rates."""
+    from .bench import workload_table
+    from .workload import data_sizes, workload_images, workload_jobs
+
+    jobs = workload_jobs(config)
+    count = {stage: sum(j.stage == stage for j in jobs) for stage in ("original", "oracles", "unlearning", "features")}
+    work = workload_images(config)
+    total = work["total"]
+    n_train, epochs = data_sizes(config).n_train, int(config["train"]["epochs"])
+    slow, fast = min(CPU_RATES), max(CPU_RATES)
+    share = {stage: (v["forward_backward"] + v["forward_only"] / 3) / total for stage, v in work["stages"].items()}
+    scenarios = ", ".join(config["scenarios"])
+    lines = [
+        f"`{source}` runs {len(jobs)} jobs that push images through a model ({len(config['seeds'])} seeds × "
+        f"{{{scenarios}}}: {count['original']} originals (per seed the shared one, and each backdoor scenario's "
+        f"own), {count['oracles']} oracles, {count['unlearning']} unlearning runs, and the feature extraction "
+        f"of each of these {count['features']} models); metrics, tables and figures read their outputs. "
+        "Counted exactly from the config (`unlearn_da.bench.workload_images`: the images every job records "
+        "in its sidecar as `images`, summed), in millions of images:", "",
+        *workload_table(work), "",
+        "Forward + backward: passes that record an autograd graph (training and unlearning steps, the DA "
+        "term's paired batches, SSD's and SalUn's gradients, Boundary Shrinking's FGSM step); forward only: "
+        "validation and probe passes, teachers, feature extraction, counted as a third of a training pass "
+        f"in the total of **{total / 1e6:.1f} million**.", "",
+        f"Measured here (2 CPU cores, `make bench`, two runs): ResNet-18 trains at {slow}–{fast} img/s, i.e. "
+        f"{n_train / fast:.0f}–{n_train / slow:.0f} s per {n_train / 1000:.0f}k-image epoch, "
+        f"{_hours(epochs * n_train, fast):.1f}–{_hours(epochs * n_train, slow):.1f} h per {epochs}-epoch model, "
+        f"**{_hours(total, fast):.0f}–{_hours(total, slow):.0f} hours** for the whole table. That is why the "
+        "CIFAR profiles are for GPUs.", "",
+        f"GPU hours = {total / 1e6:.1f} M / (the GPU's training img/s) / 3600. We had no GPU to measure one, so "
+        "this README gives no measured GPU figure: run `make bench` on the GPU machine, which measures its "
+        "throughput (bf16 autocast and channels_last, as the profiles run on CUDA) and prints the estimate for "
+        f"that machine. For orientation only, not measured: a GPU training ResNet-18 at {GPU_RATES[0]:,} img/s "
+        f"would need about {_hours(total, GPU_RATES[0]):.1f} hours, at {GPU_RATES[1]:,} img/s about "
+        f"{_hours(total, GPU_RATES[1]):.1f} hours. The oracles are {100 * share['oracles']:.0f} % of the cost, "
+        f"the originals {100 * share['original']:.0f} %, the unlearning runs {100 * share['unlearning']:.0f} % "
+        f"and the feature extraction {100 * share['features']:.0f} %.",
+    ]
+    return "\n".join(line if line.startswith("|") else _wrap(line) for line in lines) + "\n"
+
+
+def _wrap(paragraph: str, width: int = 100) -> str:
+    """A prose paragraph in lines of at most ``width`` characters (words and code spans kept whole)."""
+    import textwrap
+
+    return textwrap.fill(paragraph, width, break_long_words=False, break_on_hyphens=False)
+
+
 GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
     "digits-seeds": ("expected/digits-smallcnn.json", seeds_block),
     "digits-avg-gap": ("expected/digits-smallcnn.json", avg_gap_block),
@@ -196,19 +259,33 @@ GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
     "fashion-da": ("expected/fashion_mnist-smallcnn.json", da_block),
     "fashion-backdoor": ("expected/fashion_mnist-smallcnn-backdoor.json", backdoor_block),
 }
+# blocks made from a config profile (over the project's config/config.yaml), not from expected results
+CONFIG_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
+    "cifar10-cost": ("config/cifar10.yaml", cost_block),
+}
+
+
+def _load(root: Path, name: str) -> dict[str, Any]:
+    """The input of block ``name``: a config profile, or the expected results of a run."""
+    if name in CONFIG_GENERATORS:
+        from .config import load_config
+
+        return load_config([root / CONFIG_GENERATORS[name][0]], base=root / "config" / "config.yaml")
+    return load_expected(root / GENERATORS[name][0])
 
 
 def render(readme: str, root: Path) -> str:
     """``readme`` with every generated block rewritten; an unknown block name is an error."""
     cache: dict[str, dict[str, Any]] = {}
+    known = {**GENERATORS, **CONFIG_GENERATORS}
 
     def body(match: re.Match) -> str:
         name = match.group("name")
-        if name not in GENERATORS:
-            raise ArtifactError(f"README.md: unknown generated block '{name}'; known: {', '.join(GENERATORS)}")
-        source, make = GENERATORS[name]
+        if name not in known:
+            raise ArtifactError(f"README.md: unknown generated block '{name}'; known: {', '.join(known)}")
+        source, make = known[name]
         if source not in cache:
-            cache[source] = load_expected(root / source)
+            cache[source] = _load(root, name)
         return match.group(1) + make(cache[source], source) + match.group(4)
 
     return BLOCK.sub(body, readme)
@@ -223,7 +300,8 @@ def run_readme_tables(root: str | Path = ".", check: bool = False) -> tuple[int,
     new = render(text, root)
     if check:
         present = {m.group("name") for m in BLOCK.finditer(text)}
-        unshown = [n for n, (source, _) in GENERATORS.items() if (root / source).exists() and n not in present]
+        unshown = [n for n, (source, _) in {**GENERATORS, **CONFIG_GENERATORS}.items()
+                   if (root / source).exists() and n not in present]
         if unshown:
             return 1, f"{path}: no generated block for {', '.join(unshown)}, whose expected results are shipped"
         if new == text:

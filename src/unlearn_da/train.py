@@ -15,7 +15,7 @@ import torch
 
 from .artifacts import sha256_file
 from .checkpoints import save_checkpoint
-from .models import build_model, model_spec
+from .models import build_model, images_counted, images_since, model_spec
 from . import runtime, startup
 from .runtime import seed_everything
 from .session import open_session
@@ -47,6 +47,7 @@ def run_train(
         raise ValueError(f"unknown role '{role}'; allowed: {', '.join(ROLE_SEED_OFFSET)}")
     if role != "original" and split_dir is None:
         raise ValueError(f"role '{role}' trains on the retain set and needs --split")
+    counted = images_counted()  # the sidecar's ``images``: what this job pushes through models
     split, poison = load_split_poison(split_dir) if split_dir is not None else (None, None)
     if role != "original":
         poison = None  # the oracles train on the clean retain set: the poisoned images are not even loaded
@@ -93,6 +94,7 @@ def run_train(
         "seconds": seconds,
         "val_acc": val_acc,
         "history": result["history"],
+        "images": images_since(counted),  # training passes and the validation pass (bench.workload_images)
     }
     made_by = "train_original" if role == "original" else "train_retrain"
     return save_checkpoint(model, out, made_by, meta)

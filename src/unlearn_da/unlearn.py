@@ -15,6 +15,7 @@ from .artifacts import atomic_path, sha256_file
 from .checkpoints import load_checkpoint, save_checkpoint
 from .methods import get_method, method_base
 from .methods.base import StepRecorder, UnlearnContext, frozen_copy
+from .models import images_counted, images_since
 from . import runtime, startup
 from .runtime import seed_everything
 from .session import open_session
@@ -81,6 +82,7 @@ def run_unlearn(
     data: str, split_dir: str, original: str, method: str, seed: int, threads: int,
     params: dict[str, Any], out: str, steps_out: str, code: str | None = None,
 ) -> dict[str, Any]:
+    counted = images_counted()  # the sidecar's ``images``: what this job pushes through models
     split, poison = load_split_poison(split_dir)  # backdoor: D_f = the poisoned samples, their target labels
     session = open_session(data, params, threads, poison=poison, timed=True)  # seconds -> Time, RTE
     check_split(split, len(session.y["train"]), split_dir)
@@ -145,5 +147,6 @@ def run_unlearn(
         "split_sha256": sha256_file(f"{split_dir}/forget.npy"),
         "seconds": seconds,
         "steps": recorder.step,
+        "images": images_since(counted),  # the method's passes and the probes (bench.workload_images)
     }
     return save_checkpoint(ctx.model, out, "unlearn", meta)
