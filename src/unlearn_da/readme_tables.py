@@ -226,12 +226,12 @@ def cost_block(config: dict[str, Any], source: str) -> str:
         "term's paired batches, SSD's and SalUn's gradients, Boundary Shrinking's FGSM step); forward only: "
         "validation and probe passes, teachers, feature extraction, counted as a third of a training pass "
         f"in the total of **{total / 1e6:.1f} million**.", "",
-        f"Measured here (2 CPU cores, `make bench`, two runs): ResNet-18 trains at {slow}–{fast} img/s, i.e. "
+        f"Measured with `make bench` on 2 CPU cores (two runs; the CPU model was not recorded): ResNet-18 trains at {slow}–{fast} img/s, i.e. "
         f"{n_train / fast:.0f}–{n_train / slow:.0f} s per {n_train / 1000:.0f}k-image epoch, "
         f"{_hours(epochs * n_train, fast):.1f}–{_hours(epochs * n_train, slow):.1f} h per {epochs}-epoch model, "
         f"**{_hours(total, fast):.0f}–{_hours(total, slow):.0f} hours** for the whole table. That is why the "
         "CIFAR profiles are for GPUs.", "",
-        f"GPU hours = {total / 1e6:.1f} M / (the GPU's training img/s) / 3600. We had no GPU to measure one, so "
+        f"GPU hours = {total / 1e6:.1f} M / (the GPU's training img/s) / 3600. No GPU was at hand to measure one, so "
         "this README gives no measured GPU figure: run `make bench` on the GPU machine, which measures its "
         "throughput (bf16 autocast and channels_last, as the profiles run on CUDA) and prints the estimate for "
         f"that machine. For orientation only, not measured: a GPU training ResNet-18 at {GPU_RATES[0]:,} img/s "
