@@ -29,11 +29,12 @@ def tiny_config(root: Path, overrides: dict | None = None) -> dict:
 
 def recorded_images(root: Path) -> dict[str, dict]:
     """artifact (from the project root) -> its sidecar, for every sidecar that records ``images``
-    (tuning candidates, ``__t<i>``, aside: other tests run the tuning DAG in the same project)."""
+    (tuning candidates, ``<method>__t<i>`` and ``<method>__d<i>+da``, aside: other tests run the
+    tuning DAG in the same project)."""
     out = {}
     for path in sorted(root.glob("results/**/*.meta.json")):
         meta = json.loads(path.read_text())
-        if "images" in meta and "__t" not in path.name:
+        if "images" in meta and "__" not in path.name:
             out[str(path.relative_to(root)).removesuffix(".meta.json")] = meta
     return out
 
