@@ -73,10 +73,15 @@ def second_moment(z: Any, center: bool = False) -> tuple[Any, Any]:
     if n == 0:
         raise ValueError("second_moment: no samples")
     with _precise(z):
-        z = _wide(z)
-        mean = z.mean(0) if center else z[:1].sum(0) * 0
-        zc = z - mean
+        zc, mean = _centred(z, center)
         return (zc.T @ zc) / n, mean
+
+
+def _centred(z: Any, center: bool) -> tuple[Any, Any]:
+    """``(Z - mean, mean)`` in float32 or wider, mean = 0 (same shape, namespace) unless ``center``."""
+    z = _wide(z)
+    mean = z.mean(0) if center else z[:1].sum(0) * 0
+    return z - mean, mean
 
 
 def energy_rank(eigenvalues_desc: Any, energy: float) -> int:
@@ -124,9 +129,7 @@ def gram_eigenspace(
     if n == 0:
         raise ValueError("gram_eigenspace: no samples")
     with _precise(z):
-        z = _wide(z)
-        mean = z.mean(0) if center else z[:1].sum(0) * 0
-        zc = z - mean
+        zc, mean = _centred(z, center)
         evals, u = xp.linalg.eigh((zc @ zc.T) / n)  # ascending
         evals, u = xp.flip(evals, (0,)), xp.flip(u, (1,))
         finfo = xp.finfo(evals.dtype)
@@ -138,16 +141,7 @@ def gram_eigenspace(
             scale = (evals.clamp(min=finfo.tiny) * n).rsqrt().where(evals > tol, evals.new_zeros(()))
             full = xp.cat([evals, evals.new_zeros(d - n)])
         basis = (zc.T @ u) * scale  # d x n, orthonormal columns where scale > 0
-    if k is not None:
-        if not 1 <= k <= d:
-            raise ValueError(f"k must be in 1..{d}, got {k}")
-        return Eigenspace(basis[:, : int(k)], full, int(k), mean)
-    if xp.__name__ == "numpy":
-        kk = energy_rank(full, 0.95 if energy is None else energy)
-        return Eigenspace(basis[:, :kk], full, kk, mean)
-    k_t = _energy_rank_on_device(full, 0.95 if energy is None else energy)
-    keep = (xp.arange(n, device=evals.device) < k_t).to(basis.dtype)
-    return Eigenspace(basis * keep, full, k_t, mean)
+    return _top_k(basis, full, mean, energy, k)
 
 
 def eigenspace_of(cov: Any, mean: Any, energy: float | None = 0.95, k: int | None = None) -> Eigenspace:
@@ -155,19 +149,25 @@ def eigenspace_of(cov: Any, mean: Any, energy: float | None = 0.95, k: int | Non
     xp = _xp(cov)
     with _precise(cov):
         evals, evecs = xp.linalg.eigh(_wide(cov))  # ascending
-    evals, evecs = xp.flip(evals, (0,)), xp.flip(evecs, (1,))
-    d = int(evals.shape[0])
+    return _top_k(xp.flip(evecs, (1,)), xp.flip(evals, (0,)), mean, energy, k)
+
+
+def _top_k(basis: Any, eigenvalues: Any, mean: Any, energy: float | None, k: int | None) -> Eigenspace:
+    """Keep ``basis``'s first k columns (descending eigenvalues; all d of them in ``eigenvalues``):
+    a fixed ``k``, or the ``energy`` rule; on torch k stays on the device (columns past k zeroed,
+    no host read)."""
+    xp = _xp(eigenvalues)
+    d = int(eigenvalues.shape[0])
     if k is not None:
         if not 1 <= k <= d:
             raise ValueError(f"k must be in 1..{d}, got {k}")
-        kk = int(k)
-    elif xp.__name__ == "numpy":
-        kk = energy_rank(evals, 0.95 if energy is None else energy)
-    else:  # torch (the regulariser): k stays on the device; masking columns needs no host read
-        k_t = _energy_rank_on_device(evals, 0.95 if energy is None else energy)
-        keep = (xp.arange(d, device=evals.device) < k_t).to(evecs.dtype)
-        return Eigenspace(evecs * keep, evals, k_t, mean)
-    return Eigenspace(evecs[:, :kk], evals, kk, mean)
+        return Eigenspace(basis[:, : int(k)], eigenvalues, int(k), mean)
+    if xp.__name__ == "numpy":
+        kk = energy_rank(eigenvalues, 0.95 if energy is None else energy)
+        return Eigenspace(basis[:, :kk], eigenvalues, kk, mean)
+    k_t = _energy_rank_on_device(eigenvalues, 0.95 if energy is None else energy)
+    keep = (xp.arange(int(basis.shape[1]), device=eigenvalues.device) < k_t).to(basis.dtype)
+    return Eigenspace(basis * keep, eigenvalues, k_t, mean)
 
 
 def _energy_rank_on_device(eigenvalues_desc: Any, energy: float) -> Any:
