@@ -14,7 +14,8 @@
 #   make push / make pull     share data, checkpoints and metrics through the DVC remote
 #   make check-reproduction   compare a finished run with its shipped expected results (expected/<run>.json)
 #   make expected-results     write a finished run's expected results (after re-making a run on purpose)
-#   make readme-tables        rewrite README.md's result tables from expected/*.json
+#   make readme-tables        rewrite the result tables of README.md and docs/ (and their figure) from expected/*.json
+#   make docs                 the documentation (docs/) as a site in site/ (MkDocs, strict: a broken link fails)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,7 +33,7 @@ CHECK_CONFIG := gpu_slots=$$(python -m unlearn_da gpu-slots $(CONFIGFILES)) &&
 SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) \
 	--resources gpu=$$gpu_slots $(CONFIGFILES)
 
-.PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables test test-remotes test-slurm test-cpu-models test-compile lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+.PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables docs test test-remotes test-slurm test-cpu-models test-compile lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -113,6 +114,9 @@ expected-results: venv
 
 readme-tables: venv
 	python -m unlearn_da readme-tables
+
+docs: dev
+	mkdocs build --strict
 
 # tests marked slurm (a real SLURM cluster) and remotes (DVC remotes) have their own targets
 test: dev

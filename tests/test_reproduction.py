@@ -73,19 +73,23 @@ def test_the_readme_tables_are_what_the_generator_writes_from_the_shipped_result
     assert code == 0, message
 
 
-def test_a_typed_number_in_a_generated_block_is_caught(pristine: Path, tmp_path: Path):
+@pytest.mark.parametrize("page,block,row", [("docs/results.md", "digits-avg-gap", "| original |"),
+                                            ("README.md", "digits-excerpt", "| class0 | original |")])
+def test_a_typed_number_in_a_generated_block_is_caught(pristine: Path, tmp_path: Path, page: str, block: str,
+                                                       row: str):
     from unlearn_da.smoke import copy_project
 
     project = copy_project(tmp_path / "p", root=pristine)
-    readme = (project / "README.md").read_text()
-    start = readme.index("<!-- generated: digits-avg-gap -->")
-    row = readme.index("| original |", start)
-    cell = readme.index("|", row + 3)
-    edited = readme[:cell + 2] + "9" + readme[cell + 3:]  # one digit of the original's Avg. Gap
-    (project / "README.md").write_text(edited)
+    text = (project / page).read_text()
+    start = text.index(f"<!-- generated: {block} -->")
+    at = text.index(row, start)
+    cell = text.index("| ", at + len(row) - 1) + 2
+    cell = next(i for i in range(cell, len(text)) if text[i].isdigit())
+    edited = text[:cell] + str((int(text[cell]) + 1) % 10) + text[cell + 1:]  # one digit of a typed number
+    (project / page).write_text(edited)
     code, message = run_readme_tables(project, check=True)
-    assert code == 1 and "make readme-tables" in message
-    assert run_readme_tables(project)[0] == 0 and (project / "README.md").read_text() == readme
+    assert code == 1 and "make readme-tables" in message and page in message
+    assert run_readme_tables(project)[0] == 0 and (project / page).read_text() == text
 
 
 def test_confidence_interval_and_paired_test_match_scipy():

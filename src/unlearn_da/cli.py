@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
             "as its expected results (expected/<run>.json)")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p.add_argument("--out", default=None, help="default expected/<run>.json")
-    p = add("readme-tables", cmd_readme_tables, "rewrite README.md's generated result tables from expected/*.json")
+    p = add("readme-tables", cmd_readme_tables, "rewrite the generated result tables of README.md and docs/ (and their figure) from expected/*.json")
     p.add_argument("--check", action="store_true", help="only say whether README.md is up to date (exit 1 if not)")
     p = add("bench", cmd_bench, "measure throughput and overheads on this machine (Markdown summary)")
     p.add_argument("--out", default="results/bench/summary.md")

@@ -248,8 +248,82 @@ def _label_groups(points: dict[str, tuple[float, float]], cell: tuple[float, flo
     return out
 
 
+def clipped_error(mean: float, std: float, low: float = 0.0, high: float = 100.0) -> tuple[float, float]:
+    """(below, above) lengths of a mean ± std bar cut at the metric's range: a percentage cannot
+    leave [0, 100], so neither may the bar drawn for it."""
+    std = 0.0 if not np.isfinite(std) else float(std)
+    return max(0.0, min(std, mean - low)), max(0.0, min(std, high - mean))
+
+
+# where a label may sit around its point, in points: right, left, above, below and the diagonals,
+# tried near first and then further out (a leader line joins a label set further than _NEAR)
+_DIRECTIONS = ((1, 0.2), (-1, 0.2), (0.3, 1), (0.3, -1.6), (1, 1), (-1, 1), (1, -1.6), (-1, -1.6))
+_RADII = (5, 10, 16, 24, 34, 46, 60, 78, 100)
+_NEAR = 12
+
+
+def _overlap(a, b, pad: float = 1.0) -> bool:
+    return (min(a.x1, b.x1) - max(a.x0, b.x0) > -pad) and (min(a.y1, b.y1) - max(a.y0, b.y0) > -pad)
+
+
+def place_labels(ax, labels: list[tuple[float, float, str]], points: list[tuple[float, float, float]],
+                 fontsize: float = 6.5) -> list:
+    """Write ``labels`` next to their points so that no two labels overlap, no label covers a
+    marker and every label stays inside the axes.
+
+    ``points``: (x, y, half the marker's size in points) of every marker drawn. Greedy and deterministic: labels are placed in order of their point (left to right), each at
+    the first offset of ``_DIRECTIONS`` x ``_RADII`` whose box is free; a label that finds no free
+    place takes the last one tried. Call it after the figure's layout is final: positions are
+    checked in display space.
+    """
+    from matplotlib.transforms import Bbox
+
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    pixels = fig.dpi / 72.0
+    obstacles = []
+    for x, y, half in points:
+        px, py = ax.transData.transform((x, y))
+        r = half * pixels
+        obstacles.append(Bbox.from_extents(px - r, py - r, px + r, py + r))
+    placed = []
+    for x, y, text in sorted(labels, key=lambda item: (item[0], item[1])):
+        note = ax.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points", fontsize=fontsize,
+                           color="0.15", zorder=6, annotation_clip=False)
+        box = None
+        for radius in _RADII:
+            for dx, dy in _DIRECTIONS:
+                note.set_position((dx * radius, dy * radius))
+                note.set_horizontalalignment("left" if dx > 0 else "right" if dx < 0 else "center")
+                note.set_verticalalignment("bottom" if dy > 0 else "top")
+                box = note.get_window_extent(renderer)
+                inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+                if inside and not any(_overlap(box, other) for other in (*placed, *obstacles)):
+                    break
+            else:
+                continue
+            break
+        if max(abs(v) for v in note.get_position()) > _NEAR:
+            line = ax.annotate("", (x, y), xytext=note.get_position(), textcoords="offset points",
+                               arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5, "shrinkA": 0, "shrinkB": 3})
+            line.set_zorder(1)
+        placed.append(box)
+    return placed
+
+
 def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | Path,
              pairs: Sequence[tuple[str, str]] = (("UA", "TA"), ("MIA", "RA")), subject: str = "trade-offs") -> None:
+    """Draw ``tradeoff_figure`` and save it as PNG and PDF."""
+    plt, _ = _setup()
+    fig = tradeoff_figure(long, models, title, pairs, subject)
+    save_figure(fig, out)
+    plt.close(fig)
+
+
+def tradeoff_figure(long: pd.DataFrame, models: Sequence[str], title: str,
+                    pairs: Sequence[tuple[str, str]] = (("UA", "TA"), ("MIA", "RA")), subject: str = "trade-offs"):
     """UA vs TA and MIA vs RA (or other ``pairs`` of x, y metrics; mean ± std over seeds); the
     oracle as a black star.
 
@@ -266,6 +340,7 @@ def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | P
     pairs = [(x, y) for x, y in pairs if (present[0], x) in stats.index]
     fig, axes = plt.subplots(2, len(pairs), figsize=(6.4 * len(pairs), 10.0), squeeze=False)
     markers = {"oracle": "*", "reference": "s", "method": "o", "method + DA": "D"}
+    labels = []
     for col, (xm, ym) in enumerate(pairs):
         shown = [m for m in present if (m, xm) in stats.index and (m, ym) in stats.index]
         mean = {m: (float(stats.loc[(m, xm), "mean"]), float(stats.loc[(m, ym), "mean"])) for m in shown}
@@ -276,10 +351,13 @@ def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | P
         (x_lo, x_hi), (y_lo, y_hi) = _percent_limits(ox, wx), _percent_limits(oy, wy)
         inside = {m for m in others if x_lo <= mean[m][0] <= x_hi and y_lo <= mean[m][1] <= y_hi}
         for row, ax in enumerate(axes[:, col]):
-            for model in shown:
+            drawn = shown if row == 0 else ["retrain", *sorted(inside, key=shown.index)]
+            for model in drawn:
                 x, y = stats.loc[(model, xm)], stats.loc[(model, ym)]
                 kind = _kind(model)
-                ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt=markers[kind],
+                xerr = np.array(clipped_error(float(x["mean"]), float(x["std"]))).reshape(2, 1)
+                yerr = np.array(clipped_error(float(y["mean"]), float(y["std"]))).reshape(2, 1)
+                ax.errorbar(x["mean"], y["mean"], xerr=xerr, yerr=yerr, fmt=markers[kind],
                             markersize=15 if kind == "oracle" else 6, color=KIND_COLORS[kind], capsize=2,
                             zorder=5 if kind == "oracle" else 2, alpha=0.9)
             if row == 0:
@@ -288,29 +366,33 @@ def tradeoff(long: pd.DataFrame, models: Sequence[str], title: str, out: str | P
                                        edgecolor="0.4", zorder=1))
                 ax.set_title(f"{METRICS[ym].header} against {METRICS[xm].header}: all models "
                              f"(dashed box: zoom below)")
-                cell = (max(1e-9, np.ptp([v[0] for v in mean.values()]) / 25),
-                        max(1e-9, np.ptp([v[1] for v in mean.values()]) / 25))
+                cell = (max(1e-9, np.ptp([v[0] for v in mean.values()]) / 40),
+                        max(1e-9, np.ptp([v[1] for v in mean.values()]) / 40))
             else:
                 labelled = {m: mean[m] for m in inside}
                 ax.set_xlim(x_lo, x_hi)
                 ax.set_ylim(y_lo, y_hi)
                 hidden = len(others) - len(inside)
                 ax.set_title(f"zoom around the oracle ({hidden} model(s) outside, see above)")
-                cell = (wx / 12, wy / 12)
-            x_mid = float(np.mean(ax.get_xlim()))
-            for x, y, text in _label_groups({_short_label(m): xy for m, xy in labelled.items()}, cell):
-                left = x > x_mid  # labels point inwards so they stay inside the axes
-                ax.annotate(text, (x, y), fontsize=6.5, xytext=(-6 if left else 6, 3), textcoords="offset points",
-                            ha="right" if left else "left", color="0.2", clip_on=True)
+                cell = (wx / 30, wy / 30)
+            if row == 0:
+                ax.margins(x=0.06, y=0.1)  # room for labels above, below and beside the outermost points
+            ax.autoscale_view()
+            labels.append((ax, _label_groups({_short_label(m): xy for m, xy in labelled.items()}, cell),
+                           [(*mean[m], 7.0 if m == "retrain" else 3.5) for m in drawn]))
             ax.set_xlabel(f"{METRICS[xm].header} (%)")
             ax.set_ylabel(f"{METRICS[ym].header} (%)")
     handles = [Line2D([0], [0], marker=markers[k], color=c, linestyle="", markersize=12 if k == "oracle" else 6,
                       label=k if k != "reference" else "original / 2nd oracle") for k, c in KIND_COLORS.items()]
     fig.legend(handles=handles, loc="upper center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 1.0))
-    fig.suptitle(f"{title}: {subject} (closest to the black star = closest to the oracle)", y=1.03)
+    import textwrap
+
+    heading = f"{title}: {subject} (closest to the black star = closest to the oracle)"
+    fig.suptitle("\n".join(textwrap.wrap(heading, 75 * len(pairs))), y=1.03)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    save_figure(fig, out)
-    plt.close(fig)
+    for ax, texts, points in labels:  # last: placement is measured in the final layout
+        place_labels(ax, texts, points)
+    return fig
 
 
 def da_k_figure(table: pd.DataFrame, summary: dict, models: Sequence[str], title: str, out: str | Path) -> None:

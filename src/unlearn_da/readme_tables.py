@@ -1,11 +1,11 @@
-"""The README's result tables and verdicts, generated from the shipped expected-results files, and
-the cost of the CIFAR-10 paper profile, counted from its config.
+"""The result tables, verdicts and figure of README.md and docs/, generated from the shipped
+expected-results files, and the cost of the CIFAR-10 paper profile, counted from its config.
 
 Each generated block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->`` in
-README.md; ``python -m unlearn_da readme-tables`` rewrites every block from ``expected/*.json``
-(``reproduction.py``) or from a config profile (``workload.py``), and ``--check`` fails when the
-README differs from what it would write (a test runs it), so a number in the README is always one
-the project ships and can re-make.
+README.md or a page of docs/; ``python -m unlearn_da readme-tables`` rewrites every block from
+``expected/*.json`` (``reproduction.py``) or from a config profile (``workload.py``) and draws the
+figures of ``FIGURES``; ``--check`` fails when a page differs from what it would write (a test runs
+it), so a number in the documentation is always one the project ships and can re-make.
 """
 
 from __future__ import annotations
@@ -94,6 +94,29 @@ def avg_gap_block(record: dict[str, Any], source: str) -> str:
         lines.append("")
         verdicts.append("- " + verdict(rows, scenario, floor_row, focus="muda"))
     return "\n".join(lines + ["Verdicts, generated from the same numbers:", ""] + verdicts) + "\n"
+
+
+def excerpt_block(record: dict[str, Any], source: str, best: int = 3) -> str:
+    """README's excerpt: per scenario the noise floor, the original, the ``best`` methods of lowest
+    mean per-seed Avg. Gap and MUDA, with both Avg. Gap forms (the whole table is in docs/results.md)."""
+    lines = [f"From `{source}` ({seeds_text(len(record['seeds']))}, {made_on(record)}); Avg. Gap to the "
+             "oracle over UA, RA, TA and MIA-Eff., lower is better; ranked by the per-seed form; the lowest "
+             f"{best} methods of each scenario and MUDA (all {len(_methods(record))}: "
+             "[Results](docs/results.md)).", "",
+             "| scenario | model | rank | Avg. Gap (SalUn) | Avg. Gap (per seed) |", "|---|---|---|---|---|"]
+    for scenario in record["scenarios"]:
+        long = long_table(record, scenario)
+        values, salun = per_seed_values(long), salun_avg_gap(long)
+        rows = rank(values, _methods(record), "retrain_alt" if "retrain_alt" in values else None)
+        for ref, label in (("retrain_alt", "second oracle (noise floor)"), ("original", "original")):
+            if ref in values:
+                r = rank(values, [ref])[0]
+                lines.append(f"| {scenario} | {label} | | {_salun_cell(salun, ref)} | {r.mean:.2f} ± {r.std:.2f} |")
+        for place, r in enumerate(rows, 1):
+            if place <= best or r.model == "muda":
+                lines.append(f"| {scenario} | {r.model} | {place} of {len(rows)} | {_salun_cell(salun, r.model)} | "
+                             f"{r.mean:.2f} ± {r.std:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def da_block(record: dict[str, Any], source: str, models: tuple[str, ...] = ("original", "retrain", "muda",
@@ -232,7 +255,7 @@ def cost_block(config: dict[str, Any], source: str) -> str:
         f"**{_hours(total, fast):.0f}–{_hours(total, slow):.0f} hours** for the whole table. That is why the "
         "CIFAR profiles are for GPUs.", "",
         f"GPU hours = {total / 1e6:.1f} M / (the GPU's training img/s) / 3600. No GPU was at hand to measure one, so "
-        "this README gives no measured GPU figure: run `make bench` on the GPU machine, which measures its "
+        "no measured GPU figure is given here: run `make bench` on the GPU machine, which measures its "
         "throughput (bf16 autocast and channels_last, as the profiles run on CUDA) and prints the estimate for "
         f"that machine. For orientation only, not measured: a GPU training ResNet-18 at {GPU_RATES[0]:,} img/s "
         f"would need about {_hours(total, GPU_RATES[0]):.1f} hours, at {GPU_RATES[1]:,} img/s about "
@@ -251,6 +274,7 @@ def _wrap(paragraph: str, width: int = 100) -> str:
 
 
 GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
+    "digits-excerpt": ("expected/digits-smallcnn.json", excerpt_block),
     "digits-seeds": ("expected/digits-smallcnn.json", seeds_block),
     "digits-avg-gap": ("expected/digits-smallcnn.json", avg_gap_block),
     "digits-da": ("expected/digits-smallcnn.json", da_block),
@@ -274,44 +298,79 @@ def _load(root: Path, name: str) -> dict[str, Any]:
     return load_expected(root / GENERATORS[name][0])
 
 
-def render(readme: str, root: Path) -> str:
+# figures drawn from the shipped results for README and docs/: path -> (expected file, scenario)
+FIGURES: dict[str, tuple[str, str]] = {
+    "docs/img/digits-class0-tradeoff.png": ("expected/digits-smallcnn.json", "class0"),
+}
+
+
+def render(readme: str, root: Path, name: str = "README.md") -> str:
     """``readme`` with every generated block rewritten; an unknown block name is an error."""
     cache: dict[str, dict[str, Any]] = {}
     known = {**GENERATORS, **CONFIG_GENERATORS}
 
     def body(match: re.Match) -> str:
-        name = match.group("name")
-        if name not in known:
-            raise ArtifactError(f"README.md: unknown generated block '{name}'; known: {', '.join(known)}")
-        source, make = known[name]
+        block = match.group("name")
+        if block not in known:
+            raise ArtifactError(f"{name}: unknown generated block '{block}'; known: {', '.join(known)}")
+        source, make = known[block]
         if source not in cache:
-            cache[source] = _load(root, name)
+            cache[source] = _load(root, block)
         return match.group(1) + make(cache[source], source) + match.group(4)
 
     return BLOCK.sub(body, readme)
 
 
+def pages(root: Path) -> list[Path]:
+    """The files that may hold generated blocks: README.md and every page of docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("**/*.md"))]
+
+
+def draw_figure(root: Path, target: str) -> None:
+    """One of ``FIGURES``: the trade-off figure of a scenario, drawn from the shipped expected results."""
+    from .artifacts import atomic_path
+    from .plots import _setup, tradeoff_figure
+
+    source, scenario = FIGURES[target]
+    record = load_expected(root / source)
+    long = long_table(record, scenario)
+    plt, _ = _setup()
+    fig = tradeoff_figure(long, list(dict.fromkeys(long["model"])), f"{record['run']}, {scenario}")
+    path = root / target
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
 def run_readme_tables(root: str | Path = ".", check: bool = False) -> tuple[int, str]:
-    """(exit code, message): rewrite README.md's generated blocks, or with ``check`` say whether they
-    are what the shipped expected results give."""
+    """(exit code, message): rewrite the generated blocks of README.md and docs/*.md (and draw the
+    figures of ``FIGURES``), or with ``check`` say whether they are what the shipped expected results give."""
     root = Path(root)
-    path = root / "README.md"
-    text = path.read_text(encoding="utf-8")
-    new = render(text, root)
+    texts = {path: path.read_text(encoding="utf-8") for path in pages(root) if path.exists()}
+    new = {path: render(text, root, str(path.relative_to(root))) for path, text in texts.items()}
     if check:
-        present = {m.group("name") for m in BLOCK.finditer(text)}
+        present = {m.group("name") for text in texts.values() for m in BLOCK.finditer(text)}
         unshown = [n for n, (source, _) in {**GENERATORS, **CONFIG_GENERATORS}.items()
                    if (root / source).exists() and n not in present]
         if unshown:
-            return 1, f"{path}: no generated block for {', '.join(unshown)}, whose expected results are shipped"
-        if new == text:
-            return 0, f"{path}: every generated block matches the expected results"
-        diff = "".join(difflib.unified_diff(text.splitlines(True), new.splitlines(True), "README.md",
-                                            "generated", n=1))
-        return 1, f"{path}: generated blocks differ from the expected results; run `make readme-tables`\n{diff}"
-    if new != text:
-        from .artifacts import write_text
+            return 1, f"README.md, docs/: no generated block for {', '.join(unshown)}, whose inputs are shipped"
+        missing = [target for target in FIGURES if not (root / target).exists()]
+        if missing:
+            return 1, f"{', '.join(missing)} missing; run `make readme-tables`"
+        changed = [path for path in texts if new[path] != texts[path]]
+        if not changed:
+            return 0, "README.md, docs/: every generated block matches the expected results"
+        diff = "".join("".join(difflib.unified_diff(texts[p].splitlines(True), new[p].splitlines(True),
+                                                    str(p.relative_to(root)), "generated", n=1)) for p in changed)
+        names = ", ".join(str(p.relative_to(root)) for p in changed)
+        return 1, f"{names}: generated blocks differ from the expected results; run `make readme-tables`\n{diff}"
+    from .artifacts import write_text
 
-        write_text(path, new, encoding="utf-8")
-        return 0, f"{path}: generated blocks rewritten"
-    return 0, f"{path}: already up to date"
+    written = [path for path in texts if new[path] != texts[path]]
+    for path in written:
+        write_text(path, new[path], encoding="utf-8")
+    for target in FIGURES:
+        draw_figure(root, target)
+    names = ", ".join(str(p.relative_to(root)) for p in written) or "no page"
+    return 0, f"generated blocks rewritten in {names}; figures drawn: {', '.join(FIGURES)}"
