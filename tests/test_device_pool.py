@@ -159,8 +159,8 @@ def test_an_exclusive_timed_job_holds_every_slot_of_its_device(tmp_path):
 
 
 def test_tables_say_when_time_was_measured_on_a_shared_gpu(tmp_path):
-    from unlearn_da.evaluate import timing_of
-    from unlearn_da.tables import most_jobs_on_device, timing_legend
+    from unlearn_da.jobs.evaluate import timing_of
+    from unlearn_da.reporting.tables import most_jobs_on_device, timing_legend
 
     def slot(start, now, exclusive=False):
         return {"environment": {"device_slot": {"jobs_on_device_at_start": start, "jobs_on_device_now": now,
@@ -180,7 +180,7 @@ def test_tables_say_when_time_was_measured_on_a_shared_gpu(tmp_path):
 @pytest.mark.slow
 def test_every_job_records_its_start_up_and_bench_reports_it_per_rule(tiny_project, monkeypatch):
     """startup_s: process start to the first training step (or feature pass), per job, in its sidecar."""
-    from unlearn_da.bench import startup_times
+    from unlearn_da.tools.bench import startup_times
 
     sidecars = [json.loads(p.read_text()) for p in (tiny_project / "results").rglob("*.meta.json")]
     timed = [m for m in sidecars if m.get("made_by") in ("train_original", "train_retrain", "unlearn",

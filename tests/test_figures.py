@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from unlearn_da import plots
-from unlearn_da.readme_tables import long_table
-from unlearn_da.reproduction import load_expected
+from unlearn_da.tools.readme_tables import long_table
+from unlearn_da.reporting.reproduction import load_expected
 
 
 def _long(rows: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
