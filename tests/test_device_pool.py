@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_project, env_with_venv, snakemake
-from unlearn_da import device_pool
+from unlearn_da.core import device_pool
 
 HOLD = r"""
 import json, sys, time
-from unlearn_da import device_pool as dp
+from unlearn_da.core import device_pool as dp
+print("importing done", file=sys.stderr, flush=True)  # the next line is the acquisition
 s = dp.acquire(dp.settings_from_environment())
 print(json.dumps({"device": s.device, "slot": s.slot, "waited_s": s.waited_s}), flush=True)
 time.sleep(float(sys.argv[1]))
@@ -75,6 +76,8 @@ def test_a_killed_holder_frees_its_slot_and_a_waiting_job_gets_it(tmp_path):
     assert refused.returncode != 0 and "no free GPU slot" in refused.stderr and "--resources gpu=1" in refused.stderr
 
     waiter = start_holder(env, 0)
+    while waiter.stderr.readline().strip() != "importing done":  # however slow the start on a loaded machine
+        assert waiter.poll() is None, waiter.stderr.read()
     time.sleep(2.0)  # the waiter is polling by now
     assert waiter.poll() is None
     holder.send_signal(signal.SIGKILL)
@@ -147,7 +150,7 @@ def test_an_exclusive_timed_job_holds_every_slot_of_its_device(tmp_path):
     holder = start_holder(env, 300)
     try:
         assert json.loads(holder.stdout.readline())["slot"] == 0
-        code = "from unlearn_da import device_pool as dp; dp.acquire(dp.settings_from_environment(), exclusive=True)"
+        code = "from unlearn_da.core import device_pool as dp; dp.acquire(dp.settings_from_environment(), exclusive=True)"
         refused = subprocess.run([sys.executable, "-c", code], env={**env, device_pool.ENV_WAIT: "0.5"},
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode != 0 and "no free GPU slot" in refused.stderr

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import env_with_venv
-from unlearn_da import kernels
+from unlearn_da.core import kernels
 from unlearn_da.settings.config import load_config, validate_config
 from unlearn_da.pipeline import train_params
 

@@ -201,7 +201,16 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 from unlearn_da.tools.gpucheck import _validate_if_possible, run_gpu_check
-from unlearn_da import bench, concurrency, data, evaluate, features, splits, synthetic, tables, train, unlearn
+from unlearn_da.tools import bench
+from unlearn_da.tools import concurrency
+from unlearn_da.data import prepared as data
+from unlearn_da.jobs import evaluate
+from unlearn_da.jobs import features
+from unlearn_da.data import splits
+from unlearn_da.data import synthetic
+from unlearn_da.reporting import tables
+from unlearn_da.jobs import train
+from unlearn_da.jobs import unlearn
 from unlearn_da.methods import METHOD_MODULES, get_method
 for m in METHOD_MODULES:
     get_method(m)

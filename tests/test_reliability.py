@@ -232,7 +232,7 @@ def test_a_file_is_hashed_once_per_version_in_a_process(tmp_path, monkeypatch):
     import builtins
     import os
 
-    from unlearn_da import artifacts
+    from unlearn_da.core import artifacts
 
     path = tmp_path / "data.bin"
     path.write_bytes(b"a" * 1000)

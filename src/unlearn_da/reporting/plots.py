@@ -369,7 +369,7 @@ def tradeoff_figure(long: pd.DataFrame, models: Sequence[str], title: str,
                 cell = (max(1e-9, np.ptp([v[0] for v in mean.values()]) / 40),
                         max(1e-9, np.ptp([v[1] for v in mean.values()]) / 40))
             else:
-                labelled = {m: mean[m] for m in inside}
+                labelled = {m: mean[m] for m in others if m in inside}  # in model order, not set order
                 ax.set_xlim(x_lo, x_hi)
                 ax.set_ylim(y_lo, y_hi)
                 hidden = len(others) - len(inside)
