@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
 
 def copy_project(dest: Path) -> Path:
     """Copy the workflow (not outputs, not the venv) into ``dest``."""
-    from unlearn_da.smoke import copy_project as _copy
+    from unlearn_da.tools.smoke import copy_project as _copy
 
     return _copy(dest, REPO)
 
@@ -86,7 +86,7 @@ def tiny_project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def digits_file(tmp_path_factory) -> Path:
-    from unlearn_da.data import prepare
+    from unlearn_da.data.prepared import prepare
 
     out = tmp_path_factory.mktemp("data") / "dataset.npz"
     prepare("digits", {"val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}, out)
@@ -100,10 +100,10 @@ def train_small_cnn(digits_file: Path, epochs: int, seed_init: bool = True):
     test_fidelity always did; test_da's fixture seeded only the data order (False)."""
     import torch
 
-    from unlearn_da.data import load_prepared
-    from unlearn_da.models import build_model, model_spec
-    from unlearn_da.runtime import seed_everything
-    from unlearn_da.training import Preprocessor, fit
+    from unlearn_da.data.prepared import load_prepared
+    from unlearn_da.core.models import build_model, model_spec
+    from unlearn_da.core.runtime import seed_everything
+    from unlearn_da.core.training import Preprocessor, fit
 
     torch.set_num_threads(1)
     data = load_prepared(digits_file)

@@ -19,14 +19,14 @@ import pytest
 import torch
 
 from conftest import BIN, REPO, copy_project, env_with_venv
-from unlearn_da.artifacts import read_json, save_npz, sha256_file, sidecar_path, write_json, write_sidecar
-from unlearn_da.checkpoints import load_checkpoint, save_checkpoint
-from unlearn_da.config import load_config, read_yaml, validate_config
-from unlearn_da.config_yaml import MAX_EXPANDED_NODES, load_yaml_text
-from unlearn_da.errors import ArtifactError, ConfigError, DataError, PipelineError
-from unlearn_da.features import load_features
-from unlearn_da.models import build_model, model_spec
-from unlearn_da.splits import MANIFEST, load_split, make_split, write_split
+from unlearn_da.core.artifacts import read_json, save_npz, sha256_file, sidecar_path, write_json, write_sidecar
+from unlearn_da.core.checkpoints import load_checkpoint, save_checkpoint
+from unlearn_da.settings.config import load_config, read_yaml, validate_config
+from unlearn_da.settings.config_yaml import MAX_EXPANDED_NODES, load_yaml_text
+from unlearn_da.core.errors import ArtifactError, ConfigError, DataError, PipelineError
+from unlearn_da.jobs.features import load_features
+from unlearn_da.core.models import build_model, model_spec
+from unlearn_da.data.splits import MANIFEST, load_split, make_split, write_split
 
 BASE = load_config(base=REPO / "config" / "config.yaml")
 SOURCES = [str(REPO / "config" / "config.yaml")]
@@ -139,9 +139,9 @@ def test_a_limit_is_checked_before_the_first_job(overrides, expected):
 
 def test_the_kmeans_bound_matches_the_prepared_training_set(tmp_path):
     """The check's training-set size is the one ``data.prepare`` makes for the whole data set."""
-    from unlearn_da.config import _fit_size
-    from unlearn_da.data import load_prepared, prepare
-    from unlearn_da.datasets import DATASETS
+    from unlearn_da.settings.config import _fit_size
+    from unlearn_da.data.prepared import load_prepared, prepare
+    from unlearn_da.data.datasets import DATASETS
 
     prepare("digits", BASE["data"], tmp_path / "dataset.npz")
     assert _fit_size(BASE, DATASETS["digits"]) == len(load_prepared(tmp_path / "dataset.npz").y_train)
@@ -348,7 +348,7 @@ def test_a_sidecar_with_a_missing_or_hostile_spec_names_file_and_field(tmp_path,
 
 def test_verify_loads_every_checkpoint_even_when_its_sidecar_matches(tmp_path):
     """``make verify`` once said "all match" for a forged checkpoint whose sidecar was rewritten."""
-    from unlearn_da.provenance import expected_artifacts, verify
+    from unlearn_da.tools.provenance import expected_artifacts, verify
 
     config = validate_config(load_config([REPO / "tests" / "config" / "tiny.yaml"],
                                          base=REPO / "config" / "config.yaml"),

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unlearn_da.apply_selection import apply_selection
+from unlearn_da.tuning.apply_selection import apply_selection
 from unlearn_da.cli import main
-from unlearn_da.errors import ConfigError
+from unlearn_da.core.errors import ConfigError
 
 PROFILE = """\
 # a profile

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unlearn_da.backdoor import (Trigger, apply_trigger, attack_success_rate, draw_poisoned, poisoned_train,
+from unlearn_da.data.backdoor import (Trigger, apply_trigger, attack_success_rate, draw_poisoned, poisoned_train,
                                  resolve_trigger)
-from unlearn_da.config import load_config, validate_config
-from unlearn_da.data import load_prepared
-from unlearn_da.datasets import dataset_info
-from unlearn_da.errors import ArtifactError, ConfigError, DataError
-from unlearn_da.scenarios import parse_scenario
-from unlearn_da.splits import load_split, load_split_poison, run_split
+from unlearn_da.settings.config import load_config, validate_config
+from unlearn_da.data.prepared import load_prepared
+from unlearn_da.data.datasets import dataset_info
+from unlearn_da.core.errors import ArtifactError, ConfigError, DataError
+from unlearn_da.core.scenarios import parse_scenario
+from unlearn_da.data.splits import load_split, load_split_poison, run_split
 
 from conftest import copy_project, dry_run_jobs, env_with_venv, snakemake
 
@@ -125,7 +125,7 @@ def test_poisoned_train_replaces_only_the_forget_rows(digits_file: Path, backdoo
 
 def _train(role: str, digits_file: Path, split_dir: Path | None, out: Path, monkeypatch) -> tuple[dict, dict]:
     """run_train with ``fit`` replaced by a spy: (what it was given, the checkpoint's metadata)."""
-    import unlearn_da.train as train_mod
+    import unlearn_da.jobs.train as train_mod
 
     seen: dict = {}
 
@@ -159,7 +159,7 @@ def test_original_sees_the_poison_and_the_oracles_never_do(digits_file, backdoor
 
 def _unlearn(digits_file: Path, split_dir: Path, original: Path, tmp_path: Path, monkeypatch) -> dict:
     """run_unlearn with a spy in place of the method: the context it would have been given."""
-    import unlearn_da.unlearn as unlearn_mod
+    import unlearn_da.jobs.unlearn as unlearn_mod
 
     seen: dict = {}
     monkeypatch.setattr(unlearn_mod, "get_method", lambda base: lambda ctx, hp: seen.update(ctx=ctx))
@@ -207,7 +207,7 @@ def test_a_backdoor_manifest_without_the_poison_checksum_is_refused(backdoor_spl
 
 # ------------------------------------------------------------------ config validation
 def _refusal(overrides: dict) -> str:
-    from unlearn_da.config import deep_merge
+    from unlearn_da.settings.config import deep_merge
 
     cfg = deep_merge(copy.deepcopy(load_config()), overrides)
     with pytest.raises(ConfigError) as err:
@@ -274,7 +274,7 @@ def test_tiny_backdoor_run_matches_an_independent_recomputation(tmp_path: Path):
     assert dry_run_jobs(root, "--configfile", "tests/config/tiny-backdoor.yaml") == {}
     # each job pushed through its models the images workload_images counts (the poisoned original, the
     # triggered test images of every model's features; tests/test_workload.py)
-    from unlearn_da.workload import workload_jobs
+    from unlearn_da.tools.workload import workload_jobs
 
     config = load_config([root / "tests/config/tiny-backdoor.yaml"], base=root / "config/config.yaml")
     recorded = {str(p.relative_to(root)).removesuffix(".meta.json"): json.loads(p.read_text())["images"]
@@ -283,8 +283,8 @@ def test_tiny_backdoor_run_matches_an_independent_recomputation(tmp_path: Path):
     # from the checkpoints, on images stamped here by hand: the features held the triggered images
     import torch
 
-    from unlearn_da.checkpoints import load_checkpoint
-    from unlearn_da.training import Preprocessor, predict
+    from unlearn_da.core.checkpoints import load_checkpoint
+    from unlearn_da.core.training import Preprocessor, predict
 
     prep = Preprocessor(data["mean"], data["std"], 16.0, torch.device("cpu"))
     triggered = torch.from_numpy(stamp_by_hand(data["x_test"][data["y_test"] != 0], 2, 0, 16))

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearn_da.evaluate import feature_metrics, output_metrics
-from unlearn_da.tables import add_oracle_gaps, load_records, run_aggregate, summarise
-from unlearn_da.tuning import score_candidates
+from unlearn_da.jobs.evaluate import feature_metrics, output_metrics
+from unlearn_da.reporting.tables import add_oracle_gaps, load_records, run_aggregate, summarise
+from unlearn_da.tuning.select import score_candidates
 
 C = 0  # the forgotten class
 
@@ -100,7 +100,7 @@ def test_random_forgetting_table_has_no_classwise_legend(tmp_path):
 
 
 def test_classwise_accuracy_figure_shows_ta_and_the_forgotten_class(tmp_path, monkeypatch):
-    import unlearn_da.plots as plots
+    import unlearn_da.reporting.plots as plots
 
     paths, _ = _classwise_records(tmp_path)
     shown = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import env_with_venv
-from unlearn_da.config import load_config, validate_config
+from unlearn_da.settings.config import load_config, validate_config
 from unlearn_da.pipeline import train_params
 
 pytestmark = pytest.mark.compile

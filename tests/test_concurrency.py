@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from unlearn_da.concurrency import choose_jobs_per_device, measure, profile_spec
-from unlearn_da.config import load_config
+from unlearn_da.tools.concurrency import choose_jobs_per_device, measure, profile_spec
+from unlearn_da.settings.config import load_config
 
 
 def test_jobs_per_device_is_the_fewest_processes_within_five_percent_of_the_best():

@@ -2,9 +2,9 @@ import copy
 
 import pytest
 
-from unlearn_da.config import load_config, validate_config
-from unlearn_da.scenarios import parse_scenario
-from unlearn_da.errors import ConfigError
+from unlearn_da.settings.config import load_config, validate_config
+from unlearn_da.core.scenarios import parse_scenario
+from unlearn_da.core.errors import ConfigError
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_schema_has_no_keyword_lost_to_a_comma_in_a_flow_mapping():
     description is cut short silently. Every null in the schema would be such a key."""
     import yaml
 
-    from unlearn_da.config import DEFAULT_SCHEMA
+    from unlearn_da.settings.config import DEFAULT_SCHEMA
 
     def nulls(node, path=""):
         if isinstance(node, dict):

@@ -36,7 +36,7 @@ pytestmark = [
 STEPS = r"""
 import hashlib, json
 import unlearn_da, torch
-from unlearn_da.training import OPTIMIZERS, build_optimizer
+from unlearn_da.core.training import OPTIMIZERS, build_optimizer
 
 def steps(make):
     g = torch.Generator().manual_seed(0)

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from unlearn_da import pipeline as P
-from unlearn_da.artifacts import save_npz, write_sidecar
-from unlearn_da.config import load_config
-from unlearn_da.da_curves import choose_energy, run_choose_energy, run_da_k
-from unlearn_da.evaluate import feature_metrics
+from unlearn_da.core.artifacts import save_npz, write_sidecar
+from unlearn_da.settings.config import load_config
+from unlearn_da.reporting.da_curves import choose_energy, run_choose_energy, run_da_k
+from unlearn_da.jobs.evaluate import feature_metrics
 from unlearn_da.methods import METHOD_MODULES, NO_DA_PLUGIN, get_method
 from unlearn_da.methods.base import StepRecorder, UnlearnContext, batch_stat_features, distill_kl, frozen_copy
 from unlearn_da.methods.da import DARegularizer
@@ -29,9 +29,9 @@ from unlearn_da.metrics.alignment import (
     second_moment,
     separating_rule,
 )
-from unlearn_da.models import model_spec
-from unlearn_da.plots import da_k_figure
-from unlearn_da.splits import make_split, write_split
+from unlearn_da.core.models import model_spec
+from unlearn_da.reporting.plots import da_k_figure
+from unlearn_da.data.splits import make_split, write_split
 
 from conftest import train_small_cnn
 
@@ -389,7 +389,7 @@ def _feature_file(path, train: np.ndarray, test: np.ndarray) -> str:
 
 
 def _split_dir(tmp_path, forget: np.ndarray, retain: np.ndarray, name: str = "split") -> str:
-    from unlearn_da.splits import Split
+    from unlearn_da.data.splits import Split
 
     dataset = tmp_path / "dataset.npz"
     dataset.write_bytes(b"stand-in")

@@ -3,10 +3,10 @@ import gzip
 import numpy as np
 import pytest
 
-from unlearn_da.artifacts import sha256_file
-from unlearn_da.data import load_prepared, load_raw, prepare, read_idx, stratified_split
-from unlearn_da.errors import ArtifactError, DataError
-from unlearn_da.splits import load_split, make_split, write_split
+from unlearn_da.core.artifacts import sha256_file
+from unlearn_da.data.prepared import load_prepared, load_raw, prepare, read_idx, stratified_split
+from unlearn_da.core.errors import ArtifactError, DataError
+from unlearn_da.data.splits import load_split, make_split, write_split
 
 
 def test_digits_prepared_split_is_fixed_and_disjoint(digits_file, tmp_path):

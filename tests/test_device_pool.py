@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_project, env_with_venv, snakemake
-from unlearn_da import device_pool
+from unlearn_da.core import device_pool
 
 HOLD = r"""
 import json, sys, time
-from unlearn_da import device_pool as dp
+from unlearn_da.core import device_pool as dp
+print("importing done", file=sys.stderr, flush=True)  # the next line is the acquisition
 s = dp.acquire(dp.settings_from_environment())
 print(json.dumps({"device": s.device, "slot": s.slot, "waited_s": s.waited_s}), flush=True)
 time.sleep(float(sys.argv[1]))
@@ -75,6 +76,8 @@ def test_a_killed_holder_frees_its_slot_and_a_waiting_job_gets_it(tmp_path):
     assert refused.returncode != 0 and "no free GPU slot" in refused.stderr and "--resources gpu=1" in refused.stderr
 
     waiter = start_holder(env, 0)
+    while waiter.stderr.readline().strip() != "importing done":  # however slow the start on a loaded machine
+        assert waiter.poll() is None, waiter.stderr.read()
     time.sleep(2.0)  # the waiter is polling by now
     assert waiter.poll() is None
     holder.send_signal(signal.SIGKILL)
@@ -147,7 +150,7 @@ def test_an_exclusive_timed_job_holds_every_slot_of_its_device(tmp_path):
     holder = start_holder(env, 300)
     try:
         assert json.loads(holder.stdout.readline())["slot"] == 0
-        code = "from unlearn_da import device_pool as dp; dp.acquire(dp.settings_from_environment(), exclusive=True)"
+        code = "from unlearn_da.core import device_pool as dp; dp.acquire(dp.settings_from_environment(), exclusive=True)"
         refused = subprocess.run([sys.executable, "-c", code], env={**env, device_pool.ENV_WAIT: "0.5"},
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode != 0 and "no free GPU slot" in refused.stderr
@@ -159,8 +162,8 @@ def test_an_exclusive_timed_job_holds_every_slot_of_its_device(tmp_path):
 
 
 def test_tables_say_when_time_was_measured_on_a_shared_gpu(tmp_path):
-    from unlearn_da.evaluate import timing_of
-    from unlearn_da.tables import most_jobs_on_device, timing_legend
+    from unlearn_da.jobs.evaluate import timing_of
+    from unlearn_da.reporting.tables import most_jobs_on_device, timing_legend
 
     def slot(start, now, exclusive=False):
         return {"environment": {"device_slot": {"jobs_on_device_at_start": start, "jobs_on_device_now": now,
@@ -180,7 +183,7 @@ def test_tables_say_when_time_was_measured_on_a_shared_gpu(tmp_path):
 @pytest.mark.slow
 def test_every_job_records_its_start_up_and_bench_reports_it_per_rule(tiny_project, monkeypatch):
     """startup_s: process start to the first training step (or feature pass), per job, in its sidecar."""
-    from unlearn_da.bench import startup_times
+    from unlearn_da.tools.bench import startup_times
 
     sidecars = [json.loads(p.read_text()) for p in (tiny_project / "results").rglob("*.meta.json")]
     timed = [m for m in sidecars if m.get("made_by") in ("train_original", "train_retrain", "unlearn",

@@ -14,12 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearn_da.config import load_config
+from unlearn_da.settings.config import load_config
 from unlearn_da.methods import get_method
 from unlearn_da.methods.base import StepRecorder, UnlearnContext, frozen_copy
-from unlearn_da.models import build_model, model_spec
-from unlearn_da.splits import make_split
-from unlearn_da.training import Preprocessor, Trainer
+from unlearn_da.core.models import build_model, model_spec
+from unlearn_da.data.splits import make_split
+from unlearn_da.core.training import Preprocessor, Trainer
 
 from conftest import train_small_cnn
 
@@ -239,7 +239,7 @@ def test_ssd_computes_importances_at_the_reference_batch_of_the_scenario_kind(tr
 def test_augmentation_during_unlearning_follows_each_reference(method, augments):
     """SalUn's loaders augment (Classification/main_forget.py, dataset.py train_transform); SCRUB's
     (get_loaders(augment=False)), Bad Teacher's (dataset.py) and SSD's (transform_unlearning) do not."""
-    from unlearn_da.unlearn import unlearning_augment
+    from unlearn_da.jobs.unlearn import unlearning_augment
 
     cfg = load_config(["config/cifar10.yaml"])
     params = {"augment": cfg["train"]["augment"], "hp": cfg["unlearn"][method]}

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearn_da import plots
-from unlearn_da.readme_tables import long_table
-from unlearn_da.reproduction import load_expected
+from unlearn_da.reporting import plots
+from unlearn_da.tools.readme_tables import long_table
+from unlearn_da.reporting.reproduction import load_expected
 
 
 def _long(rows: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
@@ -87,3 +87,31 @@ def test_asr_labels_do_not_overlap_on_the_shipped_backdoor_results(pristine: Pat
     overlaps = _overlapping_labels(fig)
     plt.close(fig)
     assert not overlaps, overlaps
+
+
+LABELS = r"""
+import json, sys
+from unlearn_da.reporting import plots
+from unlearn_da.reporting.reproduction import load_expected
+from unlearn_da.tools.readme_tables import long_table
+long = long_table(load_expected(sys.argv[1]), "class0")
+plt, _ = plots._setup()
+fig = plots.tradeoff_figure(long, list(dict.fromkeys(long["model"])), "digits class0")
+print(json.dumps([[t.get_text(), [round(v, 3) for v in t.get_position()]] for ax in fig.axes for t in ax.texts]))
+"""
+
+
+def test_the_figure_does_not_depend_on_python_s_hash_seed(pristine: Path):
+    """Names merged into one label, and so where labels go, follow the models' order, not a set's."""
+    import subprocess
+    import sys
+
+    from conftest import env_with_venv
+
+    drawn = []
+    for seed in ("1", "2", "3"):
+        proc = subprocess.run([sys.executable, "-c", LABELS, str(pristine / "expected" / "digits-smallcnn.json")],
+                              env={**env_with_venv(), "PYTHONHASHSEED": seed}, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        drawn.append(proc.stdout)
+    assert drawn[0] == drawn[1] == drawn[2]

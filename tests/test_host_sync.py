@@ -16,12 +16,12 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from unlearn_da.config import load_config
+from unlearn_da.settings.config import load_config
 from unlearn_da.methods import get_method, method_base
 from unlearn_da.methods.base import StepRecorder, UnlearnContext, frozen_copy
 from unlearn_da.methods.da import DARegularizer
-from unlearn_da.models import build_model, model_spec
-from unlearn_da.training import Preprocessor, fit
+from unlearn_da.core.models import build_model, model_spec
+from unlearn_da.core.training import Preprocessor, fit
 
 CONFIG = load_config()
 SPEC = model_spec("smallcnn", 10, 1, 8, 4)
@@ -136,7 +136,7 @@ def test_method_time_excludes_only_the_probes_made_while_it_ran():
     """The starting point's probe (recorded before the method runs) must not be subtracted from its time."""
     import time as _time
 
-    from unlearn_da.unlearn import method_seconds
+    from unlearn_da.jobs.unlearn import method_seconds
 
     class Recorder:
         eval_seconds = 5.0  # e.g. the initial probe, before the method started

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import env_with_venv
-from unlearn_da import kernels
-from unlearn_da.config import load_config, validate_config
+from unlearn_da.core import kernels
+from unlearn_da.settings.config import load_config, validate_config
 from unlearn_da.pipeline import train_params
 
 # a level every x86-64 CPU runs and none chooses on its own: ATen without vectorisation, oneDNN
@@ -77,14 +77,14 @@ def test_native_mode_restores_what_the_user_set_even_in_a_job_started_by_a_porta
                         clean_env(ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="SSE41"))
     inherited = json.loads(parent.stdout)
     assert inherited["ONEDNN_MAX_CPU_ISA"] == "AVX2"  # portable overrode the preset
-    code = ("import os, unlearn_da.kernels as k; k.apply('native'); "
+    code = ("import os, unlearn_da.core.kernels as k; k.apply('native'); "
             "print(os.environ.get('ONEDNN_MAX_CPU_ISA'), os.environ.get('MKL_CBWR'))")
     child = run_python(code, inherited)
     assert child.stdout.split() == ["SSE41", "None"], child.stderr
 
 
 def test_a_mode_cannot_change_after_torch_loaded():
-    code = ("import unlearn_da, torch, unlearn_da.kernels as k\n"
+    code = ("import unlearn_da, torch, unlearn_da.core.kernels as k\n"
             "try:\n    k.apply('native')\nexcept RuntimeError as e:\n    print('refused:', e)\n")
     proc = run_python(code, clean_env())
     assert "refused: cpu_kernels: native asked for after torch was loaded with portable" in proc.stdout, proc.stderr
@@ -119,7 +119,7 @@ def test_a_cpu_without_avx2_is_refused_with_a_message_not_an_illegal_instruction
     """ATen takes ATEN_CPU_CAPABILITY=avx2 at its word: on a CPU without AVX2 it would crash."""
     if kernels.architecture() != "x86_64":
         pytest.skip("the AVX2 level is x86's")
-    code = ("import unlearn_da.kernels as k\n"
+    code = ("import unlearn_da.core.kernels as k\n"
             "k.cpu_flags = lambda: {'sse2', 'sse4_2'}\n"
             "try:\n    k.apply('portable')\nexcept RuntimeError as e:\n    print('refused:', e)\n")
     proc = run_python(code, clean_env(UNLEARN_DA_CPU_KERNELS="native"))
@@ -129,10 +129,10 @@ def test_a_cpu_without_avx2_is_refused_with_a_message_not_an_illegal_instruction
 
 def test_a_library_loaded_before_the_package_is_reported_not_in_force():
     code = ("import json, numpy, warnings\nwarnings.simplefilter('always')\n"
-            "import unlearn_da.kernels as k\nprint(json.dumps(k.record()))\n")
+            "import unlearn_da.core.kernels as k\nprint(json.dumps(k.record()))\n")
     proc = run_python(code, clean_env())
     assert "imported after numpy" in proc.stderr
     rec = json.loads(proc.stdout.strip().splitlines()[-1])
     assert rec["cpu_kernels"] == "portable" and rec["in_force"] is False
-    proc = run_python("import json, unlearn_da.kernels as k; print(json.dumps(k.record()))", clean_env())
+    proc = run_python("import json, unlearn_da.core.kernels as k; print(json.dumps(k.record()))", clean_env())
     assert json.loads(proc.stdout)["in_force"] is (kernels.architecture() is not None)

@@ -9,15 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearn_da.config import load_config, method_names
+from unlearn_da.settings.config import load_config, method_names
 from unlearn_da.methods import METHOD_MODULES, NO_DA_PLUGIN, get_method
 from unlearn_da.methods.base import StepRecorder, UnlearnContext, distill_kl, frozen_copy
 from unlearn_da.methods.boundary_shrink import fgsm_labels
 from unlearn_da.methods.da import DARegularizer
 from unlearn_da.methods.ssd import importances
 from unlearn_da.metrics.alignment import dimensional_alignment
-from unlearn_da.models import build_model, model_spec
-from unlearn_da.splits import make_split
+from unlearn_da.core.models import build_model, model_spec
+from unlearn_da.data.splits import make_split
 
 from conftest import train_small_cnn
 
@@ -250,7 +250,7 @@ def test_salun_masked_update_hooks_give_the_per_parameter_loops_bits(optimizer):
     """The multi-tensor hooks equal the per-parameter definition (grad * mask before the step; masked
     weights restored and optimiser buffers masked after it) to the bit."""
     from unlearn_da.methods.salun import masked_update_hooks
-    from unlearn_da.training import build_optimizer
+    from unlearn_da.core.training import build_optimizer
 
     torch.manual_seed(0)
     spec = model_spec("smallcnn", 10, 1, 8, 8)

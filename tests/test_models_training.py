@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_da.checkpoints import load_checkpoint, save_checkpoint
-from unlearn_da.errors import ArtifactError
-from unlearn_da.models import build_model, model_spec
-from unlearn_da.runtime import seed_everything
-from unlearn_da.session import open_session
-from unlearn_da.training import Preprocessor, accuracy, fit, lr_factor
+from unlearn_da.core.checkpoints import load_checkpoint, save_checkpoint
+from unlearn_da.core.errors import ArtifactError
+from unlearn_da.core.models import build_model, model_spec
+from unlearn_da.core.runtime import seed_everything
+from unlearn_da.jobs.session import open_session
+from unlearn_da.core.training import Preprocessor, accuracy, fit, lr_factor
 
 
 @pytest.mark.parametrize("arch,channels,size", [("smallcnn", 1, 8), ("smallcnn", 1, 28), ("smallcnn", 3, 32),

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unlearn_da.cifar import CIFAR, load_pickle, read_cifar
-from unlearn_da.config import load_config, validate_config
-from unlearn_da.data import load_prepared, prepare, stratified_subset
-from unlearn_da.errors import ConfigError, DataError
-from unlearn_da.synthetic import py2_dumps, write_synthetic_cifar
+from unlearn_da.data.cifar import CIFAR, load_pickle, read_cifar
+from unlearn_da.settings.config import load_config, validate_config
+from unlearn_da.data.prepared import load_prepared, prepare, stratified_subset
+from unlearn_da.core.errors import ConfigError, DataError
+from unlearn_da.data.synthetic import py2_dumps, write_synthetic_cifar
 
 
 def _globals(raw: bytes) -> set[str]:
@@ -86,7 +86,7 @@ def test_malformed_cifar_files_name_the_file(tmp_path: Path):
     bad = tmp_path / "test_batch"
     bad.write_bytes(py2_dumps({"labels": [1, 2], "data": np.zeros((2, 10), np.uint8)}))
     with pytest.raises(DataError, match="test_batch.*uint8 N x 3072"):
-        from unlearn_da.cifar import _batch
+        from unlearn_da.data.cifar import _batch
 
         _batch(bad, "labels")
     truncated = tmp_path / "data_batch_2"
@@ -124,7 +124,7 @@ def test_stratified_subset_keeps_class_shares_and_depends_on_the_seed():
 
 
 def test_subset_split_manifest_records_the_subset(cifar_raw: Path, tmp_path: Path):
-    from unlearn_da.splits import make_split, write_split
+    from unlearn_da.data.splits import make_split, write_split
 
     prepare("cifar10", _cifar_params(cifar_raw, subset={"train": 100, "test": 40}), tmp_path / "d.npz")
     manifest = write_split(make_split(load_prepared(tmp_path / "d.npz").y_train, "class0", 0), tmp_path / "s",
@@ -163,7 +163,7 @@ def test_non_finite_numbers_are_refused_naming_the_key(path, value):
 def test_cifar10_smoke_runs_resnet18_through_the_rules(tmp_path: Path):
     """CI's cut-down paper smoke: synthetic CIFAR-10 in the real form, ResNet-18 with crop+flip, MUDA, one +da
     baseline, SSD and Boundary Shrinking, features, metrics and one table, through Snakemake."""
-    from unlearn_da.smoke import run_smoke
+    from unlearn_da.tools.smoke import run_smoke
 
     methods = ["muda", "ft+da", "ssd", "boundary_shrink"]
     summary = run_smoke(tmp_path, datasets=("cifar10",), sizes={"cifar10": (120, 40)}, methods=methods,
@@ -200,8 +200,17 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split('.')[0] in ('snakemake', 'jsonschema', 'tqdm', 'dvc'):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
-from unlearn_da.gpucheck import _validate_if_possible, run_gpu_check
-from unlearn_da import bench, concurrency, data, evaluate, features, splits, synthetic, tables, train, unlearn
+from unlearn_da.tools.gpucheck import _validate_if_possible, run_gpu_check
+from unlearn_da.tools import bench
+from unlearn_da.tools import concurrency
+from unlearn_da.data import prepared as data
+from unlearn_da.jobs import evaluate
+from unlearn_da.jobs import features
+from unlearn_da.data import splits
+from unlearn_da.data import synthetic
+from unlearn_da.reporting import tables
+from unlearn_da.jobs import train
+from unlearn_da.jobs import unlearn
 from unlearn_da.methods import METHOD_MODULES, get_method
 for m in METHOD_MODULES:
     get_method(m)

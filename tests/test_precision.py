@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from unlearn_da.checkpoints import save_checkpoint
-from unlearn_da.data import load_prepared
-from unlearn_da.features import run_features
-from unlearn_da.models import GlobalMeanPool, ResNet18, SmallCNN, build_model, model_spec
-from unlearn_da.runtime import seed_everything
-from unlearn_da.training import Preprocessor
+from unlearn_da.core.checkpoints import save_checkpoint
+from unlearn_da.data.prepared import load_prepared
+from unlearn_da.jobs.features import run_features
+from unlearn_da.core.models import GlobalMeanPool, ResNet18, SmallCNN, build_model, model_spec
+from unlearn_da.core.runtime import seed_everything
+from unlearn_da.core.training import Preprocessor
 
 
 @pytest.mark.parametrize("spec", [model_spec("smallcnn", 10, 1, 8, 16), model_spec("smallcnn", 10, 1, 28, 8),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_project, dry_run_jobs, snakemake
-from unlearn_da.config import load_config, tuning_space, validate_config
+from unlearn_da.settings.config import load_config, tuning_space, validate_config
 
 PROFILES = [[], ["config/quick.yaml"], ["config/fashion-mnist.yaml"], ["config/cifar10.yaml"],
             ["config/cifar10.yaml", "config/cifar100.yaml"], ["tests/config/tiny.yaml"]]
@@ -63,7 +63,7 @@ def test_slurm_profile_plans_the_paper_dag(tmp_path):
 
 
 def test_workload_estimate_scales_with_the_config():
-    from unlearn_da.bench import workload_images
+    from unlearn_da.tools.bench import workload_images
 
     one = workload_images(load_config(["config/cifar10.yaml"]))
     more = load_config(["config/cifar10.yaml"])

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from unlearn_da import pipeline as P
-from unlearn_da.config import REPO_ROOT
-from unlearn_da.errors import ConfigError
+from unlearn_da.settings.config import REPO_ROOT
+from unlearn_da.core.errors import ConfigError
 from unlearn_da.methods import METHOD_MODULES
-from unlearn_da.reference import (
+from unlearn_da.reporting.reference import (
     COLUMNS,
     compare,
     load_reference_file,
@@ -22,7 +22,7 @@ from unlearn_da.reference import (
     scenario_matches,
     to_markdown,
 )
-from unlearn_da.tables import run_aggregate
+from unlearn_da.reporting.tables import run_aggregate
 
 SHIPPED = REPO_ROOT / P.REFERENCE_DIR
 SALUN = "SalUn (Fan et al., ICLR 2024)"

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import copy_project, env_with_venv, snakemake
-from unlearn_da.artifacts import atomic_path, sha256_file, write_json, write_sidecar
-from unlearn_da.config import load_config, validate_config
-from unlearn_da.errors import ArtifactError, ConfigError, DataError
-from unlearn_da.evaluate import load_labels
-from unlearn_da.features import load_features
-from unlearn_da.splits import Split, check_split, make_split
+from unlearn_da.core.artifacts import atomic_path, sha256_file, write_json, write_sidecar
+from unlearn_da.settings.config import load_config, validate_config
+from unlearn_da.core.errors import ArtifactError, ConfigError, DataError
+from unlearn_da.jobs.evaluate import load_labels
+from unlearn_da.jobs.features import load_features
+from unlearn_da.data.splits import Split, check_split, make_split
 
 BASE = load_config()
 
@@ -156,7 +156,7 @@ def test_missing_sidecar_is_reported(tmp_path, digits_file):
 
 
 def test_corrupted_metrics_json_names_the_rule(tmp_path):
-    from unlearn_da.tables import load_records
+    from unlearn_da.reporting.tables import load_records
 
     bad = tmp_path / "m.json"
     bad.write_text('{"model": "ft", "metr')
@@ -232,7 +232,7 @@ def test_a_file_is_hashed_once_per_version_in_a_process(tmp_path, monkeypatch):
     import builtins
     import os
 
-    from unlearn_da import artifacts
+    from unlearn_da.core import artifacts
 
     path = tmp_path / "data.bin"
     path.write_bytes(b"a" * 1000)

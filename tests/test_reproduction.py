@@ -14,9 +14,9 @@ import pytest
 from scipy import stats
 
 from conftest import env_with_venv
-from unlearn_da.readme_tables import run_readme_tables
-from unlearn_da.reproduction import compare, compare_model, load_expected
-from unlearn_da.verdicts import paired_p, rank, t_interval, verdict
+from unlearn_da.tools.readme_tables import run_readme_tables
+from unlearn_da.reporting.reproduction import compare, compare_model, load_expected
+from unlearn_da.reporting.verdicts import paired_p, rank, t_interval, verdict
 
 
 def check(project: Path, *args: str) -> subprocess.CompletedProcess:
@@ -77,7 +77,7 @@ def test_the_readme_tables_are_what_the_generator_writes_from_the_shipped_result
                                             ("README.md", "digits-excerpt", "| class0 | original |")])
 def test_a_typed_number_in_a_generated_block_is_caught(pristine: Path, tmp_path: Path, page: str, block: str,
                                                        row: str):
-    from unlearn_da.smoke import copy_project
+    from unlearn_da.tools.smoke import copy_project
 
     project = copy_project(tmp_path / "p", root=pristine)
     text = (project / page).read_text()

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from unlearn_da.tables import add_oracle_gaps, load_records, rank_marks, run_aggregate, summarise, wide_table
-from unlearn_da.tuning import score_candidates, select
+from unlearn_da.reporting.tables import add_oracle_gaps, load_records, rank_marks, run_aggregate, summarise, wide_table
+from unlearn_da.tuning.select import score_candidates, select
 
 
 def _write(tmp_path, model, seed, **metrics):
@@ -91,7 +91,7 @@ def test_selection_picks_the_smallest_validation_gap():
 
 
 def test_tradeoff_zoom_window_stays_on_the_percent_scale_and_merges_coinciding_labels():
-    from unlearn_da.plots import _label_groups, _percent_limits
+    from unlearn_da.reporting.plots import _label_groups, _percent_limits
 
     lo, hi = _percent_limits(99.9, 2.0)  # an oracle at the top of the scale
     assert hi < 100.5 and lo < 99.9 < hi and hi - lo == pytest.approx(4.0)

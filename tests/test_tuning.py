@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from unlearn_da import pipeline as P
-from unlearn_da.config import load_config, resolve_method, tuning_space, tuning_variants, validate_config
-from unlearn_da.errors import ConfigError
-from unlearn_da.search import da_round, parse_range, round1, round2, round2_ranges
-from unlearn_da.tuning import all_candidates, edge_values, no_change_candidates, run_selection
-from unlearn_da.tuning_figures import figure_title
+from unlearn_da.settings.config import load_config, resolve_method, tuning_space, tuning_variants, validate_config
+from unlearn_da.core.errors import ConfigError
+from unlearn_da.settings.search import da_round, parse_range, round1, round2, round2_ranges
+from unlearn_da.tuning.select import all_candidates, edge_values, no_change_candidates, run_selection
+from unlearn_da.tuning.figures import figure_title
 
 SPACE = {"ft": {"lr": ["log", 0.001, 0.1], "epochs": ["int", 1, 8]},
          "muda": {"lr": ["log", 0.003, 0.1], "forget_loss": ["choice", "none", "neg_ce", "random_label"]}}

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from unlearn_da import pipeline as P
-from unlearn_da.config import load_config
+from unlearn_da.settings.config import load_config
 from unlearn_da.methods.base import frozen_copy
-from unlearn_da.models import build_model, images_counted, images_since, model_spec
-from unlearn_da.workload import data_sizes, forget_size, subset_counts, unlearn_job, workload_images, workload_jobs
+from unlearn_da.core.models import build_model, images_counted, images_since, model_spec
+from unlearn_da.tools.workload import data_sizes, forget_size, subset_counts, unlearn_job, workload_images, workload_jobs
 
 STAGE_OF_RULE = {"train_original": "original", "train_retrain": "oracles", "unlearn": "unlearning",
                  "extract_features": "features"}
@@ -72,7 +72,7 @@ def test_the_split_sizes_are_those_of_the_prepared_data(tiny_project):
 
 @pytest.mark.parametrize("n", [7, 100, 333])
 def test_subset_sizes_are_those_stratified_subset_draws(n):
-    from unlearn_da.data import stratified_subset
+    from unlearn_da.data.prepared import stratified_subset
 
     y = np.repeat(np.arange(6), [0, 50, 77, 3, 120, 91])  # an absent class, uneven ones
     drawn = np.bincount(y[stratified_subset(y, n, seed=5)], minlength=6)
@@ -156,7 +156,7 @@ CASES = [  # (scenario, method, unlearn overrides)
                                                                           enumerate(CASES)])
 def test_every_method_pushes_through_models_what_workload_counts(tiny_project, tmp_path, scenario, method,
                                                                  unlearn):
-    from unlearn_da.unlearn import run_unlearn
+    from unlearn_da.jobs.unlearn import run_unlearn
 
     config = tiny_config(tiny_project, {"unlearn": {**SHORT, **unlearn, "variants": VARIANTS}})
     sizes = data_sizes(config)

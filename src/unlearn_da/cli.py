@@ -13,7 +13,7 @@ import sys
 from typing import Any
 from collections.abc import Callable
 
-from .errors import PipelineError
+from .core.errors import PipelineError
 
 
 def _params(text: str) -> dict[str, Any]:
@@ -37,51 +37,51 @@ def _json_list(text: str) -> list[Any]:
 
 
 def cmd_prepare_data(a: argparse.Namespace) -> None:
-    from .data import prepare
+    from .data.prepared import prepare
 
     prepare(a.dataset, a.params, a.out, raw_dir=a.raw_dir, code=a.code)
 
 
 def cmd_split(a: argparse.Namespace) -> None:
-    from .splits import run_split
+    from .data.splits import run_split
 
     run_split(a.data, a.scenario, a.seed, a.params, a.out_dir)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from .train import run_train
+    from .jobs.train import run_train
 
     run_train(a.data, a.role, a.seed, a.threads, a.params, a.out, split_dir=a.split, code=a.code)
 
 
 def cmd_unlearn(a: argparse.Namespace) -> None:
-    from .unlearn import run_unlearn
+    from .jobs.unlearn import run_unlearn
 
     run_unlearn(a.data, a.split, a.original, a.method, a.seed, a.threads, a.params, a.out, a.steps, code=a.code)
 
 
 def cmd_features(a: argparse.Namespace) -> None:
-    from .features import run_features
+    from .jobs.features import run_features
 
     run_features(a.data, a.model, a.threads, a.params, a.out, code=a.code, split_dir=a.split)
 
 
 def cmd_metrics(a: argparse.Namespace) -> None:
-    from .evaluate import run_metrics
+    from .jobs.evaluate import run_metrics
 
     run_metrics(a.data, a.split, a.features, a.model_meta, a.model, a.scenario, a.seed, a.params, a.out,
                 code=a.code)
 
 
 def cmd_aggregate(a: argparse.Namespace) -> None:
-    from .tables import run_aggregate
+    from .reporting.tables import run_aggregate
 
     run_aggregate(a.inputs, a.models, a.scenario, a.title, a.out_dir, dataset=a.dataset, arch=a.arch,
                   reference_dir=a.reference_dir)
 
 
 def cmd_plot(a: argparse.Namespace) -> None:
-    from .plots import run_plots
+    from .reporting.plots import run_plots
 
     run_plots(a.long_csv, a.metrics, a.steps, a.embed_features, a.data, a.split, a.models, a.title,
               a.out_dir, a.max_points, a.seed, da_k_features=a.da_k_features, da_params=a.da_params,
@@ -89,26 +89,26 @@ def cmd_plot(a: argparse.Namespace) -> None:
 
 
 def cmd_backdoor_figure(a: argparse.Namespace) -> None:
-    from .plots import run_backdoor_figure
+    from .reporting.plots import run_backdoor_figure
 
     run_backdoor_figure(a.long_csv, a.models, a.title, a.out)
 
 
 def cmd_choose_da_energy(a: argparse.Namespace) -> None:
-    from .da_curves import run_choose_energy
+    from .reporting.da_curves import run_choose_energy
 
     result = run_choose_energy(a.pairs, a.params, a.seed, a.out_prefix)
     print(f"evaluation.da.energy: {result['chosen_energy']} (fixed-size alternative: k = {result['chosen_k']})")
 
 
 def cmd_select(a: argparse.Namespace) -> None:
-    from .tuning import run_selection
+    from .tuning.select import run_selection
 
     run_selection(a.inputs, a.candidates, a.out_prefix, a.plans, a.figures_dir)
 
 
 def cmd_plan_round2(a: argparse.Namespace) -> None:
-    from .tuning import run_plan_round2
+    from .tuning.select import run_plan_round2
 
     plan = run_plan_round2(a.inputs, a.space, a.candidates, a.budget, a.widen, a.seed, a.out)
     for method, info in sorted(plan["info"].items()):
@@ -116,16 +116,16 @@ def cmd_plan_round2(a: argparse.Namespace) -> None:
 
 
 def cmd_plan_da(a: argparse.Namespace) -> None:
-    from .tuning import run_plan_da
+    from .tuning.select import run_plan_da
 
     plan = run_plan_da(a.inputs, a.candidates, a.round2, a.methods, a.weights, a.out)
     print(f"{len(plan['candidates'])} DA-weight candidates")
 
 
 def cmd_verify(a: argparse.Namespace) -> None:
-    from .config import load_config, validate_config
-    from .errors import ArtifactError
-    from .provenance import verify
+    from .settings.config import load_config, validate_config
+    from .core.errors import ArtifactError
+    from .tools.provenance import verify
 
     sources = ["config/config.yaml"] + list(a.configfile)
     config = validate_config(load_config(a.configfile), sources=sources)
@@ -140,7 +140,7 @@ def cmd_verify(a: argparse.Namespace) -> None:
 
 
 def _run_config(configfiles: list[str]) -> dict:
-    from .config import load_config, validate_config
+    from .settings.config import load_config, validate_config
 
     return validate_config(load_config(configfiles), sources=["config/config.yaml"] + list(configfiles))
 
@@ -157,7 +157,7 @@ UNBOUNDED_GPU_JOBS = 1_000_000
 
 
 def cmd_concurrency_worker(a: argparse.Namespace) -> None:
-    from .concurrency import worker
+    from .tools.concurrency import worker
 
     print(json.dumps(worker(json.loads(a.spec))))
 
@@ -167,7 +167,7 @@ def cmd_gpu_slots(a: argparse.Namespace) -> None:
     ``--resources gpu=N``, so no more GPU jobs start than the device pool has slots."""
     import dataclasses
 
-    from . import device_pool
+    from .core import device_pool
 
     config = _run_config(a.configfile)
     env = {**os.environ, **device_pool.environment_for_jobs(config.get("gpu") or {}, ".device-pool")}
@@ -186,7 +186,7 @@ def cmd_run_name(a: argparse.Namespace) -> None:
 
 def cmd_dvc_stage(a: argparse.Namespace) -> None:
     from .pipeline import prepared_dir, run_name
-    from .sharing import ensure_stage, stage_for
+    from .tools.sharing import ensure_stage, stage_for
 
     config = _run_config(a.configfile)
     if a.no_add:
@@ -199,7 +199,7 @@ def cmd_dvc_stage(a: argparse.Namespace) -> None:
 
 
 def cmd_check_reproduction(a: argparse.Namespace) -> None:
-    from .reproduction import run_check
+    from .reporting.reproduction import run_check
 
     code, text = run_check(a.configfile, a.expected)
     print(text, end="")
@@ -208,13 +208,13 @@ def cmd_check_reproduction(a: argparse.Namespace) -> None:
 
 
 def cmd_expected_results(a: argparse.Namespace) -> None:
-    from .reproduction import run_write
+    from .reporting.reproduction import run_write
 
     print(f"wrote {run_write(a.configfile, a.out)}")
 
 
 def cmd_readme_tables(a: argparse.Namespace) -> None:
-    from .readme_tables import run_readme_tables
+    from .tools.readme_tables import run_readme_tables
 
     code, text = run_readme_tables(".", check=a.check)
     print(text)
@@ -223,26 +223,26 @@ def cmd_readme_tables(a: argparse.Namespace) -> None:
 
 
 def cmd_apply_selection(a: argparse.Namespace) -> None:
-    from .apply_selection import apply_selection
+    from .tuning.apply_selection import apply_selection
 
     changes = apply_selection(a.selection, a.config)
     print("\n".join(changes) if changes else f"{a.config}: already holds every chosen value")
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
-    from .bench import run_bench
+    from .tools.bench import run_bench
 
     print(run_bench(a.out, threads=a.threads, skip_noop=a.skip_noop))
 
 
 def cmd_smoke_paper(a: argparse.Namespace) -> None:
-    from .smoke import run_smoke
+    from .tools.smoke import run_smoke
 
     run_smoke(a.workdir, datasets=tuple(a.datasets), cores=a.cores)
 
 
 def cmd_gpu_check(a: argparse.Namespace) -> None:
-    from .gpucheck import run_gpu_check
+    from .tools.gpucheck import run_gpu_check
 
     code = run_gpu_check(a.device, a.workdir, threads=a.threads, amp=a.amp, repeats=a.repeats,
                          skip_throughput=a.skip_throughput)
@@ -435,7 +435,7 @@ def _trace_modules(args: argparse.Namespace) -> None:
 
 def _apply_cpu_kernels(args: argparse.Namespace) -> None:
     """A job's ``cpu_kernels`` param (portable | native) is set before its command imports torch."""
-    from . import kernels
+    from .core import kernels
 
     params = getattr(args, "params", None)
     mode = params.get("cpu_kernels") if isinstance(params, dict) else None
@@ -443,7 +443,7 @@ def _apply_cpu_kernels(args: argparse.Namespace) -> None:
         try:
             kernels.apply(mode)
         except ValueError as exc:
-            from .errors import ConfigError
+            from .core.errors import ConfigError
 
             raise ConfigError(str(exc)) from exc
 

@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import resolve_method
-from .kernels import ENV_MODE as CPU_KERNELS_ENV  # noqa: F401  (the Snakefile sets it for every job)
-from .scenarios import is_backdoor
+from .settings.config import resolve_method
+from .core.kernels import ENV_MODE as CPU_KERNELS_ENV  # noqa: F401  (the Snakefile sets it for every job)
+from .core.scenarios import is_backdoor
 
 # config keys that say where jobs run, not what they compute: in no job's params, no digest
 EXECUTION_KEYS = ("gpu",)
@@ -27,7 +27,7 @@ DEVICE_POOL_DIR = ".device-pool"
 
 def device_pool_environment(config: dict[str, Any]) -> dict[str, str]:
     """The variables that hand the config's ``gpu`` block to every job (device_pool.py)."""
-    from .device_pool import environment_for_jobs
+    from .core.device_pool import environment_for_jobs
 
     return environment_for_jobs(config.get("gpu") or {}, DEVICE_POOL_DIR)
 
@@ -37,28 +37,28 @@ FIGURES = ("accuracy", "da", "tradeoff", "spectra", "stability", "embedding", "d
 BACKDOOR_FIGURES = ("asr",)  # backdoor scenarios: ASR against clean test accuracy
 
 # the package modules each rule's command executes (cli.py only parses arguments)
-_COMMON = ("__init__.py", "kernels.py", "artifacts.py", "errors.py", "datasets.py", "device_pool.py", "startup.py")
-_TORCH = _COMMON + ("runtime.py", "session.py", "data.py", "models.py", "training.py", "checkpoints.py",
-                    "backdoor.py")
+_COMMON = ("__init__.py", "core/kernels.py", "core/artifacts.py", "core/errors.py", "data/datasets.py", "core/device_pool.py", "core/startup.py")
+_TORCH = _COMMON + ("core/runtime.py", "jobs/session.py", "data/prepared.py", "core/models.py", "core/training.py", "core/checkpoints.py",
+                    "data/backdoor.py")
 RULE_SOURCES: dict[str, tuple[str, ...]] = {
-    "prepare_data": _COMMON + ("data.py", "cifar.py"),
-    "split": _COMMON + ("splits.py", "scenarios.py", "data.py", "backdoor.py"),
-    "train": _TORCH + ("train.py", "splits.py", "scenarios.py"),
-    "unlearn": _TORCH + ("unlearn.py", "splits.py", "scenarios.py", "methods/__init__.py", "methods/base.py"),
-    "extract_features": _TORCH + ("features.py", "splits.py", "scenarios.py"),
-    "metrics": _COMMON + ("evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
+    "prepare_data": _COMMON + ("data/prepared.py", "data/cifar.py"),
+    "split": _COMMON + ("data/splits.py", "core/scenarios.py", "data/prepared.py", "data/backdoor.py"),
+    "train": _TORCH + ("jobs/train.py", "data/splits.py", "core/scenarios.py"),
+    "unlearn": _TORCH + ("jobs/unlearn.py", "data/splits.py", "core/scenarios.py", "methods/__init__.py", "methods/base.py"),
+    "extract_features": _TORCH + ("jobs/features.py", "data/splits.py", "core/scenarios.py"),
+    "metrics": _COMMON + ("jobs/evaluate.py", "jobs/features.py", "data/splits.py", "core/scenarios.py", "data/backdoor.py",
                           "metrics/__init__.py", "metrics/accuracy.py",
                           "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),
-    "aggregate": _COMMON + ("tables.py", "verdicts.py", "reference.py", "scenarios.py"),
-    "select": _COMMON + ("tuning.py", "tuning_figures.py", "search.py", "plots.py", "tables.py", "verdicts.py"),
-    "plan_tuning": _COMMON + ("tuning.py", "search.py"),
-    "plots": _COMMON + ("plots.py", "tables.py", "verdicts.py", "evaluate.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
+    "aggregate": _COMMON + ("reporting/tables.py", "reporting/verdicts.py", "reporting/reference.py", "core/scenarios.py"),
+    "select": _COMMON + ("tuning/select.py", "tuning/figures.py", "settings/search.py", "reporting/plots.py", "reporting/tables.py", "reporting/verdicts.py"),
+    "plan_tuning": _COMMON + ("tuning/select.py", "settings/search.py"),
+    "plots": _COMMON + ("reporting/plots.py", "reporting/tables.py", "reporting/verdicts.py", "jobs/evaluate.py", "jobs/features.py", "data/splits.py", "core/scenarios.py", "data/backdoor.py",
                         "metrics/__init__.py",
                         "metrics/accuracy.py", "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py",
-                        "metrics/probe.py", "da_curves.py"),
-    "choose_da_energy": _COMMON + ("da_curves.py", "features.py", "splits.py", "scenarios.py", "backdoor.py",
+                        "metrics/probe.py", "reporting/da_curves.py"),
+    "choose_da_energy": _COMMON + ("reporting/da_curves.py", "jobs/features.py", "data/splits.py", "core/scenarios.py", "data/backdoor.py",
                                    "metrics/__init__.py", "metrics/alignment.py"),
-    "backdoor_figure": _COMMON + ("plots.py", "tables.py", "verdicts.py"),
+    "backdoor_figure": _COMMON + ("reporting/plots.py", "reporting/tables.py", "reporting/verdicts.py"),
 }
 
 
@@ -67,10 +67,17 @@ def _file_digest(relpath: str) -> str:
     return hashlib.sha256((PACKAGE_DIR / relpath).read_bytes()).hexdigest()
 
 
+def with_packages(relpaths: tuple[str, ...]) -> tuple[str, ...]:
+    """``relpaths`` and the ``__init__.py`` of every folder they lie in (importing a module runs its
+    package's ``__init__`` first)."""
+    inits = {f"{Path(rel).parent.as_posix()}/__init__.py" for rel in relpaths if Path(rel).parent != Path(".")}
+    return tuple(sorted(set(relpaths) | inits))
+
+
 def code_hash(*relpaths: str) -> str:
-    """Short hash over the listed package files (sorted, deduplicated)."""
+    """Short hash over the listed package files and their packages' ``__init__.py`` (sorted, deduplicated)."""
     digest = hashlib.sha256()
-    for rel in sorted(set(relpaths)):
+    for rel in with_packages(tuple(relpaths)):
         digest.update(rel.encode())
         digest.update(_file_digest(rel).encode())
     return digest.hexdigest()[:16]
@@ -146,7 +153,7 @@ def train_params(config: dict, scenario: str | None = None) -> dict[str, Any]:
 def da_block(config: dict, method: str, planned: dict[str, dict] | None = None) -> dict[str, Any]:
     """The DA regulariser's settings for ``method``: its weight is a DA-weight candidate's own, else the
     tuned ``unlearn.da.weights[<base>]`` of a "+da" variant, else ``lambda_da``."""
-    from .config import all_variants, method_base
+    from .settings.config import all_variants, method_base
 
     da = {k: v for k, v in config["unlearn"]["da"].items() if k != "weights"}
     stem, plus_da = method_base(method)
@@ -253,7 +260,7 @@ def tuning_scenarios(config: dict) -> list[str]:
 def tuning_metrics(config: dict, names: list[str] | None = None) -> list[str]:
     """Metric files of the search per tuning seed and scenario: by default the oracle, the original
     (for the no-change flag) and the round-1 candidates; else ``names`` (later rounds)."""
-    from .config import tuning_variants
+    from .settings.config import tuning_variants
 
     run = run_name(config)
     names = ["retrain", "original", *tuning_variants(config)] if names is None else list(names)
@@ -263,7 +270,7 @@ def tuning_metrics(config: dict, names: list[str] | None = None) -> list[str]:
 
 def da_tuning_methods(config: dict) -> list[str]:
     """Base methods whose "+da" variant the run reports and the search covers: they get the DA-weight round."""
-    from .config import method_base, tuning_space
+    from .settings.config import method_base, tuning_space
 
     space = tuning_space(config)
     stems = [method_base(m)[0] for m in config["unlearn"]["methods"] if method_base(m)[1]]
@@ -274,7 +281,7 @@ def planned_candidate_pattern(config: dict) -> str:
     """Names of the candidates the tuning checkpoints plan (round 2, DA weights): a wildcard constraint."""
     import re
 
-    from .config import tuning_space
+    from .settings.config import tuning_space
 
     bases = "|".join(re.escape(m) for m in tuning_space(config))
     return f"(?:{bases})__(?:w[0-9]{{2}}|d[0-9]{{2}}\\+da)" if bases else "(?!)"

@@ -4,8 +4,8 @@ import os
 import re
 
 from unlearn_da import pipeline as P
-from unlearn_da.config import tuning_space, tuning_variants, validate_config
-from unlearn_da.errors import ConfigError
+from unlearn_da.settings.config import tuning_space, tuning_variants, validate_config
+from unlearn_da.core.errors import ConfigError
 
 # the Snakefile's configfile comes first, then --configfile overlays (last wins)
 _sources = ["config/config.yaml"] + [
@@ -18,10 +18,10 @@ try:
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
-# every job's CPU kernels (unlearn_da/kernels.py): jobs inherit the mode; the torch and metrics
+# every job's CPU kernels (unlearn_da/core/kernels.py): jobs inherit the mode; the torch and metrics
 # rules also carry it in their params, so changing it reruns them
 os.environ[P.CPU_KERNELS_ENV] = config["cpu_kernels"]
-# the GPU pool every GPU job takes its (device, slot) from (unlearn_da/device_pool.py); through
+# the GPU pool every GPU job takes its (device, slot) from (unlearn_da/core/device_pool.py); through
 # the environment, not params: where a job runs does not change what it computes
 os.environ.update(P.device_pool_environment(config))
 

@@ -7,7 +7,7 @@ rule tune:
         P.tuning_targets(config),
 
 
-# round 2 of the search (src/unlearn_da/search.py), planned from round 1's scores
+# round 2 of the search (src/unlearn_da/settings/search.py), planned from round 1's scores
 checkpoint plan_round2:
     input:
         P.tuning_metrics(config),

@@ -19,9 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..models import build_model
+from ..core.models import build_model
 from .base import UnlearnContext, frozen_copy
-from ..runtime import to_device
+from ..core.runtime import to_device
 
 KL_REDUCTIONS = ("mean", "batchmean")
 

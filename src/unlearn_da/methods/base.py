@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import Classifier
-from ..runtime import autocast, to_device
-from ..training import LossFn, Preprocessor, Trainer, batches_per_epoch, shuffled_batches
+from ..core.models import Classifier
+from ..core.runtime import autocast, to_device
+from ..core.training import LossFn, Preprocessor, Trainer, batches_per_epoch, shuffled_batches
 
 # loss on a batch's logits: (logits, labels, model) -> (loss, named terms)
 OutputLoss = Callable[[torch.Tensor, torch.Tensor, Classifier], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..models import Classifier
-from ..runtime import full_precision
-from ..training import Preprocessor
+from ..core.models import Classifier
+from ..core.runtime import full_precision
+from ..core.training import Preprocessor
 from .base import UnlearnContext
 
 

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from ..metrics.alignment import FORMS, Eigenspace, alignment_share, eigenspace_of, retain_eigenspace, second_moment
-from ..models import Classifier
-from ..runtime import float32, full_precision, to_device
+from ..core.models import Classifier
+from ..core.runtime import float32, full_precision, to_device
 from .base import batch_stat_features
 
 

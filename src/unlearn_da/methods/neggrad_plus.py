@@ -21,9 +21,9 @@ from typing import Any
 
 import torch.nn.functional as F
 
-from ..training import shuffled_batches
+from ..core.training import shuffled_batches
 from .base import UnlearnContext
-from ..runtime import to_device
+from ..core.runtime import to_device
 
 
 def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .base import UnlearnContext, ce
-from ..runtime import to_device
+from ..core.runtime import to_device
 
 
 LABEL_RULES = ("uniform", "wrong_only")

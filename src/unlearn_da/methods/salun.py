@@ -19,11 +19,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..models import Classifier
-from ..training import Preprocessor, Trainer, shuffled_batches
+from ..core.models import Classifier
+from ..core.training import Preprocessor, Trainer, shuffled_batches
 from . import rl
 from .base import UnlearnContext
-from ..runtime import to_device
+from ..core.runtime import to_device
 
 
 def saliency_mask(model: Classifier, x: torch.Tensor, y: torch.Tensor, prep: Preprocessor, ratio: float,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch.nn.functional as F
 
-from ..training import Trainer
+from ..core.training import Trainer
 from .base import UnlearnContext, distill_kl
 
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..models import Classifier
-from ..training import Preprocessor
+from ..core.models import Classifier
+from ..core.training import Preprocessor
 from .base import UnlearnContext
 
 

@@ -41,7 +41,7 @@ def _precise(arr: Any) -> contextlib.AbstractContextManager:
     """Autocast off for a torch tensor's device (a no-op for numpy)."""
     if _xp(arr).__name__ == "numpy":
         return contextlib.nullcontext()
-    from ..runtime import full_precision
+    from ..core.runtime import full_precision
 
     return full_precision(arr.device)
 
@@ -50,7 +50,7 @@ def _wide(arr: Any) -> Any:
     """Torch bf16/fp16 -> float32; everything else unchanged."""
     if _xp(arr).__name__ == "numpy":
         return arr
-    from ..runtime import float32
+    from ..core.runtime import float32
 
     return float32(arr)
 

@@ -1,0 +1,93 @@
+"""Job: penultimate features and logits of one model on train, val and test, in one ``.npz``.
+
+Every metric reads these cached arrays; no metric reruns the model. In a backdoor scenario
+(``split_dir`` of a backdoor split) the train rows hold the poisoned samples at the forget indices,
+and ``trigger_features``/``trigger_logits`` the triggered non-target test images (ASR).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from ..core import startup
+from ..core.artifacts import save_npz, sha256_file, verify_artifact, write_sidecar
+from ..core.errors import ArtifactError
+
+SPLITS = ("train", "val", "test")
+
+
+def rule_for_model(name: str) -> str:
+    """Which Snakemake rule makes the checkpoint of model ``name``."""
+    if name == "original":
+        return "train_original"
+    if name.startswith("retrain"):
+        return "train_retrain"
+    return "unlearn"
+
+
+def run_features(data: str, model_path: str, threads: int, params: dict[str, Any], out: str,
+                 code: str | None = None, split_dir: str | None = None) -> dict:
+    import torch  # the metrics job imports this module without torch
+
+    from ..core.checkpoints import load_checkpoint
+    from ..core.models import images_counted, images_since
+    from .session import open_session
+    from ..data.splits import load_split_poison
+    from ..core.training import predict
+
+    poison = load_split_poison(split_dir)[1] if split_dir is not None else None
+    session = open_session(data, params, threads, poison=poison)
+    name = os.path.basename(model_path).removesuffix(".pt")
+    model, meta = load_checkpoint(model_path, rule_for_model(name), session.device)
+    if session.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    prep = session.preprocessor()
+    arrays: dict[str, np.ndarray] = {}
+    counted = images_counted()  # the sidecar's ``images``: every split through the model, once
+    startup.mark()  # the job's fixed cost ends here (sidecar: startup_s)
+    for split in SPLITS + (("trigger",) if poison is not None else ()):
+        # float32 whatever the training precision (bf16 autocast on CUDA): the metrics read these
+        z, logits = predict(model, session.x[split], prep, int(params["batch_size"]), amp=False)
+        arrays[f"{split}_features"] = z.cpu().numpy().astype(np.float32)
+        arrays[f"{split}_logits"] = logits.cpu().numpy().astype(np.float32)
+    for key, arr in arrays.items():
+        if not np.isfinite(arr).all():
+            raise ArtifactError(
+                f"{model_path}: the model produces non-finite {key} (NaN/inf); the method diverged "
+                f"(made by rule '{rule_for_model(name)}'); lower its learning rate"
+            )
+    save_npz(out, arrays)
+    print(f"features of {name}: dim {arrays['train_features'].shape[1]}, "
+          f"{sum(len(v) for k, v in arrays.items() if k.endswith('_logits'))} samples", file=sys.stderr)
+    return write_sidecar(out, "extract_features", {
+        "model": name,
+        "model_sha256": sha256_file(model_path),
+        "seed": meta.get("seed"),
+        "params": params,
+        "code": code,
+        "device": str(session.device),
+        "precision": "float32 (autocast and TF32 off)",
+        "backdoor": poison.describe() if poison is not None else None,
+        "images": images_since(counted),  # forward only (bench.workload_images)
+    })
+
+
+def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Verify and load a feature file; refuse non-finite values."""
+    verify_artifact(path, "extract_features")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ArtifactError(f"{path}: unreadable feature file ({exc}) (made by rule 'extract_features')") from exc
+    missing = [f"{s}_{kind}" for s in SPLITS for kind in ("features", "logits") if f"{s}_{kind}" not in arrays]
+    if missing:
+        raise ArtifactError(f"{path}: missing arrays {missing} (made by rule 'extract_features')")
+    for key, arr in arrays.items():
+        if not np.isfinite(arr).all():
+            raise ArtifactError(f"{path}: {key} holds NaN or inf values (made by rule 'extract_features')")
+    return arrays

@@ -1,0 +1,71 @@
+"""What every torch job sets up first: runtime, device, data tensors on the device, preprocessing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core import device_pool
+
+from ..core import runtime
+from ..data.backdoor import Poison, poisoned_train
+from ..data.prepared import PreparedData, load_prepared
+from ..core.training import Preprocessor
+
+
+@dataclass
+class Session:
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    compile: bool  # torch.compile the model a job trains (precision.compile)
+    data: PreparedData
+    x: dict[str, torch.Tensor]  # train / val / test images (uint8) on the device; a backdoor adds "trigger"
+    y: dict[str, torch.Tensor]
+    poison: Poison | None = None  # set in backdoor scenarios: train holds the poisoned samples
+
+    def preprocessor(self, augment: str = "none", padding: int = 0, crop_fill: str = "black") -> Preprocessor:
+        return Preprocessor(
+            self.data.mean, self.data.std, self.data.info.scale, self.device,
+            augment=augment, padding=padding, channels_last=self.channels_last, crop_fill=crop_fill,
+        )
+
+    def subset(self, split: str, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(idx, dtype=torch.long, device=self.device)
+        return self.x[split][index], self.y[split][index]
+
+
+def open_session(data_path: str, params: dict[str, Any], threads: int, poison: Poison | None = None,
+                 timed: bool = False) -> Session:
+    """Pin threads, pick the device (a slot of the GPU pool, ``device_pool``), move the data set onto it.
+
+    With a backdoor ``poison`` the train set holds the poisoned images and labels at the forget
+    indices (every job of the scenario sees the same data), and ``trigger`` holds the triggered
+    non-target test images with their clean labels (for the attack success rate).
+    """
+    # a GPU job takes a free (device, slot) of the machine's pool before it touches CUDA
+    # (``timed``: its seconds are reported, so with gpu.exclusive_timing it holds its whole GPU)
+    device = device_pool.place_job(runtime.select_device(params.get("device", "auto")), timed=timed)
+    runtime.setup(threads, device, bool(params.get("deterministic", True)))
+    precision = params.get("precision", {"amp": "auto", "channels_last": "auto"})
+    data = load_prepared(data_path)
+    host_x = {s: getattr(data, f"x_{s}") for s in ("train", "val", "test")}
+    host_y = {s: getattr(data, f"y_{s}") for s in ("train", "val", "test")}
+    if poison is not None:
+        host_x["train"], host_y["train"] = poisoned_train(data.x_train, data.y_train, poison)
+        host_x["trigger"], host_y["trigger"] = poison.test_images, data.y_test[poison.test_index]
+    x = {s: torch.from_numpy(np.ascontiguousarray(a)).to(device) for s, a in host_x.items()}
+    y = {s: torch.from_numpy(np.ascontiguousarray(a)).to(device) for s, a in host_y.items()}
+    return Session(
+        device=device,
+        amp=runtime.resolve_switch(precision["amp"], runtime.amp_default(device)),
+        channels_last=runtime.resolve_switch(precision["channels_last"], runtime.channels_last_default(device)),
+        compile=runtime.resolve_switch(precision.get("compile", "auto"), runtime.compile_default(device)),
+        data=data,
+        x=x,
+        y=y,
+        poison=poison,
+    )

@@ -1,0 +1,137 @@
+"""Read a config file as data only: no code, no bombs, no silently lost or misread setting.
+
+``yaml.safe_load`` already refuses Python tags, but three things still go wrong with it:
+
+- aliases of shared containers expand, for any walk over the result, into exponentially many
+  nodes (nine levels of nine aliases: 9^9 leaves from a file of a few hundred bytes);
+- a key given twice keeps the last value and drops the first without a word;
+- YAML 1.1 reads ``on``/``off``/``yes``/``no`` as booleans and ``1e-3`` (no dot) as a string.
+
+:func:`load_yaml_text` refuses all three, naming the file, the line and how to write the value.
+Nothing here imports torch or jsonschema: the Snakefile and every make target run it first.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core.errors import ConfigError, short
+
+#: nodes a config may hold once its aliases are expanded (the largest shipped one has under 2,000)
+MAX_EXPANDED_NODES = 100_000
+#: bytes a config file may hold (the largest shipped one has under 20 kB)
+MAX_FILE_BYTES = 1_000_000
+
+_BOOL_WORDS = {"true", "false"}
+_EXPONENT_WITHOUT_DOT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)$")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and YAML 1.1's surprising scalars."""
+
+    source = "<config>"
+
+    def _fail(self, node: yaml.Node, message: str) -> None:
+        raise ConfigError(f"{self.source}: line {node.start_mark.line + 1}: {message}")
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._fail(key_node, "a key must be a plain value, not a list or a mapping")
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                self._fail(key_node, f"key {short(key)} is given twice (lines {seen[key]} and {line}); "
+                                     "YAML would keep only the last one: merge the two into one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool:  # type: ignore[override]
+        if node.value.lower() not in _BOOL_WORDS:
+            self._fail(node, f"{short(node.value)} is read as a boolean by YAML 1.1; write true or false "
+                             f"(or quote it, '{node.value}', if you mean the text)")
+        return super().construct_yaml_bool(node)
+
+    def construct_yaml_str(self, node: yaml.ScalarNode) -> str:  # type: ignore[override]
+        if node.style is None and _EXPONENT_WITHOUT_DOT.match(node.value):
+            mantissa, exponent = re.split("[eE]", node.value)
+            self._fail(node, f"{short(node.value)} is read as text by YAML 1.1 (a number needs a dot before "
+                             f"the exponent); write {mantissa}.0e{exponent}")
+        return super().construct_yaml_str(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:bool", _StrictLoader.construct_yaml_bool)
+_StrictLoader.add_constructor("tag:yaml.org,2002:str", _StrictLoader.construct_yaml_str)
+
+
+def expanded_size(node: yaml.Node, source: str, limit: int = MAX_EXPANDED_NODES) -> int:
+    """Nodes of ``node`` with every alias expanded; refuses cycles and more than ``limit`` nodes.
+
+    Shared nodes are counted once per use (that is what a walk over the loaded data visits) but
+    computed once, so the count itself takes time linear in the file.
+    """
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        key = id(n)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{source}: line {n.start_mark.line + 1}: an alias refers to a node that contains "
+                              "it (a recursive structure); a config must be a tree")
+        active.add(key)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(child) for child in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        active.discard(key)
+        if total > limit:
+            raise ConfigError(f"{source}: line {n.start_mark.line + 1}: its anchors and aliases expand to more "
+                              f"than {limit:,} values (a YAML alias bomb?); write the values out instead "
+                              "of nesting aliases")
+        sizes[key] = total
+        return total
+
+    return size(node)
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """Parse one YAML document as plain data; every refusal names ``source`` and a line."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: {len(text):,} characters; a config file is at most "
+                          f"{MAX_FILE_BYTES:,} bytes")
+    loader = _StrictLoader(text)
+    loader.source = source
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        expanded_size(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {short(str(exc), 400)}") from exc
+    finally:
+        loader.dispose()
+
+
+def load_yaml_file(path: str | Path) -> Any:
+    """:func:`load_yaml_text` of a file, with a message for a missing or unreadable one."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    if p.stat().st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{p}: {p.stat().st_size:,} bytes; a config file is at most {MAX_FILE_BYTES:,} bytes")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return load_yaml_text(text, str(p))

@@ -1,0 +1,322 @@
+"""`make bench`: throughput and overheads measured on the current machine, as Markdown.
+
+- training-loop throughput (img/s) of each model: the project's ``fit`` against a bare
+  PyTorch loop (same model, batch, optimiser; data already normalised on the device);
+- the cost of the DA metric on 50,000 x 512 features;
+- the no-op rerun time of the default config (``snakemake -n`` and a real no-op run);
+- the time per rule, from the Snakemake ``benchmark:`` files of earlier runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..core.artifacts import write_text
+
+CASES = [  # (label, arch, channels, size, width, batch, samples per measured epoch)
+    ("smallcnn 8x8 (digits)", "smallcnn", 1, 8, 32, 64, 4096),
+    ("smallcnn 28x28 (Fashion-MNIST)", "smallcnn", 1, 28, 32, 128, 4096),
+    ("resnet18 32x32 (CIFAR)", "resnet18", 3, 32, 32, 128, 384),
+]
+
+
+def _bare_loop(model, x, y, batch: int, lr: float, amp: bool = False) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    from ..core.runtime import autocast
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    t0 = time.perf_counter()
+    for start in range(0, len(y), batch):
+        with autocast(x.device, amp):
+            loss = F.cross_entropy(model(x[start:start + batch]), y[start:start + batch])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return len(y) / (time.perf_counter() - t0)
+
+
+def _our_loop(model, x8, y, prep, hp: dict, seed: int, amp: bool = False) -> float:
+    """img/s of the project's ``fit`` for one epoch."""
+    import torch
+
+    from ..core.training import fit
+
+    if x8.is_cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fit(model, x8, y, prep, hp, generator=torch.Generator().manual_seed(seed), amp=amp, log=lambda m: None)
+    if x8.is_cuda:
+        torch.cuda.synchronize()
+    return len(y) / (time.perf_counter() - t0)
+
+
+def _timed_bare(model, xf, y, batch: int, amp: bool = False) -> float:
+    import torch
+
+    if xf.is_cuda:
+        torch.cuda.synchronize()
+    return _bare_loop(model, xf, y, batch, 0.01, amp)
+
+
+def training_throughput(threads: int, repeats: int = 3, cases: list[tuple] | None = None, device: str = "auto",
+                        amp: bool | None = None, channels_last: bool | None = None) -> list[dict]:
+    """img/s of ``fit`` and of a bare loop per case; precision defaults to the pipeline's 'auto' settings."""
+    import torch
+
+    from ..core.models import build_model, model_spec
+    from ..core.runtime import amp_default, channels_last_default, select_device
+    from ..core.training import Preprocessor
+
+    torch.set_num_threads(threads)
+    device = select_device(device)
+    # the pipeline's 'auto' precision settings on this device, in both loops
+    amp = amp_default(device) if amp is None else amp
+    cl = channels_last_default(device) if channels_last is None else channels_last
+    rows = []
+    for label, arch, c, size, width, batch, n in cases or CASES:
+        if device.type == "cuda":
+            n *= 16
+        gen = torch.Generator().manual_seed(0)
+        x8 = torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8, generator=gen).to(device)
+        y = torch.randint(0, 10, (n,), generator=gen).to(device)
+        prep = Preprocessor(np.full(c, 0.5), np.full(c, 0.25), 255.0, device, channels_last=cl)
+        xf = prep(x8)
+        spec = model_spec(arch, 10, c, size, width)
+        hp = {"epochs": 1, "batch_size": batch, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4,
+              "schedule": "constant"}
+        ours, bare = [], []
+        for r in range(repeats + 2):  # the first round warms up both loops
+            torch.manual_seed(r)
+            m1 = build_model(spec).to(device)
+            m2 = build_model(spec).to(device)
+            m2.load_state_dict(m1.state_dict())
+            if cl:
+                m1, m2 = (m.to(memory_format=torch.channels_last) for m in (m1, m2))
+            if r % 2:  # alternate the order so neither loop always runs first
+                t_ours = _our_loop(m1, x8, y, prep, hp, r, amp)
+                t_bare = _timed_bare(m2, xf, y, batch, amp)
+            else:
+                t_bare = _timed_bare(m2, xf, y, batch, amp)
+                t_ours = _our_loop(m1, x8, y, prep, hp, r, amp)
+            if r:
+                ours.append(t_ours)
+                bare.append(t_bare)
+        rows.append({"model": label, "batch": batch, "device": str(device),
+                     "precision": ("bf16" if amp else "fp32") + (", channels_last" if cl else ""), "ours": float(np.median(ours)),
+                     "bare": float(np.median(bare))})
+    return rows
+
+
+def kernel_cost(threads: int, repeats: int = 3, cases: list[tuple] | None = None) -> list[dict]:
+    """img/s of ``fit`` with native and with portable CPU kernels (``kernels.py``), each in its own
+    process: the dispatch is fixed when torch loads. One row per case: native, portable, their ratio."""
+    import json
+    import os
+
+    cases = cases or [c for c in CASES if c[1] in ("smallcnn", "resnet18") and c[3] in (8, 32)]
+    code = ("import json, sys, unlearn_da.tools.bench as b; "
+            "print(json.dumps(b.training_throughput(int(sys.argv[1]), int(sys.argv[2]), "
+            "[tuple(c) for c in json.loads(sys.argv[3])], device='cpu')))")
+    rates: dict[str, list[dict]] = {}
+    for mode in ("native", "portable"):
+        env = {**os.environ, "UNLEARN_DA_CPU_KERNELS": mode}
+        env.pop("UNLEARN_DA_ORIGINAL_DISPATCH_ENV", None)  # this process's own values, not a parent's
+        for key, value in json.loads(os.environ.get("UNLEARN_DA_ORIGINAL_DISPATCH_ENV") or "{}").items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        proc = subprocess.run([sys.executable, "-c", code, str(threads), str(repeats), json.dumps(cases)],
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"throughput with {mode} kernels failed:\n{proc.stderr[-2000:]}")
+        rates[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return [{"model": n["model"], "batch": n["batch"], "native": n["ours"], "portable": p["ours"],
+             "ratio": p["ours"] / n["ours"]} for n, p in zip(rates["native"], rates["portable"], strict=True)]
+
+
+def da_cost(n: int = 50_000, d: int = 512, n_forget: int = 5_000) -> dict:
+    from ..metrics.alignment import dimensional_alignment
+
+    rng = np.random.default_rng(0)
+    zr = rng.standard_normal((n, d), dtype=np.float32)
+    zf = rng.standard_normal((n_forget, d), dtype=np.float32)
+    t0 = time.perf_counter()
+    value = dimensional_alignment(zf, zr)
+    return {"seconds": time.perf_counter() - t0, "value": value, "shape": f"{n}x{d} retain, {n_forget}x{d} forget"}
+
+
+def noop_times(snakemake_bin: str) -> dict:
+    out = {}
+    for label, args in (("dry run (snakemake -n)", ["-n"]), ("no-op run (snakemake --cores 2)", ["--cores", "2"])):
+        t0 = time.perf_counter()
+        proc = subprocess.run([snakemake_bin, *args], capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        nothing = "Nothing to be done" in proc.stdout + proc.stderr
+        out[label] = (seconds, nothing)
+    return out
+
+
+def rule_times(pattern: str = "results/*/benchmarks/**/*.tsv") -> list[dict]:
+    import pandas as pd
+
+    rows = []
+    for path in glob.glob(pattern, recursive=True) + glob.glob("data/prepared/*/benchmarks/*.tsv"):
+        name = Path(path).stem
+        rule = next((r for r in ("train_original", "train_retrain", "unlearn", "features", "metrics",
+                                 "prepare_data") if name.startswith(r)), name)
+        if rule == "unlearn" and "__t" in name:
+            rule = "unlearn (tuning candidates)"
+        try:
+            seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
+        except (OSError, KeyError, IndexError, ValueError):
+            continue
+        rows.append({"rule": rule, "run": path.split("/")[2] if path.startswith("data/") else path.split("/")[1],
+                     "seconds": seconds})
+    if not rows:
+        return []
+    df = pd.DataFrame(rows)
+    agg = df.groupby(["run", "rule"])["seconds"].agg(["count", "mean", "max", "sum"]).reset_index()
+    return agg.to_dict("records")
+
+
+def startup_times(pattern: str = "results/*/**/*.meta.json") -> list[dict]:
+    """Per run and rule: seconds from a job's process start to its first unit of work (sidecars' ``startup_s``)."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[float]] = {}
+    for path in glob.glob(pattern, recursive=True):
+        try:
+            meta = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict) or meta.get("startup_s") is None:
+            continue
+        run = Path(path).parts[1] if len(Path(path).parts) > 1 else "?"
+        groups.setdefault((run, str(meta.get("made_by"))), []).append(float(meta["startup_s"]))
+    return [{"run": run, "rule": rule, "count": len(v), "median": statistics.median(v), "max": max(v)}
+            for (run, rule), v in sorted(groups.items())]
+
+
+def paper_hours(img_per_s: float) -> dict[str, float]:
+    """Projected hours of the CIFAR-10 and CIFAR-100 paper tables at a training rate of ``img_per_s``."""
+    from ..settings.config import REPO_ROOT, load_config
+
+    cfg = REPO_ROOT / "config"
+    profiles = {"cifar10": [cfg / "cifar10.yaml"], "cifar100": [cfg / "cifar10.yaml", cfg / "cifar100.yaml"]}
+    return {name: workload_images(load_config(files))["total"] / img_per_s / 3600 for name, files in profiles.items()}
+
+
+def paper_estimate(throughput: list[dict]) -> list[str]:
+    """Hours for the CIFAR-10 paper profile at the ResNet-18 throughput measured here."""
+    from ..settings.config import load_config
+    from ..pipeline import oracle_models
+
+    resnet = next(r for r in throughput if r["model"].startswith("resnet18"))
+    profile = load_config(["config/cifar10.yaml"])
+    work = workload_images(profile)
+    hours = work["total"] / resnet["ours"] / 3600
+    lines = ["## Cost of the CIFAR-10 paper profile (config/cifar10.yaml) on this machine", "",
+             f"Images its DAG pushes through models ({len(profile['seeds'])} seeds, scenarios "
+             f"{', '.join(profile['scenarios'])}, {len(profile['unlearn']['methods'])} methods, "
+             f"{len(oracle_models(profile))} oracles per seed and scenario), counted as the jobs count them:", "",
+             *workload_table(work), "",
+             f"At the ResNet-18 throughput measured above ({resnet['ours']:.0f} img/s on {resnet['device']}): "
+             f"**{hours:.1f} hours** ({hours / 24:.1f} days) for one device.", ""]
+    return lines
+
+
+def workload_table(work: dict) -> list[str]:
+    """``workload_images`` as a Markdown table: millions of images per stage and kind, and the total."""
+    lines = ["| stage | forward + backward (M) | forward only (M) |", "|---|---|---|"]
+    lines += [f"| {stage} | {v['forward_backward'] / 1e6:.1f} | {v['forward_only'] / 1e6:.1f} |"
+              for stage, v in work["stages"].items()]
+    lines += [f"| all | {work['forward_backward'] / 1e6:.1f} | {work['forward_only'] / 1e6:.1f} |",
+              f"| total (forward only as 1/3) | {work['total'] / 1e6:.1f} | |"]
+    return lines
+
+
+def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
+    import torch
+
+    from ..core.kernels import record
+
+    k = record()
+    lines = ["# Benchmark", "", f"Machine: {k['cpu']} ({k['machine']}, {sys.platform}), torch {torch.__version__}, "
+             f"{torch.get_num_threads()} torch threads available, threads used: {threads}, "
+             f"CUDA: {torch.cuda.is_available()}; {k['cpu_kernels']} CPU kernels "
+             f"(ATen {k.get('aten_capability', '?')}) unless a table says otherwise", ""]
+    lines += ["## Training-loop throughput (img/s)", "",
+              "`fit` (uint8 -> normalise on the device, shuffle, schedule, hooks) against a bare loop "
+              "over pre-normalised tensors; same model, batch, optimiser. Median of 4 rounds (alternating which "
+              "loop goes first) after a warm-up.", "",
+              "| model | batch | device | precision | ours | bare | ratio |", "|---|---|---|---|---|---|---|"]
+    throughput = training_throughput(threads)
+    for r in throughput:
+        lines.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r['precision']} | {r['ours']:.0f} | "
+                     f"{r['bare']:.0f} | "
+                     f"{r['ours'] / r['bare']:.2f} |")
+    from ..core.kernels import cpu_model
+
+    lines += ["", "## Portable against native CPU kernels (img/s of `fit`, CPU)", "",
+              f"CPU: {cpu_model()}. Each mode in its own process (`cpu_kernels`, README \"Reproducible on "
+              "any machine\"); median of the rounds as above.", "",
+              "| model | batch | native | portable | portable / native |", "|---|---|---|---|---|"]
+    for r in kernel_cost(threads):
+        lines.append(f"| {r['model']} | {r['batch']} | {r['native']:.0f} | {r['portable']:.0f} | {r['ratio']:.2f} |")
+    da = da_cost()
+    lines += ["", "## DA metric", "", f"{da['shape']}: {da['seconds']:.2f} s (DA = {da['value']:.3f})", ""]
+    lines += paper_estimate(throughput)
+    if not skip_noop:
+        bin_dir = Path(sys.executable).parent
+        lines += ["## No-op rerun of the default config", "", "| command | seconds | nothing to do |",
+                  "|---|---|---|"]
+        for label, (sec, nothing) in noop_times(str(bin_dir / "snakemake")).items():
+            lines.append(f"| {label} | {sec:.2f} | {nothing} |")
+        lines.append("")
+    starts = startup_times()
+    lines += ["## Start-up per rule (process start to the first training step or feature pass)", "",
+              "From the sidecars of earlier runs (`startup_s`): interpreter, imports, reading and checking "
+              "inputs, data to the device, model build; paid once per job.", ""]
+    if starts:
+        lines += ["| run | rule | jobs | median s | max s |", "|---|---|---|---|---|"]
+        lines += [f"| {r['run']} | {r['rule']} | {r['count']} | {r['median']:.2f} | {r['max']:.2f} |" for r in starts]
+    else:
+        lines.append("No sidecar records a start-up yet: run `make reproduce` first.")
+    lines.append("")
+    rows = rule_times()
+    lines += ["## Time per rule (Snakemake benchmark files of earlier runs)", ""]
+    if rows:
+        lines += ["| run | rule | jobs | mean s | max s | total s |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['run']} | {r['rule']} | {r['count']} | {r['mean']:.2f} | {r['max']:.2f} | "
+                         f"{r['sum']:.1f} |")
+    else:
+        lines.append("No benchmark files yet: run `make reproduce` first.")
+    text = "\n".join(lines) + "\n"
+    write_text(out, text)
+    return text
+
+
+def workload_images(config: dict) -> dict:
+    """Images the config's DAG pushes through models, by stage and in all (``workload.workload_images``).
+
+    Counted exactly from the config and the data set sizes, job by job, as the jobs count them in
+    their sidecars (``images``); ``total`` is forward + backward equivalents (a forward-only image
+    counts as a third), the number a measured training rate turns into hours.
+    """
+    from .workload import workload_images as counted
+
+    return counted(config)

@@ -1,0 +1,158 @@
+"""How many jobs one device should run at once (``gpu.jobs_per_device``), measured.
+
+The profile's training step (its model, batch size, precision, augmentation, deterministic
+settings, the project's Trainer and Preprocessor) runs in 1, 2, 4, ... processes on one device at
+once. Every process builds its model, warms up, reports ready, and waits; when all are ready the
+parent names a common start instant, and each process counts the images it trains inside the same
+window. The aggregate rate is the sum over processes; ``jobs_per_device`` is the smallest count
+whose aggregate is within ``tolerance`` (5 %) of the best: more jobs than that buy nothing and
+cost memory. ``make gpu-check`` runs it on the GPU (the profile's ResNet-18); on the CPU the same
+code runs at toy size (tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+POLL_S = 0.01
+
+
+def worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """One process of a measurement (``python -m unlearn_da concurrency-worker``)."""
+    import numpy as np
+    import torch
+
+    from ..core import runtime
+    from ..core.models import build_model, model_spec
+    from ..core.training import Preprocessor, Trainer
+
+    device = torch.device(spec["device"])
+    runtime.setup(int(spec["threads"]), device, bool(spec.get("deterministic", True)))
+    torch.manual_seed(int(spec["index"]))
+    c, size, batch = int(spec["in_channels"]), int(spec["image_size"]), int(spec["batch_size"])
+    model = build_model(model_spec(spec["arch"], int(spec["num_classes"]), c, size, int(spec["width"]))).to(device)
+    if spec["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(int(spec["index"]))
+    x8 = torch.randint(0, 256, (batch * 4, c, size, size), dtype=torch.uint8, generator=gen).to(device)
+    y = torch.randint(0, int(spec["num_classes"]), (batch * 4,), generator=gen).to(device)
+    prep = Preprocessor(np.full(c, 0.5), np.full(c, 0.25), 255.0, device, augment=spec.get("augment", "none"),
+                        padding=int(spec.get("crop_padding", 0)), channels_last=bool(spec["channels_last"]),
+                        crop_fill=spec.get("crop_fill", "black"))
+    hp = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "constant", "optimizer": "sgd"}
+    trainer = Trainer(model, hp, 10**9, 10**6)
+    model.train()
+
+    def step(i: int) -> None:
+        sl = slice((i % 4) * batch, (i % 4 + 1) * batch)
+        with runtime.autocast(device, bool(spec["amp"])):
+            loss = torch.nn.functional.cross_entropy(model(prep(x8[sl], train=True, generator=gen)), y[sl])
+        trainer.step(loss)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for i in range(int(spec["warmup_steps"])):
+        step(i)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rendezvous = Path(spec["rendezvous"])
+    (rendezvous / f"ready-{spec['index']}").touch()
+    go = rendezvous / "go"
+    while not go.exists():
+        time.sleep(POLL_S)
+    start_at = float(go.read_text() or 0)
+    while time.time() < start_at:
+        time.sleep(POLL_S / 10)
+    end_at, images, i = start_at + float(spec["window_s"]), 0, 0
+    while time.time() < end_at:
+        step(i)
+        images += batch
+        i += 1
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        import resource
+
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"index": spec["index"], "images": images, "img_s": images / float(spec["window_s"]),
+            "peak_mb": peak_mb}
+
+
+def _launch(spec: dict[str, Any]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "unlearn_da", "concurrency-worker", "--spec", json.dumps(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def measure(spec: dict[str, Any], processes: int, timeout_s: float = 300.0) -> dict[str, Any]:
+    """``processes`` concurrent workers of ``spec`` on one device: aggregate and per-process img/s."""
+    with tempfile.TemporaryDirectory(prefix="unlearn-da-concurrency-") as tmp:
+        procs = [_launch({**spec, "index": i, "rendezvous": tmp}) for i in range(processes)]
+        deadline = time.time() + timeout_s
+        try:
+            while len(list(Path(tmp).glob("ready-*"))) < processes:
+                failed = [p for p in procs if p.poll() not in (None, 0)]
+                if failed:
+                    raise RuntimeError(f"a concurrency worker failed: {failed[0].stderr.read()[-2000:]}")
+                if time.time() > deadline:
+                    raise TimeoutError(f"{processes} workers were not ready after {timeout_s:.0f} s")
+                time.sleep(POLL_S)
+            go = Path(tmp) / "go.tmp"
+            go.write_text(f"{time.time() + 0.2}")
+            go.rename(Path(tmp) / "go")  # atomic: a worker never reads a half-written start
+            out = []
+            for p in procs:
+                stdout, stderr = p.communicate(timeout=max(1.0, deadline - time.time()) + float(spec["window_s"]))
+                if p.returncode != 0:
+                    raise RuntimeError(f"a concurrency worker failed: {stderr[-2000:]}")
+                out.append(json.loads(stdout.strip().splitlines()[-1]))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+    rates = [r["img_s"] for r in out]
+    return {"processes": processes, "aggregate_img_s": sum(rates), "per_process_img_s": sum(rates) / len(rates),
+            "slowest_img_s": min(rates), "peak_mb": max(r["peak_mb"] for r in out)}
+
+
+def choose_jobs_per_device(rows: list[dict[str, Any]], tolerance: float = 0.05) -> int:
+    """The smallest process count whose aggregate rate is within ``tolerance`` of the best."""
+    best = max(r["aggregate_img_s"] for r in rows)
+    return min(r["processes"] for r in rows if r["aggregate_img_s"] >= (1 - tolerance) * best)
+
+
+def profile_spec(config: dict[str, Any], device: str, amp: bool, channels_last: bool, threads: int,
+                 window_s: float, warmup_steps: int, batch_size: int | None = None) -> dict[str, Any]:
+    """The worker spec of a profile's training step (its model, batch, augmentation)."""
+    from ..data.datasets import DATASETS
+
+    info = DATASETS[config["dataset"]]
+    train = config["train"]
+    return {"device": device, "threads": threads, "deterministic": bool(config.get("deterministic", True)),
+            "arch": config["arch"], "num_classes": info.num_classes, "in_channels": info.channels,
+            "image_size": info.size, "width": int(config["model"]["width"]),
+            "batch_size": int(batch_size or train["batch_size"]), "augment": train.get("augment", "none"),
+            "crop_padding": int(train.get("crop_padding", 0)), "crop_fill": train.get("crop_fill", "black"), "amp": amp, "channels_last": channels_last,
+            "window_s": window_s, "warmup_steps": warmup_steps}
+
+
+def run_concurrency(spec: dict[str, Any], counts: tuple[int, ...] = (1, 2, 4, 8), tolerance: float = 0.05,
+                    log=print) -> dict[str, Any]:
+    """Measure every count; return the rows and the chosen ``jobs_per_device``."""
+    rows = []
+    for n in counts:
+        row = measure(spec, n)
+        rows.append(row)
+        log(f"{n} process(es) on {spec['device']}: {row['aggregate_img_s']:.0f} img/s in all, "
+            f"{row['per_process_img_s']:.0f} each, peak {row['peak_mb']:.0f} MB per process")
+    chosen = choose_jobs_per_device(rows, tolerance)
+    return {"rows": rows, "jobs_per_device": chosen,
+            "best_aggregate_img_s": max(r["aggregate_img_s"] for r in rows),
+            "chosen_aggregate_img_s": next(r["aggregate_img_s"] for r in rows if r["processes"] == chosen),
+            "cpu_count": os.cpu_count()}

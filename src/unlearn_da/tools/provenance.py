@@ -1,0 +1,120 @@
+"""Check pulled (or old) artifacts against the current config and code before trusting them.
+
+Snakemake decides what to rerun from file times and its own metadata, which a
+fresh clone does not have; after ``dvc pull`` it would either rerun everything
+or, after ``snakemake --touch``, trust everything. This check sits between the
+two: every checkpoint, data set and feature file the current config would make
+is compared with its sidecar (the params and code hash it was made with, and its
+checksum). Mismatches are listed; only a clean check should be followed by
+``snakemake --touch``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .. import pipeline as P
+from ..core.artifacts import read_json, sha256_file, sidecar_path
+from ..core.scenarios import is_backdoor
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def differences(recorded: Any, expected: Any, limit: int = 6) -> list[str]:
+    a, b = flatten(recorded), flatten(expected)
+    diffs = [f"{k}: {a.get(k, '<absent>')!r} in the sidecar, {b.get(k, '<absent>')!r} now"
+             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    return diffs[:limit] + ([f"... {len(diffs) - limit} more"] if len(diffs) > limit else [])
+
+
+def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any], str]]:
+    """(path, rule, params, code hash) of every checkpoint-like file the config's DAG makes."""
+    run = P.run_name(config)
+    yield (f"{P.prepared_dir(config)}/dataset.npz", "prepare_data", P.data_params(config),
+           P.rule_code("prepare_data"))
+    train, train_code = P.train_params(config), P.rule_code("train")
+    mparams, mcode = P.metrics_params(config), P.rule_code("metrics")
+    feats, feats_code = P.features_params(config), P.rule_code("extract_features")
+    shared_original = P.needs_shared_original(config["scenarios"])
+    for seed in config["seeds"]:
+        if shared_original:  # backdoor scenarios train their own, on the poisoned data
+            yield P.model_checkpoint(run, "", seed, "original"), "train_original", train, train_code
+            yield P.model_features(run, "", seed, "original"), "extract_features", feats, feats_code
+        for scenario in config["scenarios"]:
+            for model in P.scenario_models(config):
+                if model == "original" and not is_backdoor(scenario):
+                    continue
+                if model == "original":
+                    yield (P.model_checkpoint(run, scenario, seed, model), "train_original",
+                           P.train_params(config, scenario), train_code)
+                elif model in P.ORACLES:
+                    yield P.model_checkpoint(run, scenario, seed, model), "train_retrain", train, train_code
+                else:
+                    yield (P.model_checkpoint(run, scenario, seed, model), "unlearn",
+                           P.unlearn_params(config, model), P.code_hash(*P.method_sources(config, model)))
+                yield P.model_features(run, scenario, seed, model), "extract_features", feats, feats_code
+            for model in P.scenario_models(config):
+                yield P.model_metrics(run, scenario, seed, model), "metrics", mparams, mcode
+
+
+def _checkpoint_problem(path: Path, rule: str, meta: dict) -> str | None:
+    """Why a checkpoint whose checksum matches its (possibly rewritten) sidecar still cannot be
+    trusted: it must load with ``weights_only=True`` as named tensors of the sidecar's model."""
+    from ..core.checkpoints import load_state, spec_problem
+    from ..core.errors import ArtifactError
+    from ..core.models import build_model
+
+    problem = spec_problem(meta.get("spec"))
+    if problem:
+        return f"{path}: its sidecar's model spec: {problem} (rule '{rule}')"
+    try:
+        state = load_state(path, rule)
+    except ArtifactError as exc:
+        return str(exc)
+    try:
+        build_model(meta["spec"]).load_state_dict(state)
+    except RuntimeError as exc:
+        return f"{path}: its weights do not fit the model spec of its sidecar ({str(exc)[:200]}) (rule '{rule}')"
+    return None
+
+
+def verify(config: dict, root: str | Path = ".") -> tuple[list[str], int]:
+    """(problems, number of artifacts checked); artifacts that do not exist yet are skipped."""
+    root = Path(root)
+    problems, checked = [], 0
+    for rel, rule, params, code in expected_artifacts(config):
+        path = root / rel
+        if not path.exists():
+            continue
+        checked += 1
+        if rule == "metrics":  # metric files carry their params themselves
+            meta = read_json(path, rule)
+        else:
+            meta_file = sidecar_path(path)
+            if not meta_file.exists():
+                problems.append(f"{rel}: no sidecar; cannot tell what made it (rule '{rule}')")
+                continue
+            meta = read_json(meta_file, rule)
+        if rule != "metrics" and meta.get("sha256") != sha256_file(path):
+            problems.append(f"{rel}: checksum does not match its sidecar (corrupted or replaced; rule '{rule}')")
+        elif rel.endswith(".pt"):
+            problem = _checkpoint_problem(path, rule, meta)
+            if problem:
+                problems.append(problem)
+        diffs = differences(meta.get("params"), params)
+        if diffs:
+            problems.append(f"{rel}: made with other parameters than the config asks for (rule '{rule}'):\n"
+                            + "\n".join(f"      {d}" for d in diffs))
+        if meta.get("code") not in (None, code):
+            problems.append(f"{rel}: made by another version of the code of rule '{rule}' "
+                            f"(code hash {meta.get('code')} in the sidecar, {code} now)")
+    return problems, checked

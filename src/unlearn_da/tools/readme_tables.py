@@ -1,0 +1,376 @@
+"""The result tables, verdicts and figure of README.md and docs/, generated from the shipped
+expected-results files, and the cost of the CIFAR-10 paper profile, counted from its config.
+
+Each generated block sits between ``<!-- generated: NAME -->`` and ``<!-- end generated -->`` in
+README.md or a page of docs/; ``python -m unlearn_da readme-tables`` rewrites every block from
+``expected/*.json`` (``reproduction.py``) or from a config profile (``workload.py``) and draws the
+figures of ``FIGURES``; ``--check`` fails when a page differs from what it would write (a test runs
+it), so a number in the documentation is always one the project ships and can re-make.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.errors import ArtifactError
+from ..reporting.reproduction import load_expected
+from ..reporting.tables import REFERENCE_ROWS, add_oracle_gaps, per_seed_values, salun_avg_gap
+from ..reporting.verdicts import TEST_NAME, Ranked, fmt_ci, fmt_p, mark, rank, seeds_text, verdict
+
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[a-z0-9_-]+) -->\r?\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+
+
+def long_table(record: dict[str, Any], scenario: str) -> pd.DataFrame:
+    """One row per (model, seed, metric) of ``scenario``, with the oracle gaps and Avg. Gap added."""
+    rows = []
+    for key, entry in record["models"].items():
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] != scenario or "metrics" not in entry:
+            continue
+        seed = int(parts[1].removeprefix("seed"))
+        for metric, value in entry["metrics"].items():
+            rows.append({"model": parts[2], "seed": seed, "scenario": scenario, "metric": metric,
+                         "value": math.nan if value is None else float(value)})
+    if not rows:
+        raise ArtifactError(f"the expected results of run {record['run']} hold no scenario '{scenario}'")
+    return add_oracle_gaps(pd.DataFrame(rows, columns=["model", "seed", "scenario", "metric", "value"]))
+
+
+def _mean_std(values: dict[int, float]) -> str:
+    v = list(values.values())
+    return f"{np.mean(v):.2f} ± {(np.std(v, ddof=1) if len(v) > 1 else 0.0):.2f}"
+
+
+def _row(r: Ranked, label: str, salun: dict[str, float]) -> str:
+    return (f"| {label} | {_salun_cell(salun, r.model)} | {r.mean:.2f} ± {r.std:.2f} | {fmt_ci(r.ci_low, r.ci_high)} | "
+            f"{mark(r.tied_with_best)} ({fmt_p(r.p_vs_best)}) | {mark(r.at_floor)} ({fmt_p(r.p_vs_floor)}) |")
+
+
+def _salun_cell(salun: dict[str, float], model: str) -> str:
+    return f"{salun[model]:.2f}" if model in salun else "–"
+
+
+def made_on(record: dict[str, Any]) -> str:
+    k = (record.get("made_on") or {}).get("kernels") or {}
+    cpu = ", ".join(filter(None, [k.get("vendor"), k.get("machine", "?"), " ".join(k.get("cpu_flags") or [])]))
+    return (f"made on {k.get('cpu', 'an unrecorded CPU')} ({cpu}), "
+            f"{k.get('cpu_kernels', '?')} CPU kernels (ATen {k.get('aten_capability', '?')}), "
+            f"torch {(record.get('made_on') or {}).get('torch', '?')}")
+
+
+def avg_gap_block(record: dict[str, Any], source: str) -> str:
+    """Per scenario: the references, then the methods by mean Avg. Gap with 95 % CIs and the two paired
+    comparisons; then the generated verdict of each scenario."""
+    lines = [f"From `{source}` ({seeds_text(len(record['seeds']))}, {made_on(record)}). Avg. Gap to the oracle "
+             "(UA, RA, TA, MIA-Eff.; class-wise TA on the remaining classes), lower is better, in two forms: "
+             "SalUn's (the gaps of the seed means, one value) and per seed (each seed's gap to its own "
+             "oracle: mean ± std over seeds, 95 % CI of the mean; never smaller than SalUn's). Ranked by the "
+             "per-seed form; ≈ lowest / ≈ floor: cannot be told apart from the method of lowest mean / from "
+             f"the noise floor ({TEST_NAME}; p in parentheses; – with one seed).", ""]
+    verdicts = []
+    for scenario in record["scenarios"]:
+        long = long_table(record, scenario)
+        values, salun = per_seed_values(long), salun_avg_gap(long)
+        floor = "retrain_alt" if "retrain_alt" in values else None
+        rows = rank(values, _methods(record), floor)
+        floor_row = rank(values, [floor])[0] if floor else None
+        lines += [f"**{scenario}**", "",
+                  "| model | Avg. Gap (SalUn) | Avg. Gap (per seed) | 95 % CI | ≈ lowest (p) | ≈ floor (p) |",
+                  "|---|---|---|---|---|---|"]
+        for ref, label in (("retrain_alt", "retrain_alt (noise floor)"), ("original", "original")):
+            if ref in values:
+                r = rank(values, [ref])[0]
+                lines.append(f"| {label} | {_salun_cell(salun, ref)} | {r.mean:.2f} ± {r.std:.2f} | "
+                             f"{fmt_ci(r.ci_low, r.ci_high)} | | |")
+        lines += [_row(r, f"**{r.model}**" if r.best else r.model, salun) for r in rows]
+        lines.append("")
+        verdicts.append("- " + verdict(rows, scenario, floor_row, focus="muda"))
+    return "\n".join(lines + ["Verdicts, generated from the same numbers:", ""] + verdicts) + "\n"
+
+
+def excerpt_block(record: dict[str, Any], source: str, best: int = 3) -> str:
+    """README's excerpt: per scenario the noise floor, the original, the ``best`` methods of lowest
+    mean per-seed Avg. Gap and MUDA, with both Avg. Gap forms (the whole table is in docs/results.md)."""
+    lines = [f"From `{source}` ({seeds_text(len(record['seeds']))}, {made_on(record)}); Avg. Gap to the "
+             "oracle over UA, RA, TA and MIA-Eff., lower is better; ranked by the per-seed form; the lowest "
+             f"{best} methods of each scenario and MUDA (all {len(_methods(record))}: "
+             "[Results](docs/results.md)).", "",
+             "| scenario | model | rank | Avg. Gap (SalUn) | Avg. Gap (per seed) |", "|---|---|---|---|---|"]
+    for scenario in record["scenarios"]:
+        long = long_table(record, scenario)
+        values, salun = per_seed_values(long), salun_avg_gap(long)
+        rows = rank(values, _methods(record), "retrain_alt" if "retrain_alt" in values else None)
+        for ref, label in (("retrain_alt", "second oracle (noise floor)"), ("original", "original")):
+            if ref in values:
+                r = rank(values, [ref])[0]
+                lines.append(f"| {scenario} | {label} | | {_salun_cell(salun, ref)} | {r.mean:.2f} ± {r.std:.2f} |")
+        for place, r in enumerate(rows, 1):
+            if place <= best or r.model == "muda":
+                lines.append(f"| {scenario} | {r.model} | {place} of {len(rows)} | {_salun_cell(salun, r.model)} | "
+                             f"{r.mean:.2f} ± {r.std:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def da_block(record: dict[str, Any], source: str, models: tuple[str, ...] = ("original", "retrain", "muda",
+                                                                             "muda_no_da")) -> str:
+    """DA of the forget and test features in both forms, seed mean, for a few models."""
+    cols = (("DA_frobenius", "DA frobenius, forget"), ("DA_energy", "DA energy, forget"),
+            ("DA_test_frobenius", "DA frobenius, test"), ("DA_test_energy", "DA energy, test"))
+    lines = [f"From `{source}` (mean over {seeds_text(len(record['seeds']))}):", "",
+             "| scenario | model | " + " | ".join(h for _, h in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for scenario in record["scenarios"]:
+        long = long_table(record, scenario)
+        for model in models:
+            sub = long[long["model"] == model]
+            if sub.empty:
+                continue
+            cells = []
+            for metric, _ in cols:
+                v = sub[sub["metric"] == metric]["value"]
+                cells.append(f"{v.mean():.3f}" if len(v) else "–")
+            name = "oracle" if model == "retrain" else model
+            lines.append(f"| {scenario} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+BACKDOOR_COLUMNS = (("ASR", "ASR"), ("TA", "clean TA"), ("UA", "UA"), ("RA", "RA"), ("MIA", "MIA-Eff."),
+                    ("forget_acc_clean", "Acc. D_f (clean)"), ("avg_gap", "Avg. Gap (SalUn)"),
+                    ("avg_gap_seed", "Avg. Gap (per seed)"))
+
+
+def backdoor_block(record: dict[str, Any], source: str) -> str:
+    """The backdoor scenario's wide table (ASR beside the Avg. Gap), then the Avg. Gap ranking."""
+    scenario = next((s for s in record["scenarios"] if s.startswith("backdoor")), None)
+    if scenario is None:
+        raise ArtifactError(f"{source}: run {record['run']} has no backdoor scenario for a backdoor block")
+    long = long_table(record, scenario)
+    salun = salun_avg_gap(long)
+    lines = [f"From `{source}` ({seeds_text(len(record['seeds']))}, {made_on(record)}); mean ± std over seeds "
+             "(SalUn's Avg. Gap: one value of the seed means):", "",
+             "| model | " + " | ".join(h for _, h in BACKDOOR_COLUMNS) + " |",
+             "|---|" + "---|" * len(BACKDOOR_COLUMNS)]
+    for model in record["models_in_order"]:
+        cells = []
+        for metric, _ in BACKDOOR_COLUMNS:
+            if metric == "avg_gap":
+                cells.append(_salun_cell(salun, model))
+                continue
+            values = {int(r.seed): float(r.value) for r in long[(long["model"] == model)
+                                                                 & (long["metric"] == metric)].itertuples()}
+            cells.append(_mean_std(values) if values else "–")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + avg_gap_block(record, source)
+
+
+def seeds_block(record: dict[str, Any], source: str) -> str:
+    """What more seeds buy: for the first n seeds of the run, the median 95 % CI half-width of the methods'
+    Avg. Gap and how many methods the paired test tells apart from the lowest and from the noise floor."""
+    seeds = sorted(int(s) for s in record["seeds"])
+    lines = [f"From `{source}`: the run's first n seeds, per scenario (methods: {len(_methods(record))}; CI "
+             "half-width: median over the methods of the 95 % CI half-width of the mean Avg. Gap per seed).", "",
+             "| seeds | scenario | median CI half-width | told apart from the lowest | told apart from the floor |",
+             "|---|---|---|---|---|"]
+    for n in range(2, len(seeds) + 1):
+        keep = set(seeds[:n])
+        for scenario in record["scenarios"]:
+            values = {m: {s: v for s, v in per.items() if s in keep}
+                      for m, per in per_seed_values(long_table(record, scenario)).items()}
+            floor = "retrain_alt" if "retrain_alt" in values else None
+            rows = rank(values, _methods(record), floor)
+            half = [(r.ci_high - r.ci_low) / 2 for r in rows if not math.isnan(r.ci_low)]
+            apart = sum(r.tied_with_best is False for r in rows)
+            above = sum(r.at_floor is False for r in rows)
+            lines.append(f"| {n} | {scenario} | {np.median(half):.2f} | {apart} of {len(rows) - 1} | "
+                         f"{above if floor else '–'} of {len(rows)} |")
+    seconds = [_seed_seconds(record, s) for s in seeds]
+    lines += ["", f"Training and unlearning time per seed (sum of the models' `seconds`, {made_on(record)}): "
+              f"{np.mean(seconds) / 60:.1f} min on one core."]
+    return "\n".join(lines) + "\n"
+
+
+def _seed_seconds(record: dict[str, Any], seed: int) -> float:
+    """Training and unlearning seconds of one seed: every model once (the shared original is listed in
+    each clean scenario's metrics)."""
+    seen: dict[str, float] = {}
+    for key, entry in record["models"].items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[1] == f"seed{seed}" and "metrics" in entry:
+            name = "original" if parts[2] == "original" and not parts[0].startswith("backdoor") else key
+            seen[name] = float(entry["metrics"].get("seconds") or 0.0)
+    return sum(seen.values())
+
+
+def _methods(record: dict[str, Any]) -> list[str]:
+    return [m for m in record["models_in_order"] if m not in REFERENCE_ROWS]
+
+
+# ResNet-18 training rates the cost block turns into hours: measured by `make bench` on 2 CPU cores (two
+# runs, README "Benchmark"), and two GPU rates for orientation only (not measured)
+CPU_RATES = (101, 117)
+GPU_RATES = (5_000, 20_000)
+
+
+def _hours(images: float, rate: float) -> float:
+    return images / rate / 3600
+
+
+def cost_block(config: dict[str, Any], source: str) -> str:
+    """What the profile's DAG costs: its jobs that run a model, the images they push through models
+    by stage and kind (``workload.workload_images``, what their sidecars record), and hours at the
+    measured CPU rates and at two GPU rates."""
+    from .bench import workload_table
+    from .workload import data_sizes, workload_images, workload_jobs
+
+    jobs = workload_jobs(config)
+    count = {stage: sum(j.stage == stage for j in jobs) for stage in ("original", "oracles", "unlearning", "features")}
+    work = workload_images(config)
+    total = work["total"]
+    n_train, epochs = data_sizes(config).n_train, int(config["train"]["epochs"])
+    slow, fast = min(CPU_RATES), max(CPU_RATES)
+    share = {stage: (v["forward_backward"] + v["forward_only"] / 3) / total for stage, v in work["stages"].items()}
+    scenarios = ", ".join(config["scenarios"])
+    lines = [
+        f"`{source}` runs {len(jobs)} jobs that push images through a model ({len(config['seeds'])} seeds × "
+        f"{{{scenarios}}}: {count['original']} originals (per seed the shared one, and each backdoor scenario's "
+        f"own), {count['oracles']} oracles, {count['unlearning']} unlearning runs, and the feature extraction "
+        f"of each of these {count['features']} models); metrics, tables and figures read their outputs. "
+        "Counted exactly from the config (`unlearn_da.tools.bench.workload_images`: the images every job records "
+        "in its sidecar as `images`, summed), in millions of images:", "",
+        *workload_table(work), "",
+        "Forward + backward: passes that record an autograd graph (training and unlearning steps, the DA "
+        "term's paired batches, SSD's and SalUn's gradients, Boundary Shrinking's FGSM step); forward only: "
+        "validation and probe passes, teachers, feature extraction, counted as a third of a training pass "
+        f"in the total of **{total / 1e6:.1f} million**.", "",
+        f"Measured with `make bench` on 2 CPU cores (two runs; the CPU model was not recorded): ResNet-18 trains at {slow}–{fast} img/s, i.e. "
+        f"{n_train / fast:.0f}–{n_train / slow:.0f} s per {n_train / 1000:.0f}k-image epoch, "
+        f"{_hours(epochs * n_train, fast):.1f}–{_hours(epochs * n_train, slow):.1f} h per {epochs}-epoch model, "
+        f"**{_hours(total, fast):.0f}–{_hours(total, slow):.0f} hours** for the whole table. That is why the "
+        "CIFAR profiles are for GPUs.", "",
+        f"GPU hours = {total / 1e6:.1f} M / (the GPU's training img/s) / 3600. No GPU was at hand to measure one, so "
+        "no measured GPU figure is given here: run `make bench` on the GPU machine, which measures its "
+        "throughput (bf16 autocast and channels_last, as the profiles run on CUDA) and prints the estimate for "
+        f"that machine. For orientation only, not measured: a GPU training ResNet-18 at {GPU_RATES[0]:,} img/s "
+        f"would need about {_hours(total, GPU_RATES[0]):.1f} hours, at {GPU_RATES[1]:,} img/s about "
+        f"{_hours(total, GPU_RATES[1]):.1f} hours. The oracles are {100 * share['oracles']:.0f} % of the cost, "
+        f"the originals {100 * share['original']:.0f} %, the unlearning runs {100 * share['unlearning']:.0f} % "
+        f"and the feature extraction {100 * share['features']:.0f} %.",
+    ]
+    return "\n".join(line if line.startswith("|") else _wrap(line) for line in lines) + "\n"
+
+
+def _wrap(paragraph: str, width: int = 100) -> str:
+    """A prose paragraph in lines of at most ``width`` characters (words and code spans kept whole)."""
+    import textwrap
+
+    return textwrap.fill(paragraph, width, break_long_words=False, break_on_hyphens=False)
+
+
+GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
+    "digits-excerpt": ("expected/digits-smallcnn.json", excerpt_block),
+    "digits-seeds": ("expected/digits-smallcnn.json", seeds_block),
+    "digits-avg-gap": ("expected/digits-smallcnn.json", avg_gap_block),
+    "digits-da": ("expected/digits-smallcnn.json", da_block),
+    "digits-backdoor": ("expected/digits-smallcnn-backdoor.json", backdoor_block),
+    "fashion-avg-gap": ("expected/fashion_mnist-smallcnn.json", avg_gap_block),
+    "fashion-da": ("expected/fashion_mnist-smallcnn.json", da_block),
+    "fashion-backdoor": ("expected/fashion_mnist-smallcnn-backdoor.json", backdoor_block),
+}
+# blocks made from a config profile (over the project's config/config.yaml), not from expected results
+CONFIG_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
+    "cifar10-cost": ("config/cifar10.yaml", cost_block),
+}
+
+
+def _load(root: Path, name: str) -> dict[str, Any]:
+    """The input of block ``name``: a config profile, or the expected results of a run."""
+    if name in CONFIG_GENERATORS:
+        from ..settings.config import load_config
+
+        return load_config([root / CONFIG_GENERATORS[name][0]], base=root / "config" / "config.yaml")
+    return load_expected(root / GENERATORS[name][0])
+
+
+# figures drawn from the shipped results for README and docs/: path -> (expected file, scenario)
+FIGURES: dict[str, tuple[str, str]] = {
+    "docs/img/digits-class0-tradeoff.png": ("expected/digits-smallcnn.json", "class0"),
+}
+
+
+def render(readme: str, root: Path, name: str = "README.md") -> str:
+    """``readme`` with every generated block rewritten; an unknown block name is an error."""
+    cache: dict[str, dict[str, Any]] = {}
+    known = {**GENERATORS, **CONFIG_GENERATORS}
+
+    def body(match: re.Match) -> str:
+        block = match.group("name")
+        if block not in known:
+            raise ArtifactError(f"{name}: unknown generated block '{block}'; known: {', '.join(known)}")
+        source, make = known[block]
+        if source not in cache:
+            cache[source] = _load(root, block)
+        return match.group(1) + make(cache[source], source) + match.group(4)
+
+    return BLOCK.sub(body, readme)
+
+
+def pages(root: Path) -> list[Path]:
+    """The files that may hold generated blocks: README.md and every page of docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("**/*.md"))]
+
+
+def draw_figure(root: Path, target: str) -> None:
+    """One of ``FIGURES``: the trade-off figure of a scenario, drawn from the shipped expected results."""
+    from ..core.artifacts import atomic_path
+    from ..reporting.plots import _setup, tradeoff_figure
+
+    source, scenario = FIGURES[target]
+    record = load_expected(root / source)
+    long = long_table(record, scenario)
+    plt, _ = _setup()
+    fig = tradeoff_figure(long, list(dict.fromkeys(long["model"])), f"{record['run']}, {scenario}")
+    path = root / target
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def run_readme_tables(root: str | Path = ".", check: bool = False) -> tuple[int, str]:
+    """(exit code, message): rewrite the generated blocks of README.md and docs/*.md (and draw the
+    figures of ``FIGURES``), or with ``check`` say whether they are what the shipped expected results give."""
+    root = Path(root)
+    texts = {path: path.read_text(encoding="utf-8") for path in pages(root) if path.exists()}
+    new = {path: render(text, root, str(path.relative_to(root))) for path, text in texts.items()}
+    if check:
+        present = {m.group("name") for text in texts.values() for m in BLOCK.finditer(text)}
+        unshown = [n for n, (source, _) in {**GENERATORS, **CONFIG_GENERATORS}.items()
+                   if (root / source).exists() and n not in present]
+        if unshown:
+            return 1, f"README.md, docs/: no generated block for {', '.join(unshown)}, whose inputs are shipped"
+        missing = [target for target in FIGURES if not (root / target).exists()]
+        if missing:
+            return 1, f"{', '.join(missing)} missing; run `make readme-tables`"
+        changed = [path for path in texts if new[path] != texts[path]]
+        if not changed:
+            return 0, "README.md, docs/: every generated block matches the expected results"
+        diff = "".join("".join(difflib.unified_diff(texts[p].splitlines(True), new[p].splitlines(True),
+                                                    str(p.relative_to(root)), "generated", n=1)) for p in changed)
+        names = ", ".join(str(p.relative_to(root)) for p in changed)
+        return 1, f"{names}: generated blocks differ from the expected results; run `make readme-tables`\n{diff}"
+    from ..core.artifacts import write_text
+
+    written = [path for path in texts if new[path] != texts[path]]
+    for path in written:
+        write_text(path, new[path], encoding="utf-8")
+    for target in FIGURES:
+        draw_figure(root, target)
+    names = ", ".join(str(p.relative_to(root)) for p in written) or "no page"
+    return 0, f"generated blocks rewritten in {names}; figures drawn: {', '.join(FIGURES)}"
