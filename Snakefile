@@ -19,6 +19,7 @@ include: "workflow/rules/features.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/tune.smk"
+include: "workflow/rules/audit.smk"
 
 
 rule all:

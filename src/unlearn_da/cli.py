@@ -73,6 +73,18 @@ def cmd_metrics(a: argparse.Namespace) -> None:
                 code=a.code)
 
 
+def cmd_audit_logits(a: argparse.Namespace) -> None:
+    from .jobs.audit_logits import run_audit_logits
+
+    run_audit_logits(a.data, a.split, a.models, a.train_seeds, a.threads, a.params, a.out, code=a.code)
+
+
+def cmd_audit(a: argparse.Namespace) -> None:
+    from .reporting.audit import run_audit
+
+    run_audit(a.reference, a.inputs, a.rows, a.scenario, a.title, a.params, a.out_dir, code=a.code)
+
+
 def cmd_aggregate(a: argparse.Namespace) -> None:
     from .reporting.tables import run_aggregate
 
@@ -305,6 +317,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--params", type=_params, required=True)
     p.add_argument("--code", default=None, help="code hash of the rule (recorded in the output)")
+
+    p = add("audit-logits", cmd_audit_logits, "logits of one model kind's K audit models on the audit's examples")
+    for arg in ("--data", "--split", "--out"):
+        p.add_argument(arg, required=True)
+    p.add_argument("--models", nargs="+", required=True, help="the K checkpoints, in training-seed order")
+    p.add_argument("--train-seeds", type=int, nargs="+", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--params", type=_params, required=True)
+    p.add_argument("--code", default=None, help="code hash of the rule (recorded in the sidecar)")
+
+    p = add("audit", cmd_audit, "the oracle-ensemble audit of one scenario: KLoM, U-LiRA, table, figures")
+    p.add_argument("--reference", required=True, help="the oracles' audit logits")
+    p.add_argument("--inputs", nargs="+", required=True, help="one audit logits file per row")
+    p.add_argument("--rows", nargs="+", required=True, help="the rows' model names, in the order of --inputs")
+    p.add_argument("--scenario", required=True)
+    p.add_argument("--title", default="")
+    p.add_argument("--params", type=_params, required=True)
+    p.add_argument("--code", default=None)
+    p.add_argument("--out-dir", required=True)
 
     p = add("backdoor-figure", cmd_backdoor_figure, "backdoor scenario: ASR against clean test accuracy")
     p.add_argument("--long-csv", required=True)

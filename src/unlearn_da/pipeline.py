@@ -59,6 +59,10 @@ RULE_SOURCES: dict[str, tuple[str, ...]] = {
     "choose_da_energy": _COMMON + ("reporting/da_curves.py", "jobs/features.py", "data/splits.py", "core/scenarios.py", "data/backdoor.py",
                                    "metrics/__init__.py", "metrics/alignment.py"),
     "backdoor_figure": _COMMON + ("reporting/plots.py", "reporting/tables.py", "reporting/verdicts.py"),
+    "audit_logits": _TORCH + ("jobs/audit_logits.py", "jobs/features.py", "data/splits.py", "core/scenarios.py"),
+    "audit": _COMMON + ("reporting/audit.py", "reporting/audit_figures.py", "reporting/plots.py", "reporting/tables.py",
+                        "reporting/verdicts.py", "jobs/audit_logits.py", "jobs/features.py", "metrics/__init__.py",
+                        "metrics/klom.py", "metrics/ulira.py", "metrics/mia.py"),
 }
 
 
@@ -327,9 +331,63 @@ def model_metrics(run: str, scenario: str, seed: int | str, model: str) -> str:
     return f"results/{run}/{scenario}/seed{seed}/metrics/{model}.json"
 
 
-def final_targets(config: dict) -> list[str]:
+# ------------------------------------------------------------------------------ oracle-ensemble audit
+def audit_enabled(config: dict) -> bool:
+    return bool((config.get("audit") or {}).get("enabled", False))
+
+
+def audit_train_seeds(config: dict) -> list[int]:
+    """The K training seeds of the audit: 0..K-1 (the split seed is apart from them)."""
+    return list(range(int(config["audit"]["train_seeds"])))
+
+
+def audit_rows(config: dict) -> list[str]:
+    """The model kinds the audit scores against the oracles, in table order: the second oracle
+    ensemble (the sanity row that must pass), the originals (must fail), then the methods."""
+    return ["retrain_alt", "original", *config["audit"]["methods"]]
+
+
+def audit_checkpoint(run: str, scenario: str, train_seed: int | str, model: str) -> str:
+    """An audit model: the original of a training seed is the run's per-seed original (trained on the
+    whole train set, no split), every other one lives under ``audit/<scenario>/train<t>/``."""
+    if model == "original":
+        return model_checkpoint(run, scenario, train_seed, "original")
+    return f"results/{run}/audit/{scenario}/train{train_seed}/models/{model}.pt"
+
+
+def audit_logits_file(run: str, scenario: str, model: str) -> str:
+    return f"results/{run}/audit/{scenario}/logits/{model}.npz"
+
+
+def audit_logits_params(config: dict) -> dict[str, Any]:
+    a = config["audit"]
+    return {"split_seed": a["split_seed"], "retain_sample": a["retain_sample"], **features_params(config)}
+
+
+def audit_params(config: dict) -> dict[str, Any]:
+    """What the statistics depend on (not the models: those are the inputs)."""
+    a = config["audit"]
+    return {"klom": a["klom"], "ulira": a["ulira"], "resamples": a["resamples"], "seed": a["seed"]}
+
+
+AUDIT_FIGURES = ("klom", "roc")
+
+
+def audit_targets(config: dict) -> list[str]:
     run = run_name(config)
     targets = []
+    for scenario in config["audit"]["scenarios"]:
+        base = f"results/{run}/audit/{scenario}"
+        targets += [f"{base}/audit.json", f"{base}/audit.md", f"{base}/audit.csv", f"{base}/scores.npz"]
+        targets += [f"{base}/figures/{name}.png" for name in AUDIT_FIGURES]
+    return targets
+
+
+def final_targets(config: dict) -> list[str]:
+    run = run_name(config)
+    if audit_enabled(config) and config["audit"]["only"]:
+        return audit_targets(config)
+    targets = audit_targets(config) if audit_enabled(config) else []
     for scenario in config["scenarios"]:
         base = f"results/{run}/{scenario}"
         targets += [f"{base}/table.md", f"{base}/table.csv", f"{base}/table.tex", f"{base}/summary.json"]

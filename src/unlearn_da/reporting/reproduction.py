@@ -78,7 +78,35 @@ def collect(config: dict, overlays: list[str], root: str | Path = ".", strict: b
             e["features"] = sha256_file(feats)
         return ckpt
 
-    for seed in config["seeds"]:
+    audit = P.audit_enabled(config)
+    audits: dict[str, Any] = {}
+    if audit:
+        for scenario in config["audit"]["scenarios"]:
+            summary_file = present(entry(f"audit/{scenario}", 0, "summary"),
+                                   f"results/{run}/audit/{scenario}/audit.json")
+            models.pop(model_key(f"audit/{scenario}", 0, "summary"), None)
+            summary = read_json(summary_file, "audit") if summary_file is not None else None
+            if summary is not None:
+                audits[scenario] = {k: summary[k] for k in ("K", "examples", "floor", "ulira_floor", "rows",
+                                                            "sanity_failed")}
+            rows = {r["model"]: r for r in summary["rows"]} if summary is not None else {}
+            for model in ["retrain", *P.audit_rows(config)]:
+                e = models.setdefault(f"audit/{scenario}/{model}", {})
+                logits = present(e, P.audit_logits_file(run, scenario, model))
+                if logits is not None:
+                    e["features"] = sha256_file(logits)
+                if model in rows:
+                    e["metrics"] = {k: _number(v) for k, v in sorted(rows[model].items()) if _number(v) is not None}
+        sidecars = sorted((root / f"results/{run}/audit").glob("*/**/*.meta.json"))
+        sidecars += [root / f"{P.audit_checkpoint(run, '', t, 'original')}.meta.json" for t in P.audit_train_seeds(config)]
+        made = [read_json(m, "audit").get("created_unix") for m in sidecars if m.exists()]
+        made = [t for t in made if isinstance(t, (int, float))]
+        if made:  # wall clock of the audit's own jobs, from the first artifact written to the last
+            audits["_run"] = {"artifacts": len(made), "first_to_last_s": round(max(made) - min(made), 1)}
+        first = P.audit_checkpoint(run, config["audit"]["scenarios"][0], 0, "retrain") + ".meta.json"
+        if made_on is None and (root / first).exists():
+            made_on = read_json(root / first, "train").get("environment") or {}
+    for seed in ([] if audit and config["audit"]["only"] else config["seeds"]):
         if P.needs_shared_original(config["scenarios"]):
             checksums(entry("", seed, "original"), "", seed, "original")
         for scenario in config["scenarios"]:
@@ -114,6 +142,7 @@ def collect(config: dict, overlays: list[str], root: str | Path = ".", strict: b
             "gpu": env.get("gpu"),
         },
         "models": models,
+        **({"audit": audits} if audit else {}),
     }
 
 

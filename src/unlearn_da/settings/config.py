@@ -412,6 +412,38 @@ def _backdoor_problems(config: dict, info, sources: Sequence[str | Path]) -> lis
     return out
 
 
+def _audit_problems(config: dict, info, sources: Sequence[str | Path]) -> list[str]:
+    """The audit's scenarios are random or class-wise ones of the data set, its methods run in the
+    run (their hyper-parameters come from ``unlearn``)."""
+    audit = config.get("audit") or {}
+    if not audit.get("enabled"):
+        return []
+    problems = []
+    if not audit["scenarios"]:
+        problems.append(_problem(["audit", "scenarios"], "empty: name at least one random<P> or class<C> scenario",
+                                 sources))
+    for i, scen in enumerate(audit["scenarios"]):
+        try:
+            kind, value = parse_scenario(scen)
+        except ConfigError as exc:
+            problems.append(_problem(["audit", "scenarios", i], str(exc), sources))
+            continue
+        if kind == "backdoor":
+            problems.append(_problem(["audit", "scenarios", i], f"'{scen}': the audit runs on random<P> and "
+                                     "class<C> scenarios only", sources))
+        elif kind == "random" and not 0 < value < 100:
+            problems.append(_problem(["audit", "scenarios", i], f"'{scen}': forget ratio must be > 0 and < 100 %",
+                                     sources))
+        elif kind == "class" and not 0 <= value < info.num_classes:
+            problems.append(_problem(["audit", "scenarios", i], f"'{scen}': class {value} does not exist in "
+                                     f"{info.name} (classes 0..{info.num_classes - 1})", sources))
+    for i, method in enumerate(audit["methods"]):
+        if method not in config["unlearn"]["methods"]:
+            problems.append(_problem(["audit", "methods", i], f"'{method}' is not one of unlearn.methods "
+                                     f"({', '.join(config['unlearn']['methods'])})", sources))
+    return problems
+
+
 def _scenario_kind(name: str) -> str | None:
     try:
         return parse_scenario(name)[0]
@@ -495,6 +527,7 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
                 )
             )
     problems.extend(_subset_problems(config, sources))
+    problems.extend(_audit_problems(config, info, sources))
     if config["arch"] == "resnet18" and info.size < 32:
         problems.append(
             _problem(["arch"], f"resnet18 expects 32x32 images; {info.name} is {info.size}x{info.size}; "

@@ -242,7 +242,7 @@ def workload_table(work: dict) -> list[str]:
     """``workload_images`` as a Markdown table: millions of images per stage and kind, and the total."""
     lines = ["| stage | forward + backward (M) | forward only (M) |", "|---|---|---|"]
     lines += [f"| {stage} | {v['forward_backward'] / 1e6:.1f} | {v['forward_only'] / 1e6:.1f} |"
-              for stage, v in work["stages"].items()]
+              for stage, v in work["stages"].items() if v["forward_backward"] or v["forward_only"]]
     lines += [f"| all | {work['forward_backward'] / 1e6:.1f} | {work['forward_only'] / 1e6:.1f} |",
               f"| total (forward only as 1/3) | {work['total'] / 1e6:.1f} | |"]
     return lines

@@ -45,6 +45,10 @@ def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any],
     mparams, mcode = P.metrics_params(config), P.rule_code("metrics")
     feats, feats_code = P.features_params(config), P.rule_code("extract_features")
     shared_original = P.needs_shared_original(config["scenarios"])
+    if P.audit_enabled(config):
+        yield from audit_artifacts(config)
+        if config["audit"]["only"]:
+            return
     for seed in config["seeds"]:
         if shared_original:  # backdoor scenarios train their own, on the poisoned data
             yield P.model_checkpoint(run, "", seed, "original"), "train_original", train, train_code
@@ -64,6 +68,24 @@ def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any],
                 yield P.model_features(run, scenario, seed, model), "extract_features", feats, feats_code
             for model in P.scenario_models(config):
                 yield P.model_metrics(run, scenario, seed, model), "metrics", mparams, mcode
+
+
+def audit_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any], str]]:
+    """The oracle-ensemble audit's checkpoints and logits files (``workflow/rules/audit.smk``)."""
+    run = P.run_name(config)
+    train, train_code = P.train_params(config), P.rule_code("train")
+    logits, logits_code = P.audit_logits_params(config), P.rule_code("audit_logits")
+    for t in P.audit_train_seeds(config):  # the per-seed originals, shared by the scenarios
+        yield P.audit_checkpoint(run, "", t, "original"), "train_original", train, train_code
+    for scenario in config["audit"]["scenarios"]:
+        for t in P.audit_train_seeds(config):
+            for oracle in P.ORACLES:
+                yield P.audit_checkpoint(run, scenario, t, oracle), "train_retrain", train, train_code
+            for method in config["audit"]["methods"]:
+                yield (P.audit_checkpoint(run, scenario, t, method), "unlearn", P.unlearn_params(config, method),
+                       P.code_hash(*P.method_sources(config, method)))
+        for model in ["retrain", *P.audit_rows(config)]:
+            yield P.audit_logits_file(run, scenario, model), "audit_logits", logits, logits_code
 
 
 def _checkpoint_problem(path: Path, rule: str, meta: dict) -> str | None:

@@ -23,7 +23,7 @@ import numpy as np
 from ..data.datasets import DatasetInfo, dataset_info
 from ..core.scenarios import parse_scenario
 
-STAGES = ("original", "oracles", "unlearning", "features")
+STAGES = ("original", "oracles", "unlearning", "features", "audit_logits")
 FORWARD_ONLY_WEIGHT = 1 / 3  # a forward pass against forward + backward: the "total" of make bench
 
 # images per class of the official test splits (balanced); digits has none (carved from its pool)
@@ -337,6 +337,11 @@ def workload_jobs(config: dict[str, Any], sizes: DataSizes | None = None) -> lis
         jobs[checkpoint] = Job(stage, checkpoint, images)
         jobs[features] = Job("features", features, features_job(sizes, n_trigger))
 
+    audit = P.audit_enabled(config)
+    if audit:
+        jobs.update({job.artifact: job for job in audit_jobs(config, sizes)})
+        if config["audit"]["only"]:
+            return list(jobs.values())
     for scenario in scenarios:
         kind, _ = parse_scenario(scenario)
         n_f = forget_size(sizes, scenario)
@@ -350,6 +355,35 @@ def workload_jobs(config: dict[str, Any], sizes: DataSizes | None = None) -> lis
                 add("oracles", scenario, seed, oracle, train_job(n_r, n_val, recipe), n_trigger)
             for method, params in methods.items():
                 add("unlearning", scenario, seed, method, unlearn_job(params, n_f, n_r), n_trigger)
+    return list(jobs.values())
+
+
+def audit_jobs(config: dict[str, Any], sizes: DataSizes) -> list[Job]:
+    """The oracle-ensemble audit's jobs (``workflow/rules/audit.smk``): per scenario and training seed
+    the original (the run's per-seed one), two oracles and one model per method; per scenario and
+    model kind, the logits of its K models on the audit's examples (``jobs/audit_logits.py``)."""
+    from .. import pipeline as P
+
+    run, a = P.run_name(config), config["audit"]
+    recipe, n_val, n_test = config["train"], sum(sizes.val), sum(sizes.test)
+    seeds = P.audit_train_seeds(config)
+    jobs: dict[str, Job] = {}
+    for scenario in a["scenarios"]:
+        n_f = forget_size(sizes, scenario)
+        n_r = sizes.n_train - n_f
+        scored = n_f + min(int(a["retain_sample"]), n_r) + n_val + min(n_test, n_r) + n_test
+        for t in seeds:
+            path = P.audit_checkpoint(run, scenario, t, "original")
+            jobs[path] = Job("original", path, train_job(sizes.n_train, n_val, recipe))
+            for oracle in ("retrain", "retrain_alt"):
+                path = P.audit_checkpoint(run, scenario, t, oracle)
+                jobs[path] = Job("oracles", path, train_job(n_r, n_val, recipe))
+            for method in a["methods"]:
+                path = P.audit_checkpoint(run, scenario, t, method)
+                jobs[path] = Job("unlearning", path, unlearn_job(P.unlearn_params(config, method), n_f, n_r))
+        for model in ["retrain", *P.audit_rows(config)]:
+            path = P.audit_logits_file(run, scenario, model)
+            jobs[path] = Job("audit_logits", path, fo(len(seeds) * scored))
     return list(jobs.values())
 
 
