@@ -266,6 +266,112 @@ def cost_block(config: dict[str, Any], source: str) -> str:
     return "\n".join(line if line.startswith("|") else _wrap(line) for line in lines) + "\n"
 
 
+def audit_block(record: dict[str, Any], source: str) -> str:
+    """Per scenario, the oracle-ensemble audit's table (``reporting/audit.py``) from the shipped record."""
+    from ..reporting.audit import table_rows
+
+    audits = dict(record.get("audit") or {})
+    made = audits.pop("_run", None)
+    out = [f"From `{source}` ({made_on(record)})"
+           + (f"; its {made['artifacts']} checkpoints and logits files were written over "
+              f"{made['first_to_last_s'] / 60:.0f} min, first to last" if made else "") + ".", ""]
+    for scenario, audit in audits.items():
+        rows = audit["rows"]
+        fprs = sorted((float(k.split("@")[1]) for k in rows[0] if k.startswith("ulira_tpr@") and
+                       not k.endswith(("_ci", "_ci99"))), reverse=True)
+        header, body = table_rows(rows, audit["floor"], fprs, audit.get("ulira_floor"))
+        e = audit["examples"]
+        out += [f"**{scenario}**: K = {audit['K']} models per row; {e['forget']} forget, {e['retain']} retain "
+                f"(sample) and {e['val']} validation examples."
+                + (f" Sanity check failed: {', '.join(audit['sanity_failed'])}." if audit["sanity_failed"] else ""),
+                "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+                *("| " + " | ".join(r) + " |" for r in body), ""]
+    return "\n".join(out)
+
+
+def audit_excerpt_block(record: dict[str, Any], source: str) -> str:
+    """README's excerpt of the audit: per scenario and row, MIA-Efficacy, forget KLoM and U-LiRA AUC."""
+    from ..reporting.audit import ROW_LABELS
+
+    audits = {k: v for k, v in (record.get("audit") or {}).items() if not k.startswith("_")}
+    scenarios = list(audits)
+    k = next(iter(audits.values()))["K"] if audits else "?"
+    header = ["model"] + [f"{s}: {col}" for s in scenarios for col in ("MIA-Eff.", "KLoM", "U-LiRA AUC")]
+    lines = [_wrap(f"From `{source}` (K = {k}; KLoM: median over forget examples, nats, the floor row is "
+                   "oracles against oracles; AUC 0.5 = the attack cannot tell the model from an oracle; all "
+                   "rows and the other columns: [Audit](docs/audit.md)):"), "",
+             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    first = audits[scenarios[0]]
+    def u_null(s: str) -> str:
+        u = audits[s].get("ulira_floor")
+        return f"{u['auc_median']:.3f} [{u['auc_range99'][0]:.3f}, {u['auc_range99'][1]:.3f}]" if u else ""
+
+    floor = ["oracle floor (99 % range)"] + [c for s in scenarios
+                                             for c in ("", f"{audits[s]['floor']['forget']['median']:.2f}", u_null(s))]
+    lines.append("| " + " | ".join(floor) + " |")
+    for i, row in enumerate(first["rows"]):
+        cells = [ROW_LABELS.get(row["model"], row["model"])]
+        for s in scenarios:
+            r = audits[s]["rows"][i]
+            cells += [f"{r['mia_efficacy']:.1f}", f"{r['klom_forget_median']:.2f}", f"{r['ulira_auc']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for s in scenarios:
+        for r in audits[s]["rows"]:
+            check = r.get("sanity") or {}
+            if check and not check["ok"]:
+                lines += ["", _wrap(f"**Sanity check failed** in {s}: {ROW_LABELS.get(r['model'], r['model'])} (must "
+                                    f"{check['expect']}): " + "; ".join(check["problems"]) + ".")]
+    return "\n".join(lines) + "\n"
+
+
+def audit_cost_block(config: dict[str, Any], source: str) -> str:
+    """The audit's jobs and images for a profile, counted from its config (``workload.audit_jobs``)."""
+    from .bench import workload_table
+    from .workload import audit_jobs, data_sizes, workload_images
+
+    jobs = audit_jobs(config, data_sizes(config))
+    work = workload_images(config)
+    total = work["total"]
+    a = config["audit"]
+    count = {stage: sum(j.stage == stage for j in jobs) for stage in ("original", "oracles", "unlearning")}
+    lines = [
+        f"`--configfile {source}` with K = {a['train_seeds']} and {len(a['methods'])} methods ({', '.join(a['methods'])}) on "
+        f"{{{', '.join(a['scenarios'])}}}: {count['original']} originals, {count['oracles']} oracles, "
+        f"{count['unlearning']} unlearning runs and {len(jobs) - sum(count.values())} logits jobs, "
+        f"{len(jobs)} jobs that run a model, counted from the config (`unlearn_da.tools.workload.audit_jobs`), "
+        "in millions of images:", "",
+        *workload_table(work), "",
+        (f"At a training rate of R img/s that is {total / 1e6:.1f} M / R / 3600 hours; for orientation only, "
+         f"not measured: {_hours(total, GPU_RATES[0]):.1f} h at {GPU_RATES[0]:,} img/s, "
+         f"{_hours(total, GPU_RATES[1]):.1f} h at {GPU_RATES[1]:,} img/s. " if config["arch"] == "resnet18" else "")
+        + f"The images grow linearly in K; the oracles are "
+        f"{100 * (work['stages']['oracles']['forward_backward'] + work['stages']['oracles']['forward_only'] / 3) / total:.0f} % "
+        "of them (two ensembles of K).",
+    ]
+    return "\n".join(line if line.startswith("|") else _wrap(line) for line in lines) + "\n"
+
+
+def klom_floor_block(config: dict[str, Any], source: str) -> str:
+    """KLoM's floor against K (``metrics/klom.py`` on simulated margins): why the audit's K matters."""
+    from ..metrics.klom import klom
+
+    rng = np.random.default_rng(0)
+    ks = sorted({4, 16, 32, 64, 100, int(config["audit"]["train_seeds"])})
+    k = config["audit"]["klom"]
+    lines = ["| K | oracles vs oracles: median | 95th percentile | shifted by 1 sd: median | by 3 sd: median |",
+             "|---|---|---|---|---|"]
+    for n in ks:
+        a, b = rng.normal(size=(n, 2000)), rng.normal(size=(n, 2000))
+        kw = {"bins": int(k["bins"]), "eps": float(k["eps"]), "clip": float(k["range"])}
+        null = klom(a, b, **kw)
+        one, three = klom(rng.normal(1.0, size=(n, 2000)), b, **kw), klom(rng.normal(3.0, size=(n, 2000)), b, **kw)
+        lines.append(f"| {n} | {np.median(null):.2f} | {np.percentile(null, 95):.2f} | {np.median(one):.2f} | "
+                     f"{np.median(three):.2f} |")
+    return (_wrap(f"KLoM (nats) of K margins against K margins, per example over 2,000 simulated examples drawn "
+                  f"from a standard normal (seed 0), with the binning of `{source}`; the audit's K is "
+                  f"{config['audit']['train_seeds']}:") + "\n\n" + "\n".join(lines) + "\n")
+
+
 def _wrap(paragraph: str, width: int = 100) -> str:
     """A prose paragraph in lines of at most ``width`` characters (words and code spans kept whole)."""
     import textwrap
@@ -282,10 +388,15 @@ GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
     "fashion-avg-gap": ("expected/fashion_mnist-smallcnn.json", avg_gap_block),
     "fashion-da": ("expected/fashion_mnist-smallcnn.json", da_block),
     "fashion-backdoor": ("expected/fashion_mnist-smallcnn-backdoor.json", backdoor_block),
+    "digits-audit": ("expected/digits-smallcnn-audit.json", audit_block),
+    "digits-audit-excerpt": ("expected/digits-smallcnn-audit.json", audit_excerpt_block),
 }
 # blocks made from a config profile (over the project's config/config.yaml), not from expected results
 CONFIG_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
     "cifar10-cost": ("config/cifar10.yaml", cost_block),
+    "cifar10-audit-cost": ("config/cifar10.yaml config/audit.yaml", audit_cost_block),
+    "digits-audit-cost": ("config/audit.yaml", audit_cost_block),
+    "klom-floor": ("config/audit.yaml", klom_floor_block),
 }
 
 
@@ -294,7 +405,7 @@ def _load(root: Path, name: str) -> dict[str, Any]:
     if name in CONFIG_GENERATORS:
         from ..settings.config import load_config
 
-        return load_config([root / CONFIG_GENERATORS[name][0]], base=root / "config" / "config.yaml")
+        return load_config([root / f for f in CONFIG_GENERATORS[name][0].split()], base=root / "config" / "config.yaml")
     return load_expected(root / GENERATORS[name][0])
 
 
