@@ -97,8 +97,12 @@ def collect(config: dict, overlays: list[str], root: str | Path = ".", strict: b
                     e["features"] = sha256_file(logits)
                 if model in rows:
                     e["metrics"] = {k: _number(v) for k, v in sorted(rows[model].items()) if _number(v) is not None}
-        sidecars = sorted((root / f"results/{run}/audit").glob("*/**/*.meta.json"))
-        sidecars += [root / f"{P.audit_checkpoint(run, '', t, 'original')}.meta.json" for t in P.audit_train_seeds(config)]
+        seeds, scenarios = P.audit_train_seeds(config), config["audit"]["scenarios"]
+        kinds = ["retrain", "retrain_alt", *config["audit"]["methods"]]
+        artifacts = [P.audit_checkpoint(run, "", t, "original") for t in seeds]
+        artifacts += [P.audit_checkpoint(run, s, t, m) for s in scenarios for t in seeds for m in kinds]
+        artifacts += [P.audit_logits_file(run, s, m) for s in scenarios for m in ["retrain", *P.audit_rows(config)]]
+        sidecars = [root / f"{a}.meta.json" for a in artifacts]
         made = [read_json(m, "audit").get("created_unix") for m in sidecars if m.exists()]
         made = [t for t in made if isinstance(t, (int, float))]
         if made:  # wall clock of the audit's own jobs, from the first artifact written to the last
