@@ -128,7 +128,7 @@ def score_row(name: str, row: dict[str, np.ndarray], reference: dict[str, np.nda
     for fpr in u["fpr"]:
         key = f"ulira_tpr@{fpr:g}"
         result[key] = tpr_at(pos, neg, float(fpr))
-        draws_tpr = bootstrap_folds(pos, neg, lambda p, n: tpr_at(p, n, float(fpr)), draws, seed)
+        draws_tpr = bootstrap_folds(pos, neg, lambda p, n, at=float(fpr): tpr_at(p, n, at), draws, seed)
         result[f"{key}_ci"], result[f"{key}_ci99"] = _interval(draws_tpr), _interval(draws_tpr, 99.0)
     return result, scores
 
@@ -214,7 +214,7 @@ def run_audit(reference: str, inputs: list[str], rows: list[str], scenario: str,
     ref_arrays = load_audit_logits(reference)
     ref = set_margins(ref_arrays)
     K = len(ref["forget"])
-    kinds = {name: load_audit_logits(path) for name, path in zip(rows, inputs)}
+    kinds = {name: load_audit_logits(path) for name, path in zip(rows, inputs, strict=True)}
     for name, arrays in kinds.items():
         for s in AUDIT_SETS:
             if not np.array_equal(arrays[f"{s}_labels"], ref_arrays[f"{s}_labels"]) or \

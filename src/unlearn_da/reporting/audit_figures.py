@@ -24,7 +24,7 @@ def klom_figure(scores: dict[str, np.ndarray], floor: dict[str, Any], rows: list
     fig, axes = plt.subplots(1, len(AUDIT_SETS), figsize=(4.2 * len(AUDIT_SETS), 0.42 * len(rows) + 1.6),
                              sharey=True)
     labels = [LABELS.get(r, r) for r in rows]
-    for ax, s in zip(axes, AUDIT_SETS):
+    for ax, s in zip(axes, AUDIT_SETS, strict=True):
         data = [scores[f"{r}/klom_{s}"] for r in rows]
         ax.boxplot(data, orientation="horizontal", widths=0.6, showfliers=True, flierprops={"markersize": 2, "alpha": 0.4})
         lo, hi = floor[s]["median_range"]
