@@ -3,6 +3,7 @@
 #                             stage: dvc.lock records every output, the HTML report is written
 #   make reproduce PROFILE=config/fashion-mnist.yaml   an overlay profile (its own results folder)
 #   make test                 pytest (unit tests + a tiny end-to-end pipeline run, DVC via local + S3 remotes)
+#   make test-paper           the CIFAR-10 profile's ResNet-18 path on synthetic CIFAR, to one table (CPU, minutes)
 #   make test-remotes         the DVC round trips through S3 (moto) and SSH (a temporary sshd; installs openssh-server)
 #   make test-slurm           the tiny config on a private single-node SLURM cluster (root, Debian)
 #   make lint                 snakemake --lint, snakefmt, ruff
@@ -33,7 +34,7 @@ CHECK_CONFIG := gpu_slots=$$(python -m unlearn_da gpu-slots $(CONFIGFILES)) &&
 SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) \
 	--resources gpu=$$gpu_slots $(CONFIGFILES)
 
-.PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables docs test test-remotes test-slurm test-cpu-models test-compile lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+.PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables docs test test-paper test-remotes test-slurm test-cpu-models test-compile lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -118,9 +119,19 @@ readme-tables: venv
 docs: dev
 	mkdocs build --strict
 
-# tests marked slurm (a real SLURM cluster) and remotes (DVC remotes) have their own targets
+# tests marked slurm (a real SLURM cluster), remotes (DVC remotes), compile (Inductor) and paper
+# (ResNet-18 on the CPU) have their own targets. The tests run in TEST_WORKERS processes
+# (pytest-xdist; a test module stays in one, so its fixtures are made once; the tiny run that many
+# modules read is made once for all; the modules are taken in conftest.FIRST_MODULES' order).
+TEST_WORKERS ?= 2
 test: dev
-	$(BIN)/python -m pytest -q --durations=15 -m "not remotes and not slurm and not compile"
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder \
+	  -m "not remotes and not slurm and not compile and not paper"
+
+# the CIFAR-10 profile's path (synthetic CIFAR-10 in the real form, ResNet-18 with crop+flip) through
+# Snakemake to one table: a cut-down `make smoke-paper`, minutes of ResNet-18 on the CPU
+test-paper: dev
+	$(BIN)/python -m pytest -q -m paper tests/test_paper_path.py
 
 # DVC push/pull through a real S3 (moto's server) and SSH (OpenSSH's sshd) remote, both on
 # 127.0.0.1 with their state in temp dirs; prints the round-trip times and sizes.

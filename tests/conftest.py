@@ -9,6 +9,8 @@ import os  # isort: skip
 os.environ["UNLEARN_DA_CPU_KERNELS"] = "portable"
 import unlearn_da  # noqa: F401,E402  isort: skip
 
+import fcntl
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+# The modules in the order `make test`'s workers take them (pytest-xdist, --dist loadscope, no reorder):
+# the module that makes the tiny run and the other long runs first, so that while one worker makes the
+# tiny run the other runs what does not need it; then the longest of the rest; the others as collected.
+FIRST_MODULES = ("test_pipeline_e2e.py", "test_audit.py", "test_reliability.py", "test_backdoor.py", "test_dvc.py",
+                 "test_device_pool.py", "test_kernels.py", "test_reproduction.py", "test_figures.py", "test_workload.py",
+                 "test_profiles.py")
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    rank = {name: i for i, name in enumerate(FIRST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's own order kept
 
 
 def copy_project(dest: Path) -> Path:
@@ -33,9 +48,10 @@ def env_with_venv() -> dict[str, str]:
     return env
 
 
-def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+              ) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "snakemake"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env_with_venv(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env or env_with_venv(), capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
@@ -68,20 +84,46 @@ def pristine(tmp_path_factory) -> Path:
     return copy_project(tmp_path_factory.mktemp("pristine"))
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` run once per test session, also when pytest-xdist spreads the tests over
+    worker processes (``make test`` runs two): the workers share the parent of their temporary
+    folders, and an OS file lock makes the others wait for the first to finish. A build that
+    failed is started again by the next test that asks for it."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if this worker dies
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Path:
-    """A project copy that has completed one run of the tiny config (shared by the slow tests).
+    """A project copy that has completed one run of the tiny config, shared by the slow tests (and
+    their xdist workers): they read it, and a test that runs anything more in it works on a copy
+    (``tiny_copy``).
 
     Every command of the run appends the package modules it imported to ``trace.jsonl``
     (UNLEARN_DA_TRACE): the code-hash test reads it instead of running the DAG again.
     """
-    root = copy_project(tmp_path_factory.mktemp("tiny-project"))
-    os.environ["UNLEARN_DA_TRACE"] = str(root / "trace.jsonl")
-    try:
-        snakemake(root, "--configfile", "tests/config/tiny.yaml")
-    finally:
-        del os.environ["UNLEARN_DA_TRACE"]
-    return root
+
+    def build(folder: Path) -> None:
+        root = copy_project(folder)
+        env = {**env_with_venv(), "UNLEARN_DA_TRACE": str(root / "trace.jsonl")}
+        snakemake(root, "--configfile", "tests/config/tiny.yaml", env=env)
+
+    return built_once(tmp_path_factory, "tiny-project", build)
+
+
+def tiny_copy(tiny_project: Path, dest: Path) -> Path:
+    """A copy of the finished tiny run (outputs, Snakemake's metadata, times kept) to run more in."""
+    shutil.copytree(tiny_project, dest, symlinks=True)
+    return dest
 
 
 @pytest.fixture(scope="session")
