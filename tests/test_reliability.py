@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import copy_project, env_with_venv, snakemake
+from conftest import copy_project, env_with_venv, snakemake, tiny_copy
 from unlearn_da.core.artifacts import atomic_path, sha256_file, write_json, write_sidecar
 from unlearn_da.settings.config import load_config, validate_config
 from unlearn_da.core.errors import ArtifactError, ConfigError, DataError
@@ -205,22 +205,40 @@ def _outputs(root: Path) -> tuple[dict[str, str], dict[str, dict]]:
     return shas, metrics
 
 
+# the chains the kill test removes from a copy of the finished tiny run: an oracle of each scenario, with
+# its features and metrics; both train (3 epochs each) when the run is resumed
+KILLED_CHAINS = {"random10": "retrain", "class0": "retrain_alt"}
+
+
 @pytest.mark.slow
 def test_kill_mid_training_then_rerun_gives_the_uninterrupted_results(tiny_project: Path, tmp_path: Path):
-    root = copy_project(tmp_path / "crash")
+    root = tiny_copy(tiny_project, tmp_path / "crash")
+    run = root / "results" / "digits-smallcnn"
+    for scenario, model in KILLED_CHAINS.items():
+        seed_dir = run / scenario / "seed0"
+        for name in (f"models/{model}.pt", f"models/{model}.pt.meta.json", f"models/{model}.steps.csv",
+                     f"features/{model}.npz", f"features/{model}.npz.meta.json", f"metrics/{model}.json"):
+            (seed_dir / name).unlink(missing_ok=True)
+    # their metrics asked for again: two training jobs start at once, and the first to end its first
+    # epoch SIGKILLs the whole process group, Snakemake included (a power cut)
+    targets = [f"results/digits-smallcnn/{s}/seed0/metrics/{m}.json" for s, m in KILLED_CHAINS.items()]
+    args = ["--configfile", "tests/config/tiny.yaml", "--", *targets]
     env = env_with_venv()
     env["UNLEARN_DA_TEST_KILL_AFTER_EPOCH"] = "1"
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", "2", "--configfile", "tests/config/tiny.yaml"]
+    cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", "2", *args]
     crashed = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, start_new_session=True)
     assert crashed.returncode != 0  # SIGKILLed together with its jobs
+    assert "Error" not in crashed.stdout + crashed.stderr  # killed mid-training, not failed
     leftovers = [p for p in (root / "results").rglob("*.pt") if not Path(str(p) + ".meta.json").exists()]
     assert not leftovers, f"half-written checkpoints: {leftovers}"
+    assert not any((run / s / "seed0" / "models" / f"{m}.pt").exists() for s, m in KILLED_CHAINS.items())
     snakemake(root, "--unlock", "--configfile", "tests/config/tiny.yaml")
-    snakemake(root, "--rerun-incomplete", "--configfile", "tests/config/tiny.yaml")
+    resumed = snakemake(root, "--rerun-incomplete", *args)
+    assert "6 of 6 steps (100%) done" in resumed.stdout + resumed.stderr  # 2 models, their features, metrics
     shas, metrics = _outputs(root)
-    ref_shas, ref_metrics = _outputs(tiny_project)  # (which may also hold other tests' tuning runs)
-    assert len(shas) == 23 and shas == {k: ref_shas.get(k) for k in shas}  # bit-identical: same seed, same threads
-    assert metrics == {k: ref_metrics.get(k) for k in metrics}
+    ref_shas, ref_metrics = _outputs(tiny_project)
+    assert len(shas) == 23 and shas == ref_shas  # bit-identical: same seed, same threads
+    assert metrics == ref_metrics
     for meta in (root / "results").rglob("*.pt.meta.json"):
         rec = json.loads(meta.read_text())
         assert "seed" in rec and rec["threads"] == 1
