@@ -9,7 +9,6 @@ than two jobs on a device and four in all, with the same metrics as a run withou
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_project, env_with_venv, snakemake
+from conftest import env_with_venv, snakemake, tiny_copy
 from unlearn_da.core import device_pool
+from unlearn_da.core.artifacts import sha256_file
 
 HOLD = r"""
 import json, sys, time
@@ -107,30 +107,36 @@ def test_gpu_slots_command_gives_snakemake_the_pools_size(tmp_path):
     assert bad.returncode != 0 and "jobs_per_device" in bad.stderr
 
 
+POOLED = [(s, m) for s in ("random10", "class0") for m in ("ft", "ft+da")]
+
+
 @pytest.mark.slow
 def test_tiny_run_through_a_two_device_pool_matches_the_serial_run(tiny_project, tmp_path):
-    root = copy_project(tmp_path / "pooled")
+    # the finished tiny run without both scenarios' FT and FT+DA: their unlearning and features are the
+    # 8 pool jobs, all ready at once, on 6 cores
+    root = tiny_copy(tiny_project, tmp_path / "pooled")
+    for scenario, model in POOLED:
+        seed_dir = root / "results" / "digits-smallcnn" / scenario / "seed0"
+        for name in (f"models/{model}.pt", f"models/{model}.pt.meta.json", f"models/{model}.steps.csv",
+                     f"features/{model}.npz", f"features/{model}.npz.meta.json", f"metrics/{model}.json"):
+            (seed_dir / name).unlink()
     (root / "pool.yaml").write_text("gpu: {devices: [0, 1], jobs_per_device: 2}\n")
-    os.environ[device_pool.ENV_FAKE] = "2"
-    try:
-        # both scenarios' FT and FT+DA metrics: the original, oracles, unlearning, features (9 pool jobs)
-        targets = [f"results/digits-smallcnn/{s}/seed0/metrics/{m}.json" for s in ("random10", "class0")
-                   for m in ("ft", "ft+da")]
-        snakemake(root, "--cores", "6", "--configfile", "tests/config/tiny.yaml", "pool.yaml", "--", *targets)
-    finally:
-        del os.environ[device_pool.ENV_FAKE]
+    targets = [f"results/digits-smallcnn/{s}/seed0/metrics/{m}.json" for s, m in POOLED]
+    env = {**env_with_venv(), device_pool.ENV_FAKE: "2"}
+    snakemake(root, "--cores", "6", "--configfile", "tests/config/tiny.yaml", "pool.yaml", "--", *targets, env=env)
     summary = device_pool.overlap_summary(log_file(root / ".device-pool"))
     print("acquisition log:", summary)
-    assert summary["acquisitions"] >= 9
+    assert summary["acquisitions"] == 8
     assert max(summary["most_per_device"].values()) <= 2 and summary["most_overall"] <= 4
-    pooled = sorted((root / "results").rglob("metrics/*.json"))
-    assert pooled
-    for path in pooled:  # every metric and record, the wall clock, sharing and host aside
-        serial = json.loads((tiny_project / path.relative_to(root)).read_text())
-        assert without_seconds(json.loads(path.read_text())) == without_seconds(serial), path
-    slot = json.loads(next((root / "results").rglob("models/original.pt.meta.json")).read_text())
-    assert slot["environment"]["device_slot"]["device"] in (0, 1)
-    assert slot["environment"]["device_slot"]["fake"] is True
+    for path in targets:  # every metric and record, the wall clock, sharing and host aside
+        pooled = json.loads((root / path).read_text())
+        assert without_seconds(pooled) == without_seconds(json.loads((tiny_project / path).read_text())), path
+    for scenario, model in POOLED:
+        seed_dir = root / "results" / "digits-smallcnn" / scenario / "seed0"
+        for name in (f"models/{model}.pt", f"features/{model}.npz"):
+            assert sha256_file(seed_dir / name) == sha256_file(tiny_project / seed_dir.relative_to(root) / name)
+        slot = json.loads((seed_dir / "models" / f"{model}.pt.meta.json").read_text())["environment"]["device_slot"]
+        assert slot["device"] in (0, 1) and slot["fake"] is True
 
 
 def test_an_exclusive_timed_job_holds_every_slot_of_its_device(tmp_path):
