@@ -22,6 +22,7 @@ from unlearn_da.settings.config import load_config, validate_config
 from conftest import snakemake
 
 AUDIT = ("--configfile", "tests/config/tiny.yaml", "tests/config/tiny-audit.yaml")
+K = 4  # tests/config/tiny-audit.yaml: audit.train_seeds
 
 
 # ------------------------------------------------------------------------------ KLoM
@@ -248,7 +249,7 @@ def test_the_audit_dag_shares_one_split_and_gives_each_model_its_training_seed(p
     originals = [c for c in cmds if c[3] == "train" and "--split" not in c]
     unlearn = [c for c in cmds if c[3] == "unlearn"]
     logits = [c for c in cmds if c[3] == "audit-logits"]
-    seeds = list(range(6))
+    seeds = list(range(K))
     assert {_arg(c, "--split") for c in oracles + unlearn + logits} == {split}
     for role in ("retrain", "retrain_alt"):
         assert sorted(int(_arg(c, "--seed")) for c in oracles if _arg(c, "--role") == role) == seeds
@@ -281,9 +282,9 @@ def test_tiny_audit_runs_and_its_oracle_passes_while_its_original_fails(pristine
     check = rows["retrain_alt"]["sanity"]
     assert (check["expect"], check["ok"], check["problems"]) == ("pass", True, []) and 0 <= check["null_p"] <= 1
     assert rows["original"]["sanity"]["ok"], rows["original"]["sanity"]
-    assert summary["K"] == 6 and summary["examples"]["retain"] == 100
+    assert summary["K"] == K and summary["examples"]["retain"] == 100
     with np.load(out / "scores.npz") as z:
-        assert z["ft/ulira_positive"].shape == (6, summary["examples"]["forget"])
+        assert z["ft/ulira_positive"].shape == (K, summary["examples"]["forget"])
         assert z["floor/forget"].shape[0] == 50
     # every job's sidecar records the images the config's count gives it (the README's projection)
     from test_workload import recorded_images
@@ -300,7 +301,7 @@ def test_tiny_audit_runs_and_its_oracle_passes_while_its_original_fails(pristine
     from unlearn_da.tools.provenance import verify
 
     problems, checked = verify(config, root)
-    assert problems == [] and checked == 6 * 4 + 4 + 1  # originals, 2 oracles, ft; 4 logits; the data set
+    assert problems == [] and checked == K * 4 + 4 + 1  # originals, 2 oracles, ft; 4 logits; the data set
     # the audit's own commands import only what their rules' code hashes cover
     for line in (root / "trace.jsonl").read_text().splitlines():
         rec = json.loads(line)
@@ -320,7 +321,7 @@ def test_tiny_audit_runs_and_its_oracle_passes_while_its_original_fails(pristine
     assert set(record["models"]) == {f"audit/class0/{m}" for m in ("retrain", "retrain_alt", "original", "ft")}
     assert record["models"]["audit/class0/ft"]["metrics"]["ulira_auc"] == rows["ft"]["ulira_auc"]
     assert compare(record, record)["counts"]["identical"] == 4
-    assert record["audit"]["_run"]["artifacts"] == 6 * 4 + 4
+    assert record["audit"]["_run"]["artifacts"] == K * 4 + 4
     assert "| oracle (2nd ensemble) |" in audit_block(record, "x.json")
     assert "| ft |" in audit_excerpt_block(record, "x.json")
     # the statistics alone rerun when their settings change; no model does
