@@ -198,3 +198,24 @@ def test_every_job_records_its_start_up_and_bench_reports_it_per_rule(tiny_proje
     monkeypatch.chdir(tiny_project)
     rules = {r["rule"] for r in startup_times()}
     assert {"train_original", "train_retrain", "unlearn", "extract_features"} <= rules
+
+
+def test_a_timed_job_has_imported_before_its_clock_starts_what_its_first_optimizer_imports(digits_file):
+    """torch.optim imports torch._dynamo on its first optimizer (1.4-2.2 s on the 2-core Xeon guest); a
+    timed session (training, unlearning) pays it in its start-up, not in the seconds of Time and RTE."""
+    code = f"""
+import json, sys, torch
+from unlearn_da.jobs.session import open_session
+open_session({str(digits_file)!r}, {{"device": "cpu"}}, 1, timed={{timed}})
+before = set(sys.modules)
+torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
+print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith("torch"))))
+"""
+    imported = {}
+    for timed in (True, False):
+        proc = subprocess.run([sys.executable, "-c", code.replace("{timed}", str(timed))], env=env_with_venv(),
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        imported[timed] = json.loads(proc.stdout.splitlines()[-1])
+    assert imported[True] == []
+    assert "torch._dynamo" in imported[False]  # what a job that is not timed (features) never needs

@@ -38,6 +38,15 @@ def setup(threads: int, device: torch.device, deterministic: bool = True) -> Non
         torch.backends.cudnn.benchmark = False
 
 
+def import_optimizer_machinery() -> None:
+    """Import what torch.optim imports the first time an optimizer is built: ``torch._dynamo``
+    (1.4-2.2 s on a 2-core Intel Xeon guest; every optimizer's constructor and ``step`` import it).
+    A timed job calls this before its clock starts, so that its ``seconds`` (Time, RTE) hold the
+    method's own work and its ``startup_s`` the whole fixed cost; on the digits data set the import
+    was most of a model's Time."""
+    import torch._dynamo  # noqa: F401
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return a CPU generator for data order."""
     random.seed(seed)
