@@ -120,6 +120,15 @@ def tiny_project(tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "tiny-project", build)
 
 
+def remove_model_chain(root: Path, scenario: str, model: str) -> None:
+    """Remove one model of the tiny run's seed 0 from ``root`` (a ``tiny_copy``): its checkpoint,
+    sidecar, step log (unlearned models have one), features and metrics."""
+    seed_dir = root / "results" / "digits-smallcnn" / scenario / "seed0"
+    for name in (f"models/{model}.pt", f"models/{model}.pt.meta.json", f"models/{model}.steps.csv",
+                 f"features/{model}.npz", f"features/{model}.npz.meta.json", f"metrics/{model}.json"):
+        (seed_dir / name).unlink(missing_ok=True)
+
+
 def tiny_copy(tiny_project: Path, dest: Path) -> Path:
     """A copy of the finished tiny run (outputs, Snakemake's metadata, times kept) to run more in."""
     shutil.copytree(tiny_project, dest, symlinks=True)

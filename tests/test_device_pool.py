@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import env_with_venv, snakemake, tiny_copy
+from conftest import env_with_venv, remove_model_chain, snakemake, tiny_copy
 from unlearn_da.core import device_pool
 from unlearn_da.core.artifacts import sha256_file
 
@@ -116,10 +116,7 @@ def test_tiny_run_through_a_two_device_pool_matches_the_serial_run(tiny_project,
     # 8 pool jobs, all ready at once, on 6 cores
     root = tiny_copy(tiny_project, tmp_path / "pooled")
     for scenario, model in POOLED:
-        seed_dir = root / "results" / "digits-smallcnn" / scenario / "seed0"
-        for name in (f"models/{model}.pt", f"models/{model}.pt.meta.json", f"models/{model}.steps.csv",
-                     f"features/{model}.npz", f"features/{model}.npz.meta.json", f"metrics/{model}.json"):
-            (seed_dir / name).unlink()
+        remove_model_chain(root, scenario, model)
     (root / "pool.yaml").write_text("gpu: {devices: [0, 1], jobs_per_device: 2}\n")
     targets = [f"results/digits-smallcnn/{s}/seed0/metrics/{m}.json" for s, m in POOLED]
     env = {**env_with_venv(), device_pool.ENV_FAKE: "2"}

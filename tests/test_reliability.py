@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import copy_project, env_with_venv, snakemake, tiny_copy
+from conftest import copy_project, env_with_venv, remove_model_chain, snakemake, tiny_copy
 from unlearn_da.core.artifacts import atomic_path, sha256_file, write_json, write_sidecar
 from unlearn_da.settings.config import load_config, validate_config
 from unlearn_da.core.errors import ArtifactError, ConfigError, DataError
@@ -215,10 +215,7 @@ def test_kill_mid_training_then_rerun_gives_the_uninterrupted_results(tiny_proje
     root = tiny_copy(tiny_project, tmp_path / "crash")
     run = root / "results" / "digits-smallcnn"
     for scenario, model in KILLED_CHAINS.items():
-        seed_dir = run / scenario / "seed0"
-        for name in (f"models/{model}.pt", f"models/{model}.pt.meta.json", f"models/{model}.steps.csv",
-                     f"features/{model}.npz", f"features/{model}.npz.meta.json", f"metrics/{model}.json"):
-            (seed_dir / name).unlink(missing_ok=True)
+        remove_model_chain(root, scenario, model)
     # their metrics asked for again: two training jobs start at once, and the first to end its first
     # epoch SIGKILLs the whole process group, Snakemake included (a power cut)
     targets = [f"results/digits-smallcnn/{s}/seed0/metrics/{m}.json" for s, m in KILLED_CHAINS.items()]
