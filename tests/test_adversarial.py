@@ -375,7 +375,7 @@ def _features(tmp_path: Path, **arrays) -> Path:
     base = {f"{s}_{k}": np.zeros((3, 2), np.float32) for s in ("train", "val", "test") for k in ("features", "logits")}
     base.update(arrays)
     save_npz(path, base)
-    write_sidecar(path, "extract_features", {})
+    write_sidecar(path, "unlearn", {})
     return path
 
 
@@ -386,7 +386,7 @@ def test_feature_files_with_nan_missing_arrays_or_objects_are_refused(tmp_path):
     arrays = dict(np.load(path))
     del arrays["val_features"]
     save_npz(path, arrays)
-    write_sidecar(path, "extract_features", {})
+    write_sidecar(path, "unlearn", {})
     with pytest.raises(ArtifactError, match=r"missing arrays \['val_features'\]"):
         load_features(path)
     import zipfile
@@ -394,7 +394,7 @@ def test_feature_files_with_nan_missing_arrays_or_objects_are_refused(tmp_path):
     with zipfile.ZipFile(path, "w") as zf:  # an object array: loading it would unpickle
         with zf.open("train_features.npy", "w") as fh:
             np.lib.format.write_array(fh, np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    write_sidecar(path, "extract_features", {})
+    write_sidecar(path, "unlearn", {})
     with pytest.raises(ArtifactError, match="unreadable feature file"):
         load_features(path)
 

@@ -157,6 +157,38 @@ def test_original_sees_the_poison_and_the_oracles_never_do(digits_file, backdoor
         assert meta["backdoor"] is None
 
 
+FEATURE_PARAMS = {"batch_size": 256, **{k: TRAIN_PARAMS[k] for k in ("device", "deterministic", "precision")}}
+
+
+@pytest.mark.parametrize("role", ["original", "retrain"])
+def test_a_model_job_extracts_the_features_a_job_of_their_own_would(digits_file, backdoor_split, tmp_path, role,
+                                                                   monkeypatch):
+    """A training job writes its model's features (``--features-out``): the same arrays, bit for bit, as
+    ``python -m unlearn_da features`` on the saved checkpoint. A backdoor oracle trains on the clean
+    retain set, yet its features are those of the scenario's data: poisoned train rows, triggered test."""
+    import unlearn_da.jobs.train as train_mod
+    from unlearn_da.jobs.features import run_features
+    from unlearn_da.jobs.train import run_train
+
+    monkeypatch.setattr(train_mod, "fit", lambda *a, **k: {"history": []})  # the initial weights will do
+    models, features = tmp_path / "models", tmp_path / "features"
+    models.mkdir()
+    features.mkdir()
+    run_train(str(digits_file), role, 0, 1, TRAIN_PARAMS, str(models / f"{role}.pt"), split_dir=str(backdoor_split),
+              features_out=str(features / f"{role}.npz"), features_params=FEATURE_PARAMS)
+    run_features(str(digits_file), str(models / f"{role}.pt"), 1, FEATURE_PARAMS, str(tmp_path / "alone.npz"),
+                 split_dir=str(backdoor_split))
+    with np.load(features / f"{role}.npz") as in_job, np.load(tmp_path / "alone.npz") as alone:
+        assert sorted(in_job.files) == sorted(alone.files)
+        assert "trigger_logits" in in_job.files
+        for key in alone.files:
+            np.testing.assert_array_equal(in_job[key], alone[key], err_msg=key)
+    meta = json.loads((features / f"{role}.npz.meta.json").read_text())
+    assert meta["made_by"] == ("train_original" if role == "original" else "train_retrain")
+    assert meta["backdoor"]["n_poisoned"] == len(load_split(backdoor_split).forget)
+    assert "startup_s" not in meta  # counted once, in the checkpoint's sidecar
+
+
 def _unlearn(digits_file: Path, split_dir: Path, original: Path, tmp_path: Path, monkeypatch) -> dict:
     """run_unlearn with a spy in place of the method: the context it would have been given."""
     import unlearn_da.jobs.unlearn as unlearn_mod

@@ -384,7 +384,7 @@ def _feature_file(path, train: np.ndarray, test: np.ndarray) -> str:
     for s in ("train", "val", "test"):
         arrays[f"{s}_logits"] = np.zeros((len(arrays[f"{s}_features"]), 5), np.float32)
     save_npz(path, arrays)
-    write_sidecar(path, "extract_features", {"model": path.stem})
+    write_sidecar(path, "unlearn", {"model": path.stem})
     return str(path)
 
 

@@ -107,13 +107,13 @@ def test_gpu_slots_command_gives_snakemake_the_pools_size(tmp_path):
     assert bad.returncode != 0 and "jobs_per_device" in bad.stderr
 
 
-POOLED = [(s, m) for s in ("random10", "class0") for m in ("ft", "ft+da")]
+POOLED = [(s, m) for s in ("random10", "class0") for m in ("ft", "ft+da", "ga")]
 
 
 @pytest.mark.slow
 def test_tiny_run_through_a_two_device_pool_matches_the_serial_run(tiny_project, tmp_path):
-    # the finished tiny run without both scenarios' FT and FT+DA: their unlearning and features are the
-    # 8 pool jobs, all ready at once, on 6 cores
+    # the finished tiny run without both scenarios' FT, FT+DA and GA: their unlearning jobs (each also
+    # extracts its model's features) are the 6 pool jobs for 4 slots, all ready at once, on 6 cores
     root = tiny_copy(tiny_project, tmp_path / "pooled")
     for scenario, model in POOLED:
         remove_model_chain(root, scenario, model)
@@ -123,7 +123,7 @@ def test_tiny_run_through_a_two_device_pool_matches_the_serial_run(tiny_project,
     snakemake(root, "--cores", "6", "--configfile", "tests/config/tiny.yaml", "pool.yaml", "--", *targets, env=env)
     summary = device_pool.overlap_summary(log_file(root / ".device-pool"))
     print("acquisition log:", summary)
-    assert summary["acquisitions"] == 8
+    assert summary["acquisitions"] == 6
     assert max(summary["most_per_device"].values()) <= 2 and summary["most_overall"] <= 4
     for path in targets:  # every metric and record, the wall clock, sharing and host aside
         pooled = json.loads((root / path).read_text())
@@ -188,13 +188,17 @@ def test_every_job_records_its_start_up_and_bench_reports_it_per_rule(tiny_proje
     """startup_s: process start to the first training step (or feature pass), per job, in its sidecar."""
     from unlearn_da.tools.bench import startup_times
 
-    sidecars = [json.loads(p.read_text()) for p in (tiny_project / "results").rglob("*.meta.json")]
-    timed = [m for m in sidecars if m.get("made_by") in ("train_original", "train_retrain", "unlearn",
-                                                         "extract_features")]
-    assert timed and all(0.0 < m["startup_s"] < 120.0 for m in timed)
+    sidecars = {p: json.loads(p.read_text()) for p in (tiny_project / "results").rglob("*.meta.json")}
+    models = [m for p, m in sidecars.items() if p.name.endswith(".pt.meta.json")]
+    assert {m["made_by"] for m in models} == {"train_original", "train_retrain", "unlearn"}
+    assert all(0.0 < m["startup_s"] < 120.0 for m in models)
+    # a model's features come from its job: its start-up is counted once, in the checkpoint's sidecar
+    features = [m for p, m in sidecars.items() if p.parent.name == "features"]
+    assert features and not any("startup_s" in m for m in features)
     monkeypatch.chdir(tiny_project)
-    rules = {r["rule"] for r in startup_times()}
-    assert {"train_original", "train_retrain", "unlearn", "extract_features"} <= rules
+    starts = {r["rule"]: r["count"] for r in startup_times()}
+    assert {"train_original", "train_retrain", "unlearn"} <= set(starts)
+    assert sum(starts.values()) == len(models)
 
 
 def test_a_timed_job_has_imported_before_its_clock_starts_what_its_first_optimizer_imports(digits_file):

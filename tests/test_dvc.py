@@ -113,7 +113,7 @@ def test_pull_into_fresh_clone_reuses_every_model(shared):
     overlay = clone / "lr.yaml"
     overlay.write_text("unlearn:\n  ga:\n    lr: 0.0005\n")
     assert dry_run_jobs(clone, "--configfile", TINY, str(overlay)) == {
-        "unlearn": 2, "extract_features": 2, "metrics": 2, "aggregate": 2, "plots": 2, "all": 1}
+        "unlearn": 2, "metrics": 2, "aggregate": 2, "plots": 2, "all": 1}
     # a pulled checkpoint loads and reproduces its pulled metrics
     rel = "results/digits-smallcnn/class0/seed0"
     out = clone / "recheck"

@@ -41,9 +41,8 @@ def test_changing_one_method_lr_reruns_only_that_method(tiny_project: Path, tmp_
     overlay = tmp_path / "lr.yaml"
     overlay.write_text("unlearn:\n  ga:\n    lr: 0.0005\n")
     jobs = dry_run_jobs(tiny_project, *TINY, str(overlay))
-    # ga in 2 scenarios x 1 seed: its unlearn, features and metrics jobs; then aggregation
-    assert jobs == {"unlearn": 2, "extract_features": 2, "metrics": 2, "aggregate": 2, "plots": 2,
-                    "all": 1}
+    # ga in 2 scenarios x 1 seed: its unlearn (which extracts its features) and metrics jobs; then aggregation
+    assert jobs == {"unlearn": 2, "metrics": 2, "aggregate": 2, "plots": 2, "all": 1}
 
 
 def test_changing_the_training_recipe_reruns_models_not_data(tiny_project: Path, tmp_path: Path):
@@ -57,7 +56,7 @@ def test_changing_the_training_recipe_reruns_models_not_data(tiny_project: Path,
 def test_rule_code_hashes_cover_every_module_a_job_runs(tiny_project: Path):
     """The tiny DAG ran with module tracing (the fixture); every module a job imports must be in its rule's hash."""
     trace = tiny_project / "trace.jsonl"
-    rule_of = {"prepare-data": "prepare_data", "split": "split", "train": "train", "features": "extract_features",
+    rule_of = {"prepare-data": "prepare_data", "split": "split", "train": "train",
                "metrics": "metrics", "aggregate": "aggregate", "plot": "plots"}
     config = load_config(["tests/config/tiny.yaml"])
     seen, problems = set(), set()

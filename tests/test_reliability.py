@@ -130,11 +130,12 @@ def test_cli_reports_a_missing_input_in_one_line(tmp_path):
 
 
 def test_truncated_feature_file_names_file_and_rule(tmp_path):
-    path = tmp_path / "f.npz"
+    """A model's features are written by the job that made the model: the error names that rule."""
+    path = tmp_path / "retrain.npz"
     np.savez(path, **{f"{s}_{k}": np.zeros((3, 2)) for s in ("train", "val", "test") for k in ("features", "logits")})
-    write_sidecar(path, "extract_features", {})
+    write_sidecar(path, "train_retrain", {})
     path.write_bytes(path.read_bytes()[:-40])
-    with pytest.raises(ArtifactError, match=r"f\.npz: SHA-256 .*\(made by rule 'extract_features'\)"):
+    with pytest.raises(ArtifactError, match=r"retrain\.npz: SHA-256 .*\(made by rule 'train_retrain'\)"):
         load_features(path)
 
 
@@ -143,7 +144,7 @@ def test_feature_file_with_nan_is_refused(tmp_path):
     arrays = {f"{s}_{k}": np.zeros((3, 2)) for s in ("train", "val", "test") for k in ("features", "logits")}
     arrays["val_features"][1, 1] = np.nan
     np.savez(path, **arrays)
-    write_sidecar(path, "extract_features", {})
+    write_sidecar(path, "unlearn", {})
     with pytest.raises(ArtifactError, match="val_features holds NaN"):
         load_features(path)
 
@@ -231,7 +232,7 @@ def test_kill_mid_training_then_rerun_gives_the_uninterrupted_results(tiny_proje
     assert not any((run / s / "seed0" / "models" / f"{m}.pt").exists() for s, m in KILLED_CHAINS.items())
     snakemake(root, "--unlock", "--configfile", "tests/config/tiny.yaml")
     resumed = snakemake(root, "--rerun-incomplete", *args)
-    assert "6 of 6 steps (100%) done" in resumed.stdout + resumed.stderr  # 2 models, their features, metrics
+    assert "4 of 4 steps (100%) done" in resumed.stdout + resumed.stderr  # 2 models (with features), 2 metrics
     shas, metrics = _outputs(root)
     ref_shas, ref_metrics = _outputs(tiny_project)
     assert len(shas) == 23 and shas == ref_shas  # bit-identical: same seed, same threads

@@ -51,13 +51,22 @@ def cmd_split(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     from .jobs.train import run_train
 
-    run_train(a.data, a.role, a.seed, a.threads, a.params, a.out, split_dir=a.split, code=a.code)
+    run_train(a.data, a.role, a.seed, a.threads, a.params, a.out, split_dir=a.split, code=a.code,
+              **_features_args(a))
 
 
 def cmd_unlearn(a: argparse.Namespace) -> None:
     from .jobs.unlearn import run_unlearn
 
-    run_unlearn(a.data, a.split, a.original, a.method, a.seed, a.threads, a.params, a.out, a.steps, code=a.code)
+    run_unlearn(a.data, a.split, a.original, a.method, a.seed, a.threads, a.params, a.out, a.steps, code=a.code,
+                **_features_args(a))
+
+
+def _features_args(a: argparse.Namespace) -> dict:
+    """``--features-out`` and ``--features-params`` go together (the model's features, same job)."""
+    if (a.features_out is None) != (a.features_params is None):
+        raise SystemExit("error: --features-out and --features-params go together")
+    return {"features_out": a.features_out, "features_params": a.features_params}
 
 
 def cmd_features(a: argparse.Namespace) -> None:
@@ -294,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=_params, required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--code", default=None, help="code hash of the rule (recorded in the sidecar)")
+    p.add_argument("--features-out", default=None,
+                   help="also extract the saved model's features and logits into this .npz (same job)")
+    p.add_argument("--features-params", type=_params, default=None, help="the feature pass's parameters")
 
     p = add("unlearn", cmd_unlearn, "run one unlearning method from the original checkpoint")
     for arg in ("--data", "--split", "--original", "--method", "--out", "--steps"):
@@ -302,8 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--params", type=_params, required=True)
     p.add_argument("--code", default=None, help="code hash of the rule (recorded in the sidecar)")
+    p.add_argument("--features-out", default=None,
+                   help="also extract the saved model's features and logits into this .npz (same job)")
+    p.add_argument("--features-params", type=_params, default=None, help="the feature pass's parameters")
 
-    p = add("features", cmd_features, "extract penultimate features and logits of one model")
+    p = add("features", cmd_features, "extract penultimate features and logits of a saved model "
+            "(the pipeline does this in the job that made the model)")
     for arg in ("--data", "--model", "--out"):
         p.add_argument(arg, required=True)
     p.add_argument("--split", default=None, help="a backdoor scenario's split: poisoned train set, triggered test set")

@@ -43,9 +43,10 @@ _TORCH = _COMMON + ("core/runtime.py", "jobs/session.py", "data/prepared.py", "c
 RULE_SOURCES: dict[str, tuple[str, ...]] = {
     "prepare_data": _COMMON + ("data/prepared.py", "data/cifar.py"),
     "split": _COMMON + ("data/splits.py", "core/scenarios.py", "data/prepared.py", "data/backdoor.py"),
-    "train": _TORCH + ("jobs/train.py", "data/splits.py", "core/scenarios.py"),
-    "unlearn": _TORCH + ("jobs/unlearn.py", "data/splits.py", "core/scenarios.py", "methods/__init__.py", "methods/base.py"),
-    "extract_features": _TORCH + ("jobs/features.py", "data/splits.py", "core/scenarios.py"),
+    # a job that makes a model also extracts its features (jobs/features.py)
+    "train": _TORCH + ("jobs/train.py", "jobs/features.py", "data/splits.py", "core/scenarios.py"),
+    "unlearn": _TORCH + ("jobs/unlearn.py", "jobs/features.py", "data/splits.py", "core/scenarios.py",
+                         "methods/__init__.py", "methods/base.py"),
     "metrics": _COMMON + ("jobs/evaluate.py", "jobs/features.py", "data/splits.py", "core/scenarios.py", "data/backdoor.py",
                           "metrics/__init__.py", "metrics/accuracy.py",
                           "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),

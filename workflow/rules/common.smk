@@ -88,20 +88,6 @@ def original_files(wildcards):
     return {"original": model, "original_meta": f"{model}.meta.json"}
 
 
-def backdoor_split_files(wildcards):
-    """Feature extraction in a backdoor scenario reads its split (poisoned train set, triggered test)."""
-    scenario, _, seed_dir = wildcards.where.partition("/")
-    if not scenario.startswith("backdoor"):
-        return {}
-    return split_files(
-        {
-            "run": wildcards.run,
-            "scenario": scenario,
-            "seed": seed_dir.removeprefix("seed"),
-        }
-    )
-
-
 def model_inputs(wildcards):
     """Features and checkpoint sidecar of one model of a scenario (original's are per seed)."""
     run = wildcards.run

@@ -5,6 +5,8 @@ rule train_original:
     output:
         model="results/{run}/seed{seed}/models/original.pt",
         meta="results/{run}/seed{seed}/models/original.pt.meta.json",
+        features="results/{run}/seed{seed}/features/original.npz",
+        features_meta="results/{run}/seed{seed}/features/original.npz.meta.json",
     log:
         "results/{run}/logs/seed{seed}/train_original.log",
     benchmark:
@@ -17,10 +19,12 @@ rule train_original:
     params:
         hp=P.as_json(P.train_params(config)),
         code=P.rule_code("train"),
+        features=P.as_json(P.features_params(config)),
     shell:
         "python -m unlearn_da train --data {input.data} --role original"
         " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
-        " --code {params.code} --out {output.model} > {log} 2>&1"
+        " --code {params.code} --out {output.model}"
+        " --features-out {output.features} --features-params {params.features:q} > {log} 2>&1"
 
 
 rule train_original_backdoor:
@@ -32,6 +36,8 @@ rule train_original_backdoor:
     output:
         model="results/{run}/{scenario}/seed{seed}/models/original.pt",
         meta="results/{run}/{scenario}/seed{seed}/models/original.pt.meta.json",
+        features="results/{run}/{scenario}/seed{seed}/features/original.npz",
+        features_meta="results/{run}/{scenario}/seed{seed}/features/original.npz.meta.json",
     log:
         "results/{run}/logs/{scenario}/seed{seed}/train_original.log",
     benchmark:
@@ -46,11 +52,13 @@ rule train_original_backdoor:
     params:
         hp=P.as_json(P.train_params(config, "backdoor")),
         code=P.rule_code("train"),
+        features=P.as_json(P.features_params(config)),
         split=lambda wc, input: os.path.dirname(input.manifest),
     shell:
         "python -m unlearn_da train --data {input.data} --split {params.split} --role original"
         " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
-        " --code {params.code} --out {output.model} > {log} 2>&1"
+        " --code {params.code} --out {output.model}"
+        " --features-out {output.features} --features-params {params.features:q} > {log} 2>&1"
 
 
 rule train_retrain:
@@ -61,6 +69,8 @@ rule train_retrain:
     output:
         model="results/{run}/{scenario}/seed{seed}/models/{oracle}.pt",
         meta="results/{run}/{scenario}/seed{seed}/models/{oracle}.pt.meta.json",
+        features="results/{run}/{scenario}/seed{seed}/features/{oracle}.npz",
+        features_meta="results/{run}/{scenario}/seed{seed}/features/{oracle}.npz.meta.json",
     log:
         "results/{run}/logs/{scenario}/seed{seed}/train_{oracle}.log",
     benchmark:
@@ -73,8 +83,10 @@ rule train_retrain:
     params:
         hp=P.as_json(P.train_params(config)),
         code=P.rule_code("train"),
+        features=P.as_json(P.features_params(config)),
         split=lambda wc, input: os.path.dirname(input.manifest),
     shell:
         "python -m unlearn_da train --data {input.data} --split {params.split}"
         " --role {wildcards.oracle} --seed {wildcards.seed} --threads {threads}"
-        " --params {params.hp:q} --code {params.code} --out {output.model} > {log} 2>&1"
+        " --params {params.hp:q} --code {params.code} --out {output.model}"
+        " --features-out {output.features} --features-params {params.features:q} > {log} 2>&1"

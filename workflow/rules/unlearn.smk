@@ -8,6 +8,8 @@ rule unlearn:
         model="results/{run}/{scenario}/seed{seed}/models/{method}.pt",
         meta="results/{run}/{scenario}/seed{seed}/models/{method}.pt.meta.json",
         steps="results/{run}/{scenario}/seed{seed}/models/{method}.steps.csv",
+        features="results/{run}/{scenario}/seed{seed}/features/{method}.npz",
+        features_meta="results/{run}/{scenario}/seed{seed}/features/{method}.npz.meta.json",
     log:
         "results/{run}/logs/{scenario}/seed{seed}/unlearn_{method}.log",
     benchmark:
@@ -25,8 +27,10 @@ rule unlearn:
             *P.method_sources(config, wc.method, P.load_planned(config))
         ),
         split=lambda wc, input: os.path.dirname(input.manifest),
+        features=P.as_json(P.features_params(config)),
     shell:
         "python -m unlearn_da unlearn --data {input.data} --split {params.split}"
         " --original {input.original} --method {wildcards.method:q}"
         " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
-        " --code {params.code} --out {output.model} --steps {output.steps} > {log:q} 2>&1"
+        " --code {params.code} --out {output.model} --steps {output.steps}"
+        " --features-out {output.features:q} --features-params {params.features:q} > {log:q} 2>&1"

@@ -208,8 +208,10 @@ def gpu_record(torch: Any) -> dict[str, Any]:
             "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32}
 
 
-def write_sidecar(artifact: str | os.PathLike, made_by: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """Write ``<artifact>.meta.json`` with the artifact's checksum and provenance."""
+def write_sidecar(artifact: str | os.PathLike, made_by: str, meta: dict[str, Any],
+                  startup_s: bool = True) -> dict[str, Any]:
+    """Write ``<artifact>.meta.json`` with the artifact's checksum and provenance; ``startup_s``: record
+    the job's start-up (off for a job's second artifact, which ``make bench`` would count twice)."""
     record = {
         "artifact": Path(artifact).name,
         "sha256": sha256_file(artifact),
@@ -218,7 +220,7 @@ def write_sidecar(artifact: str | os.PathLike, made_by: str, meta: dict[str, Any
         "environment": environment_record(),
         **meta,
     }
-    if startup.seconds() is not None:  # process start -> the job's first unit of work (make bench)
+    if startup_s and startup.seconds() is not None:  # process start -> the job's first unit of work (make bench)
         record["startup_s"] = round(float(startup.seconds()), 3)
     write_json(sidecar_path(artifact), record)
     return record

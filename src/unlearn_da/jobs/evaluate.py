@@ -160,7 +160,7 @@ def backdoor_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray
     labels (UA and MIA use the poisoned labels the original was trained with)."""
     if "trigger_logits" not in arrays:
         raise ArtifactError(f"{features}: no trigger_logits; features of a backdoor scenario are extracted "
-                            "with its split (rule 'extract_features', --split)")
+                            "with its split (the job that made the model, --split)")
     return {"ASR": attack_success_rate(arrays["trigger_logits"], target),
             "forget_acc_clean": accuracy(arrays["train_logits"][forget], labels["train"][forget])}
 
@@ -181,7 +181,7 @@ def compute_metrics(data: str, split_dir: str, features: str, model_meta: str, m
     arrays = load_features(features)
     if len(arrays["train_logits"]) != len(labels["train"]):
         raise ArtifactError(f"{features}: {len(arrays['train_logits'])} train rows but the data set has "
-                            f"{len(labels['train'])}; it was made from another data set (rule 'extract_features')")
+                            f"{len(labels['train'])}; it was made from another data set (rule '{rule_for_model(model)}')")
     meta = read_json(model_meta, rule_for_model(model))
     trained = labels if split.backdoor is None else backdoor_labels(labels, split.forget, int(split.backdoor["target"]))
     args = (trained, split.forget, split.retain, split.forgotten_class)

@@ -1,6 +1,8 @@
-"""Job: penultimate features and logits of one model on train, val and test, in one ``.npz``.
+"""Penultimate features and logits of one model on train, val and test, in one ``.npz``.
 
-Every metric reads these cached arrays; no metric reruns the model. In a backdoor scenario
+The job that makes a model (train, unlearn) extracts them right after saving it (``extract_after``),
+so no process is started only to load the model again; every metric reads these cached arrays, and
+no metric reruns the model. In a backdoor scenario
 (``split_dir`` of a backdoor split) the train rows hold the poisoned samples at the forget indices,
 and ``trigger_features``/``trigger_logits`` the triggered non-target test images (ASR).
 """
@@ -31,18 +33,42 @@ def rule_for_model(name: str) -> str:
 
 def run_features(data: str, model_path: str, threads: int, params: dict[str, Any], out: str,
                  code: str | None = None, split_dir: str | None = None) -> dict:
+    """Features of a saved model in a process of their own (``python -m unlearn_da features``: a
+    recomputation from a pulled checkpoint; the pipeline extracts them in the job that made the model,
+    ``extract_after``)."""
+    from ..data.splits import load_split_poison
+    from .session import open_session
+
+    poison = load_split_poison(split_dir)[1] if split_dir is not None else None
+    session = open_session(data, params, threads, poison=poison)
+    return extract_features(model_path, session, params, out, code)
+
+
+def extract_after(model_path: str, session, params: dict[str, Any], out: str, code: str | None = None,
+                  poison=None) -> dict:
+    """Features of the checkpoint this job has just saved, extracted in the same process.
+
+    The model is reloaded from ``model_path`` into a fresh eager module in eval mode, exactly as a job
+    of its own would load it, so the arrays are the same bits as ``run_features`` gives; only the
+    process start, imports and data loading are not paid again. ``session`` is the job's; ``poison``
+    is its scenario's (a backdoor oracle trains on clean data, its features see the poisoned set).
+    """
+    session = session.with_poison(poison)
+    return extract_features(model_path, session, params, out, code, startup_s=False)
+
+
+def extract_features(model_path: str, session, params: dict[str, Any], out: str, code: str | None = None,
+                     startup_s: bool = True) -> dict:
     import torch  # the metrics job imports this module without torch
 
     from ..core.checkpoints import load_checkpoint
     from ..core.models import images_counted, images_since
-    from .session import open_session
-    from ..data.splits import load_split_poison
     from ..core.training import predict
 
-    poison = load_split_poison(split_dir)[1] if split_dir is not None else None
-    session = open_session(data, params, threads, poison=poison)
+    poison = session.poison
     name = os.path.basename(model_path).removesuffix(".pt")
-    model, meta = load_checkpoint(model_path, rule_for_model(name), session.device)
+    made_by = rule_for_model(name)
+    model, meta = load_checkpoint(model_path, made_by, session.device)
     if session.channels_last:
         model = model.to(memory_format=torch.channels_last)
     prep = session.preprocessor()
@@ -58,12 +84,12 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
         if not np.isfinite(arr).all():
             raise ArtifactError(
                 f"{model_path}: the model produces non-finite {key} (NaN/inf); the method diverged "
-                f"(made by rule '{rule_for_model(name)}'); lower its learning rate"
+                f"(made by rule '{made_by}'); lower its learning rate"
             )
     save_npz(out, arrays)
     print(f"features of {name}: dim {arrays['train_features'].shape[1]}, "
           f"{sum(len(v) for k, v in arrays.items() if k.endswith('_logits'))} samples", file=sys.stderr)
-    return write_sidecar(out, "extract_features", {
+    return write_sidecar(out, made_by, {
         "model": name,
         "model_sha256": sha256_file(model_path),
         "seed": meta.get("seed"),
@@ -73,21 +99,22 @@ def run_features(data: str, model_path: str, threads: int, params: dict[str, Any
         "precision": "float32 (autocast and TF32 off)",
         "backdoor": poison.describe() if poison is not None else None,
         "images": images_since(counted),  # forward only (bench.workload_images)
-    })
+    }, startup_s=startup_s)
 
 
 def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Verify and load a feature file; refuse non-finite values."""
-    verify_artifact(path, "extract_features")
+    made_by = rule_for_model(os.path.basename(path).removesuffix(".npz"))
+    verify_artifact(path, made_by)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise ArtifactError(f"{path}: unreadable feature file ({exc}) (made by rule 'extract_features')") from exc
+        raise ArtifactError(f"{path}: unreadable feature file ({exc}) (made by rule '{made_by}')") from exc
     missing = [f"{s}_{kind}" for s in SPLITS for kind in ("features", "logits") if f"{s}_{kind}" not in arrays]
     if missing:
-        raise ArtifactError(f"{path}: missing arrays {missing} (made by rule 'extract_features')")
+        raise ArtifactError(f"{path}: missing arrays {missing} (made by rule '{made_by}')")
     for key, arr in arrays.items():
         if not np.isfinite(arr).all():
-            raise ArtifactError(f"{path}: {key} holds NaN or inf values (made by rule 'extract_features')")
+            raise ArtifactError(f"{path}: {key} holds NaN or inf values (made by rule '{made_by}')")
     return arrays

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,29 @@ class Session:
         index = torch.as_tensor(idx, dtype=torch.long, device=self.device)
         return self.x[split][index], self.y[split][index]
 
+    def with_poison(self, poison: Poison | None) -> Session:
+        """This session's device and settings with the data a job of ``poison``'s scenario sees (a
+        backdoor oracle trains on clean data but its features are those of the poisoned train set)."""
+        if poison is self.poison:
+            return self
+        x, y = device_tensors(self.data, poison, self.device)
+        return replace(self, x=x, y=y, poison=poison)
+
+
+def device_tensors(data: PreparedData, poison: Poison | None, device: torch.device
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Images and labels of every split on ``device``; with a backdoor ``poison`` the train set holds
+    the poisoned images and labels at the forget indices, and ``trigger`` the triggered non-target
+    test images with their clean labels (for the attack success rate)."""
+    host_x = {s: getattr(data, f"x_{s}") for s in ("train", "val", "test")}
+    host_y = {s: getattr(data, f"y_{s}") for s in ("train", "val", "test")}
+    if poison is not None:
+        host_x["train"], host_y["train"] = poisoned_train(data.x_train, data.y_train, poison)
+        host_x["trigger"], host_y["trigger"] = poison.test_images, data.y_test[poison.test_index]
+    x = {s: torch.from_numpy(np.ascontiguousarray(a)).to(device) for s, a in host_x.items()}
+    y = {s: torch.from_numpy(np.ascontiguousarray(a)).to(device) for s, a in host_y.items()}
+    return x, y
+
 
 def open_session(data_path: str, params: dict[str, Any], threads: int, poison: Poison | None = None,
                  timed: bool = False) -> Session:
@@ -54,13 +77,7 @@ def open_session(data_path: str, params: dict[str, Any], threads: int, poison: P
         runtime.import_optimizer_machinery()
     precision = params.get("precision", {"amp": "auto", "channels_last": "auto"})
     data = load_prepared(data_path)
-    host_x = {s: getattr(data, f"x_{s}") for s in ("train", "val", "test")}
-    host_y = {s: getattr(data, f"y_{s}") for s in ("train", "val", "test")}
-    if poison is not None:
-        host_x["train"], host_y["train"] = poisoned_train(data.x_train, data.y_train, poison)
-        host_x["trigger"], host_y["trigger"] = poison.test_images, data.y_test[poison.test_index]
-    x = {s: torch.from_numpy(np.ascontiguousarray(a)).to(device) for s, a in host_x.items()}
-    y = {s: torch.from_numpy(np.ascontiguousarray(a)).to(device) for s, a in host_y.items()}
+    x, y = device_tensors(data, poison, device)
     return Session(
         device=device,
         amp=runtime.resolve_switch(precision["amp"], runtime.amp_default(device)),

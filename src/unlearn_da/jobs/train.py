@@ -19,6 +19,7 @@ from ..core.models import build_model, images_counted, images_since, model_spec
 from ..core import runtime
 from ..core import startup
 from ..core.runtime import seed_everything
+from .features import extract_after
 from .session import open_session
 from ..data.splits import POISON_FILE, check_split, load_split_poison
 from ..core.training import accuracy, fit
@@ -42,14 +43,16 @@ def build_for(params: dict[str, Any], session) -> tuple[torch.nn.Module, dict[st
 
 def run_train(
     data: str, role: str, seed: int, threads: int, params: dict[str, Any], out: str, split_dir: str | None = None,
-    code: str | None = None,
+    code: str | None = None, features_out: str | None = None, features_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Train and save the model; with ``features_out`` also its features (``features.extract_after``)."""
     if role not in ROLE_SEED_OFFSET:
         raise ValueError(f"unknown role '{role}'; allowed: {', '.join(ROLE_SEED_OFFSET)}")
     if role != "original" and split_dir is None:
         raise ValueError(f"role '{role}' trains on the retain set and needs --split")
     counted = images_counted()  # the sidecar's ``images``: what this job pushes through models
     split, poison = load_split_poison(split_dir) if split_dir is not None else (None, None)
+    scenario_poison = poison  # what the features see: a backdoor scenario's train set is poisoned
     if role != "original":
         poison = None  # the oracles train on the clean retain set: the poisoned images are not even loaded
     session = open_session(data, params, threads, poison=poison, timed=True)  # the oracle's seconds: RTE
@@ -98,4 +101,7 @@ def run_train(
         "images": images_since(counted),  # training passes and the validation pass (bench.workload_images)
     }
     made_by = "train_original" if role == "original" else "train_retrain"
-    return save_checkpoint(model, out, made_by, meta)
+    record = save_checkpoint(model, out, made_by, meta)
+    if features_out is not None:
+        extract_after(out, session, features_params or {}, features_out, code, poison=scenario_poison)
+    return record

@@ -19,6 +19,7 @@ from ..core.models import images_counted, images_since
 from ..core import runtime
 from ..core import startup
 from ..core.runtime import seed_everything
+from .features import extract_after
 from .session import open_session
 from ..data.splits import POISON_FILE, check_split, load_split_poison
 
@@ -82,7 +83,9 @@ def unlearning_augment(params: dict[str, Any]) -> str:
 def run_unlearn(
     data: str, split_dir: str, original: str, method: str, seed: int, threads: int,
     params: dict[str, Any], out: str, steps_out: str, code: str | None = None,
+    features_out: str | None = None, features_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Unlearn and save the model; with ``features_out`` also its features (``features.extract_after``)."""
     counted = images_counted()  # the sidecar's ``images``: what this job pushes through models
     split, poison = load_split_poison(split_dir)  # backdoor: D_f = the poisoned samples, their target labels
     session = open_session(data, params, threads, poison=poison, timed=True)  # seconds -> Time, RTE
@@ -150,4 +153,7 @@ def run_unlearn(
         "steps": recorder.step,
         "images": images_since(counted),  # the method's passes and the probes (bench.workload_images)
     }
-    return save_checkpoint(ctx.model, out, "unlearn", meta)
+    record = save_checkpoint(ctx.model, out, "unlearn", meta)
+    if features_out is not None:
+        extract_after(out, session, features_params or {}, features_out, code, poison=poison)
+    return record

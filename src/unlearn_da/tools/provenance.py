@@ -43,7 +43,7 @@ def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any],
            P.rule_code("prepare_data"))
     train, train_code = P.train_params(config), P.rule_code("train")
     mparams, mcode = P.metrics_params(config), P.rule_code("metrics")
-    feats, feats_code = P.features_params(config), P.rule_code("extract_features")
+    feats = P.features_params(config)  # a model's features: made in its job, with its code
     shared_original = P.needs_shared_original(config["scenarios"])
     if P.audit_enabled(config):
         yield from audit_artifacts(config)
@@ -52,20 +52,19 @@ def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any],
     for seed in config["seeds"]:
         if shared_original:  # backdoor scenarios train their own, on the poisoned data
             yield P.model_checkpoint(run, "", seed, "original"), "train_original", train, train_code
-            yield P.model_features(run, "", seed, "original"), "extract_features", feats, feats_code
+            yield P.model_features(run, "", seed, "original"), "train_original", feats, train_code
         for scenario in config["scenarios"]:
             for model in P.scenario_models(config):
                 if model == "original" and not is_backdoor(scenario):
                     continue
                 if model == "original":
-                    yield (P.model_checkpoint(run, scenario, seed, model), "train_original",
-                           P.train_params(config, scenario), train_code)
+                    made = ("train_original", P.train_params(config, scenario), train_code)
                 elif model in P.ORACLES:
-                    yield P.model_checkpoint(run, scenario, seed, model), "train_retrain", train, train_code
+                    made = ("train_retrain", train, train_code)
                 else:
-                    yield (P.model_checkpoint(run, scenario, seed, model), "unlearn",
-                           P.unlearn_params(config, model), P.code_hash(*P.method_sources(config, model)))
-                yield P.model_features(run, scenario, seed, model), "extract_features", feats, feats_code
+                    made = ("unlearn", P.unlearn_params(config, model), P.code_hash(*P.method_sources(config, model)))
+                yield (P.model_checkpoint(run, scenario, seed, model), *made)
+                yield P.model_features(run, scenario, seed, model), made[0], feats, made[2]
             for model in P.scenario_models(config):
                 yield P.model_metrics(run, scenario, seed, model), "metrics", mparams, mcode
 

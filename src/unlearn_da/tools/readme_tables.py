@@ -238,10 +238,10 @@ def cost_block(config: dict[str, Any], source: str) -> str:
     share = {stage: (v["forward_backward"] + v["forward_only"] / 3) / total for stage, v in work["stages"].items()}
     scenarios = ", ".join(config["scenarios"])
     lines = [
-        f"`{source}` runs {len(jobs)} jobs that push images through a model ({len(config['seeds'])} seeds × "
-        f"{{{scenarios}}}: {count['original']} originals (per seed the shared one, and each backdoor scenario's "
-        f"own), {count['oracles']} oracles, {count['unlearning']} unlearning runs, and the feature extraction "
-        f"of each of these {count['features']} models); metrics, tables and figures read their outputs. "
+        f"`{source}` runs {len(jobs) - count['features']} jobs that push images through a model "
+        f"({len(config['seeds'])} seeds × {{{scenarios}}}: {count['original']} originals (per seed the shared "
+        f"one, and each backdoor scenario's own), {count['oracles']} oracles and {count['unlearning']} unlearning "
+        "runs; each job also extracts its model's features); metrics, tables and figures read their outputs. "
         "Counted exactly from the config (`unlearn_da.tools.bench.workload_images`: the images every job records "
         "in its sidecar as `images`, summed), in millions of images:", "",
         *workload_table(work), "",
@@ -333,13 +333,14 @@ def audit_cost_block(config: dict[str, Any], source: str) -> str:
     work = workload_images(config)
     total = work["total"]
     a = config["audit"]
-    count = {stage: sum(j.stage == stage for j in jobs) for stage in ("original", "oracles", "unlearning")}
+    count = {stage: sum(j.stage == stage for j in jobs)
+             for stage in ("original", "oracles", "unlearning", "audit_logits", "features")}
     lines = [
         f"`--configfile {source}` with K = {a['train_seeds']} and {len(a['methods'])} methods ({', '.join(a['methods'])}) on "
-        f"{{{', '.join(a['scenarios'])}}}: {count['original']} originals, {count['oracles']} oracles, "
-        f"{count['unlearning']} unlearning runs and {len(jobs) - sum(count.values())} logits jobs, "
-        f"{len(jobs)} jobs that run a model, counted from the config (`unlearn_da.tools.workload.audit_jobs`), "
-        "in millions of images:", "",
+        f"{{{', '.join(a['scenarios'])}}}: {count['original']} originals (each job also extracts its model's "
+        f"features), {count['oracles']} oracles, {count['unlearning']} unlearning runs and {count['audit_logits']} "
+        f"logits jobs, {len(jobs) - count['features']} jobs that run a model, counted from the config "
+        "(`unlearn_da.tools.workload.audit_jobs`), in millions of images:", "",
         *workload_table(work), "",
         (f"At a training rate of R img/s that is {total / 1e6:.1f} M / R / 3600 hours; for orientation only, "
          f"not measured: {_hours(total, GPU_RATES[0]):.1f} h at {GPU_RATES[0]:,} img/s, "

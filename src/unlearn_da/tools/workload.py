@@ -140,7 +140,7 @@ def train_job(n: int, n_val: int, recipe: dict[str, Any]) -> Images:
 
 
 def features_job(sizes: DataSizes, n_trigger: int = 0) -> Images:
-    """``features.run_features``: train, val and test once (and a backdoor's triggered test images)."""
+    """``features.extract_features``: train, val and test once (and a backdoor's triggered test images)."""
     return fo(sizes.n_train + sum(sizes.val) + sum(sizes.test) + n_trigger)
 
 
@@ -313,7 +313,8 @@ def unlearn_job(params: dict[str, Any], n_forget: int, n_retain: int) -> Images:
 
 @dataclass(frozen=True)
 class Job:
-    """One job of the DAG that runs models: its stage, the artifact it writes, what it counts."""
+    """One artifact written by a job of the DAG that runs models (a model's features are written by
+    the job that made the model): its stage, the artifact, what it counts."""
 
     stage: str
     artifact: str  # path from the project root; its sidecar records ``images``
@@ -321,7 +322,8 @@ class Job:
 
 
 def workload_jobs(config: dict[str, Any], sizes: DataSizes | None = None) -> list[Job]:
-    """Every job of the config's default target (``rule all``) that runs a model, with its count."""
+    """Every artifact of the config's default target (``rule all``) that a model job writes with an image
+    count: checkpoints and logits (one per job) and the models' features (each in its model's job)."""
     from .. import pipeline as P
 
     info = dataset_info(config["dataset"])
@@ -332,7 +334,7 @@ def workload_jobs(config: dict[str, Any], sizes: DataSizes | None = None) -> lis
     jobs: dict[str, Job] = {}
 
     def add(stage: str, scenario: str, seed: int, model: str, images: Images, n_trigger: int) -> None:
-        """A model's job and its features' job, keyed by path: the shared original's come once."""
+        """A model's checkpoint and its features, keyed by path: the shared original's come once."""
         checkpoint, features = P.model_checkpoint(run, scenario, seed, model), P.model_features(run, scenario, seed, model)
         jobs[checkpoint] = Job(stage, checkpoint, images)
         jobs[features] = Job("features", features, features_job(sizes, n_trigger))
@@ -360,8 +362,8 @@ def workload_jobs(config: dict[str, Any], sizes: DataSizes | None = None) -> lis
 
 def audit_jobs(config: dict[str, Any], sizes: DataSizes) -> list[Job]:
     """The oracle-ensemble audit's jobs (``workflow/rules/audit.smk``): per scenario and training seed
-    the original (the run's per-seed one), two oracles and one model per method; per scenario and
-    model kind, the logits of its K models on the audit's examples (``jobs/audit_logits.py``)."""
+    the original (the run's per-seed one, whose job also extracts its features), two oracles and one
+    model per method; per scenario and model kind, the logits of its K models on the audit's examples (``jobs/audit_logits.py``)."""
     from .. import pipeline as P
 
     run, a = P.run_name(config), config["audit"]
@@ -375,6 +377,8 @@ def audit_jobs(config: dict[str, Any], sizes: DataSizes) -> list[Job]:
         for t in seeds:
             path = P.audit_checkpoint(run, scenario, t, "original")
             jobs[path] = Job("original", path, train_job(sizes.n_train, n_val, recipe))
+            features = P.model_features(run, "", t, "original")  # the run's rule extracts them too
+            jobs[features] = Job("features", features, features_job(sizes))
             for oracle in ("retrain", "retrain_alt"):
                 path = P.audit_checkpoint(run, scenario, t, oracle)
                 jobs[path] = Job("oracles", path, train_job(n_r, n_val, recipe))
