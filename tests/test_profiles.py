@@ -75,3 +75,9 @@ def test_workload_estimate_scales_with_the_config():
     # original and the backdoor scenario's poisoned one; then each one's 5,000 validation images
     assert one["stages"]["original"] == {"forward_backward": 2 * 3 * 182 * 45000, "forward_only": 2 * 3 * 5000}
     assert one["total"] == pytest.approx(one["forward_backward"] + one["forward_only"] / 3)
+
+
+def test_the_workflow_passes_snakemake_lint(tmp_path):
+    """`make lint`'s first step: functions in common.smk, names instead of indices, no paths built with +."""
+    proc = snakemake(copy_project(tmp_path / "proj"), "--lint", check=False)
+    assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout + proc.stderr

@@ -1,45 +1,14 @@
 # The oracle-ensemble audit (docs/audit.md): one forget set (audit.split_seed), K training seeds;
 # K oracles twice (retrain, retrain_alt), K originals and K unlearned models per method, their
 # logits on the audit's examples, then per-example KLoM and U-LiRA per scenario.
-AUDIT_MODEL = "results/{run}/audit/{scenario}/train{train_seed}/models/{model}"
-
-
-def audit_split_files(wildcards):
-    """The audit's one split: the scenario's split of audit.split_seed."""
-    return split_files(
-        {
-            "run": wildcards.run,
-            "scenario": wildcards.scenario,
-            "seed": config["audit"]["split_seed"],
-        }
-    )
-
-
-def audit_model_files(wildcards):
-    """The K checkpoints of one model kind of a scenario (the originals: the run's per-seed ones)."""
-    return [
-        P.audit_checkpoint(wildcards.run, wildcards.scenario, t, wildcards.model)
-        for t in P.audit_train_seeds(config)
-    ]
-
-
-def audit_logits_inputs(wildcards):
-    """The oracles' logits (the reference) and those of every row of the audit table."""
-    run, scenario = wildcards.run, wildcards.scenario
-    return {
-        "reference": P.audit_logits_file(run, scenario, "retrain"),
-        "rows": [P.audit_logits_file(run, scenario, m) for m in P.audit_rows(config)],
-    }
-
-
 rule audit_train_oracle:
     input:
         unpack(audit_split_files),
         data=DATA,
         meta=DATA_META,
     output:
-        model=AUDIT_MODEL.replace("{model}", "{oracle}") + ".pt",
-        meta=AUDIT_MODEL.replace("{model}", "{oracle}") + ".pt.meta.json",
+        model="results/{run}/audit/{scenario}/train{train_seed}/models/{oracle}.pt",
+        meta="results/{run}/audit/{scenario}/train{train_seed}/models/{oracle}.pt.meta.json",
     log:
         "results/{run}/logs/audit/{scenario}/train{train_seed}/train_{oracle}.log",
     wildcard_constraints:
@@ -68,9 +37,9 @@ rule audit_unlearn:
         original="results/{run}/seed{train_seed}/models/original.pt",
         original_meta="results/{run}/seed{train_seed}/models/original.pt.meta.json",
     output:
-        model=AUDIT_MODEL.replace("{model}", "{method}") + ".pt",
-        meta=AUDIT_MODEL.replace("{model}", "{method}") + ".pt.meta.json",
-        steps=AUDIT_MODEL.replace("{model}", "{method}") + ".steps.csv",
+        model="results/{run}/audit/{scenario}/train{train_seed}/models/{method}.pt",
+        meta="results/{run}/audit/{scenario}/train{train_seed}/models/{method}.pt.meta.json",
+        steps="results/{run}/audit/{scenario}/train{train_seed}/models/{method}.steps.csv",
     log:
         "results/{run}/logs/audit/{scenario}/train{train_seed}/unlearn_{method}.log",
     wildcard_constraints:
@@ -99,8 +68,8 @@ rule audit_logits:
         meta=DATA_META,
         models=audit_model_files,
     output:
-        "results/{run}/audit/{scenario}/logits/{model}.npz",
-        "results/{run}/audit/{scenario}/logits/{model}.npz.meta.json",
+        logits="results/{run}/audit/{scenario}/logits/{model}.npz",
+        meta="results/{run}/audit/{scenario}/logits/{model}.npz.meta.json",
     log:
         "results/{run}/logs/audit/{scenario}/logits_{model}.log",
     wildcard_constraints:
@@ -118,7 +87,7 @@ rule audit_logits:
     shell:
         "python -m unlearn_da audit-logits --data {input.data} --split {params.split}"
         " --models {input.models:q} --train-seeds {params.seeds} --threads {threads}"
-        " --params {params.hp:q} --code {params.code} --out {output[0]:q} > {log:q} 2>&1"
+        " --params {params.hp:q} --code {params.code} --out {output.logits:q} > {log:q} 2>&1"
 
 
 rule audit:

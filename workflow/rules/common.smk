@@ -123,3 +123,43 @@ def plot_inputs(wildcards):
 def scenario_metrics(wildcards):
     base = f"results/{wildcards.run}/{wildcards.scenario}"
     return [f"{base}/seed{s}/metrics/{m}.json" for s in SEEDS for m in MODELS]
+
+
+# ---- tuning (tune.smk): the later rounds' metrics, planned by its checkpoints
+def round2_metrics(wildcards):
+    plan = checkpoints.plan_round2.get(run=wildcards.run).output[0]
+    return P.tuning_metrics(config, list(P.read_plan(plan)))
+
+
+def da_metrics(wildcards):
+    plan = checkpoints.plan_da_weights.get(run=wildcards.run).output[0]
+    return P.tuning_metrics(config, [f"{name}+da" for name in P.read_plan(plan)])
+
+
+# ---- the oracle-ensemble audit (audit.smk)
+def audit_split_files(wildcards):
+    """The audit's one split: the scenario's split of audit.split_seed."""
+    return split_files(
+        {
+            "run": wildcards.run,
+            "scenario": wildcards.scenario,
+            "seed": config["audit"]["split_seed"],
+        }
+    )
+
+
+def audit_model_files(wildcards):
+    """The K checkpoints of one model kind of a scenario (the originals: the run's per-seed ones)."""
+    return [
+        P.audit_checkpoint(wildcards.run, wildcards.scenario, t, wildcards.model)
+        for t in P.audit_train_seeds(config)
+    ]
+
+
+def audit_logits_inputs(wildcards):
+    """The oracles' logits (the reference) and those of every row of the audit table."""
+    run, scenario = wildcards.run, wildcards.scenario
+    return {
+        "reference": P.audit_logits_file(run, scenario, "retrain"),
+        "rows": [P.audit_logits_file(run, scenario, m) for m in P.audit_rows(config)],
+    }

@@ -31,12 +31,7 @@ checkpoint plan_round2:
         " --seed {params.seed} --out {output} > {log} 2>&1"
 
 
-def round2_metrics(wildcards):
-    plan = checkpoints.plan_round2.get(run=wildcards.run).output[0]
-    return P.tuning_metrics(config, list(P.read_plan(plan)))
-
-
-# the "+da" variants' DA weights, at their base method's choice over both rounds
+# the DA variants' weights (of each name+da), at their base method's choice over both rounds
 checkpoint plan_da_weights:
     input:
         round1=P.tuning_metrics(config),
@@ -58,11 +53,6 @@ checkpoint plan_da_weights:
         "python -m unlearn_da plan-da --inputs {input.round1:q} {input.round2:q}"
         " --candidates {params.candidates:q} --round2 {input.plan} --methods {params.methods}"
         " --weights {params.weights} --out {output} > {log} 2>&1"
-
-
-def da_metrics(wildcards):
-    plan = checkpoints.plan_da_weights.get(run=wildcards.run).output[0]
-    return P.tuning_metrics(config, [f"{name}+da" for name in P.read_plan(plan)])
 
 
 rule select_hyperparameters:
