@@ -158,7 +158,6 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
     from .bench import paper_hours, training_throughput
     from ..data.prepared import prepare
     from ..jobs.evaluate import run_metrics
-    from ..jobs.features import run_features
     from ..reporting.plots import run_backdoor_figure
     from ..core.scenarios import is_backdoor
     from ..data.splits import run_split
@@ -185,8 +184,11 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
               subset[0] + subset[0] // 4, subset[1] + subset[1] // 4)
     chk.stage("prepare_data", prepare, config["dataset"], P.data_params(config), data, code="gpu-check")
     original = res / f"seed{seed}" / "models" / "original.pt"
+    # as in the pipeline, the job that makes a model also extracts its features (``--features-out``)
+    fp = P.features_params(config)
     chk.stage("train original", run_train, str(data), "original", seed, threads, P.train_params(config),
-              str(original), split_dir=None, code="gpu-check")
+              str(original), split_dir=None, code="gpu-check",
+              features_out=str(res / f"seed{seed}" / "features" / "original.npz"), features_params=fp)
     for scenario in config["scenarios"]:
         split_dir = work / P.prepared_dir(config) / "splits" / scenario / f"seed{seed}"
         chk.stage(f"{scenario}: split", run_split, str(data), scenario, seed, P.split_params(config, scenario),
@@ -197,15 +199,16 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
         start = base / "models" / "original.pt" if backdoor else original
         if backdoor:
             chk.stage(f"{scenario}: train original (poisoned)", run_train, str(data), "original", seed, threads,
-                      P.train_params(config, scenario), str(start), split_dir=str(split_dir), code="gpu-check")
+                      P.train_params(config, scenario), str(start), split_dir=str(split_dir), code="gpu-check",
+                      features_out=str(base / "features" / "original.npz"), features_params=fp)
         chk.stage(f"{scenario}: train retrain", run_train, str(data), "retrain", seed, threads,
                   P.train_params(config), str(base / "models" / "retrain.pt"), split_dir=str(split_dir),
-                  code="gpu-check")
+                  code="gpu-check", features_out=str(base / "features" / "retrain.npz"), features_params=fp)
         for method in config["unlearn"]["methods"]:
             ckpt, steps = base / "models" / f"{method}.pt", base / "models" / f"{method}.steps.csv"
             chk.stage(f"{scenario}: unlearn {method}", run_unlearn, str(data), str(split_dir), str(start),
                       method, seed, threads, P.unlearn_params(config, method), str(ckpt), str(steps),
-                      code="gpu-check")
+                      code="gpu-check", features_out=str(base / "features" / f"{method}.npz"), features_params=fp)
             if steps.exists():
                 bad = non_finite_steps(steps) + [f"weight {k}" for k in non_finite_weights(ckpt)]
                 if bad:
@@ -215,10 +218,6 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
             ckpt = start if model == "original" else base / "models" / f"{model}.pt"
             feats = (res / f"seed{seed}" / "features" / "original.npz" if model == "original" and not backdoor
                      else base / "features" / f"{model}.npz")
-            if not feats.exists():
-                chk.stage(f"{scenario}: features {model}", run_features, str(data), str(ckpt), threads,
-                          P.features_params(config), str(feats), code="gpu-check",
-                          split_dir=str(split_dir) if backdoor else None)
             out = base / "metrics" / f"{model}.json"
             chk.stage(f"{scenario}: metrics {model}", run_metrics, str(data), str(split_dir), str(feats),
                       f"{ckpt}.meta.json", model, scenario, seed, P.metrics_params(config), str(out),
