@@ -11,7 +11,8 @@
 #   make da-energy            the DA metric's energy rule, chosen on the tuning seed's training features
 #   make bench                throughput and overheads on this machine -> results/bench/summary.md
 #   make smoke-paper          the CIFAR-10/100 paper profiles on small synthetic CIFAR, every rule, CPU
-#   make gpu-check            on a CUDA machine: the paper path's stages + ResNet-18 img/s (DEVICE=cpu to try)
+#   make gpu-check            on a CUDA machine: the paper path's stages + what decides the table's time
+#                             (DEVICE=cpu to try; GPU_CHECK_ARGS=--measure-only for the measurements alone)
 #   make push / make pull     share data, checkpoints and metrics through the DVC remote
 #   make check-reproduction   compare a finished run with its shipped expected results (expected/<run>.json)
 #   make expected-results     write a finished run's expected results (after re-making a run on purpose)
@@ -83,8 +84,9 @@ smoke-paper: venv
 
 # runs with the machine's own python3 when there is no venv (GPU machines come with torch, no Snakemake)
 DEVICE ?= cuda
+GPU_CHECK_ARGS ?=
 gpu-check:
-	PYTHONPATH=src $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m unlearn_da gpu-check --device $(DEVICE) --workdir results/gpu-check
+	PYTHONPATH=src $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m unlearn_da gpu-check --device $(DEVICE) --workdir results/gpu-check $(GPU_CHECK_ARGS)
 
 tune: venv
 	$(SNAKEMAKE) -- tune

@@ -42,3 +42,19 @@ def test_compiled_training_reaches_the_same_accuracy_and_a_second_job_reuses_the
     assert first["params"]["precision"]["compile"] == "on"
     # the images are counted outside the compiled region (models.Classifier.__call__): the same counts
     assert first["images"] == second["images"] == plain["images"]
+
+
+def test_gpu_checks_compile_measurement_fills_the_cache_and_reuses_it(tmp_path):
+    """``gpu-check``'s compile on/off rows (``devicecost.measure_compile``) at toy size: the second compiled
+    process warms up from the cache the first one filled."""
+    from unlearn_da.tools.concurrency import measure, profile_spec
+    from unlearn_da.tools.devicecost import measure_compile
+
+    spec = profile_spec(load_config(), "cpu", amp=False, channels_last=True, threads=1, window_s=1.0,
+                        warmup_steps=2)
+    off = measure(spec, 1)
+    rows = measure_compile(spec, off, tmp_path / "cache", log=print)
+    assert [r["mode"] for r in rows] == ["off", "on, cold cache", "on, warm cache"]
+    assert any((tmp_path / "cache").rglob("*"))
+    assert rows[2]["warmup_s"] < rows[1]["warmup_s"] / 2
+    assert all(r["aggregate_img_s"] > 0 for r in rows)

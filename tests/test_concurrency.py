@@ -25,3 +25,19 @@ def test_concurrent_workers_train_the_profiles_step_in_one_window(tmp_path):
     assert row["processes"] == 2 and row["aggregate_img_s"] > 0
     assert row["aggregate_img_s"] == pytest.approx(2 * row["per_process_img_s"])
     assert row["slowest_img_s"] > 0 and row["peak_mb"] > 0
+
+
+def test_the_da_step_counts_the_paired_batch_as_the_workload_does(tmp_path):
+    """``+da``: each step trains the batch and a DA batch of the profile's size (``workload.Unlearning.da_paired``
+    counts both); the worker reports its warm-up and its steps."""
+    from unlearn_da.tools.devicecost import da_settings
+
+    config = load_config()
+    spec = profile_spec(config, "cpu", amp=False, channels_last=True, threads=1, window_s=1.0, warmup_steps=2)
+    da = da_settings(config)
+    assert da["batch_size"] == config["unlearn"]["da"]["batch_size"] and da["basis_source"] == "batch"
+    # the epoch basis (computed once in the worker) runs the most code; the step is the same for every source
+    row = measure({**spec, "da": {**da, "basis_source": "epoch", "epoch_subset": 32}}, 1)
+    per_step = row["aggregate_img_s"] * row["ms_per_step"] / 1000
+    assert per_step == pytest.approx(spec["batch_size"] + da["batch_size"])
+    assert row["warmup_s"] > 0

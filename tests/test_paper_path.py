@@ -222,3 +222,31 @@ print(_validate_if_possible({}))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "schema not checked" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.paper
+def test_gpu_check_measures_what_decides_the_tables_time(tmp_path: Path, monkeypatch):
+    """``gpu-check --measure-only`` on the CPU (toy size): the loop against a bare one, jobs per device,
+    the DA step, real jobs' start-up from their sidecars, and the projected hours built from them."""
+    import json
+
+    from unlearn_da.tools import gpucheck
+
+    monkeypatch.setattr(gpucheck, "RESNET_CASE", ("resnet18 32x32 (CIFAR)", "resnet18", 3, 32, 32, 16, 32))
+    code = gpucheck.run_gpu_check("cpu", tmp_path, threads=1, subset=(120, 40), repeats=1, measure_only=True,
+                                  skip_compile=True, log=print)
+    report = (tmp_path / "gpu-check.md").read_text()
+    assert code == 0, report
+    measured = json.loads((tmp_path / "gpu-check.json").read_text())["measured"]
+    assert [r["processes"] for r in measured["jobs_per_device"]["rows"]] == [1, 2]
+    assert measured["da_step"]["da_ms"] > 0 and measured["compile"] is None
+    startup = {r["rule"]: r for r in measured["startup"]}
+    assert set(startup) == {"train_retrain", "unlearn"}
+    for row in startup.values():  # each job's sidecar: process start to its first step, inside the job's wall time
+        assert len(row["startup_s"]) == 2 and all(0 < s < w for s, w in zip(row["startup_s"], row["wall_s"], strict=True))
+    hours = measured["projected_hours"]
+    assert set(hours) == {"cifar10", "cifar100"} and hours["cifar10"]["jobs"] == 204
+    assert hours["cifar10"]["hours"] == pytest.approx(hours["cifar10"]["images_h"] + hours["cifar10"]["startup_h"])
+    assert "## A job's start-up" in report and "## Projected hours on 1 device(s)" in report
+    assert not (tmp_path / "results").exists()  # no method's stage ran

@@ -266,7 +266,8 @@ def cmd_gpu_check(a: argparse.Namespace) -> None:
     from .tools.gpucheck import run_gpu_check
 
     code = run_gpu_check(a.device, a.workdir, threads=a.threads, amp=a.amp, repeats=a.repeats,
-                         skip_throughput=a.skip_throughput)
+                         skip_throughput=a.skip_throughput, measure_only=a.measure_only,
+                         skip_compile=a.skip_compile)
     if code:
         sys.exit(code)
 
@@ -461,7 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="auto", choices=["on", "off", "auto"],
                    help="bf16 autocast; auto (default): the profile's setting, on for CUDA, off on the CPU (bf16 is emulated on most CPUs and 5-15x slower)")
     p.add_argument("--repeats", type=int, default=3, help="measured rounds of the throughput loops")
-    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-throughput", action="store_true", help="no measurement at all: only the stages")
+    p.add_argument("--measure-only", action="store_true",
+                   help="only the measurements (data, one split, then throughput, jobs per device, DA step, "
+                        "compile, start-up, projection), not every method's stages")
+    p.add_argument("--skip-compile", action="store_true",
+                   help="no compile on/off measurement (Inductor compiles C++ or Triton code: minutes)")
     return parser
 
 

@@ -210,15 +210,6 @@ def startup_times(pattern: str = "results/*/**/*.meta.json") -> list[dict]:
             for (run, rule), v in sorted(groups.items())]
 
 
-def paper_hours(img_per_s: float) -> dict[str, float]:
-    """Projected hours of the CIFAR-10 and CIFAR-100 paper tables at a training rate of ``img_per_s``."""
-    from ..settings.config import REPO_ROOT, load_config
-
-    cfg = REPO_ROOT / "config"
-    profiles = {"cifar10": [cfg / "cifar10.yaml"], "cifar100": [cfg / "cifar10.yaml", cfg / "cifar100.yaml"]}
-    return {name: workload_images(load_config(files))["total"] / img_per_s / 3600 for name, files in profiles.items()}
-
-
 def paper_estimate(throughput: list[dict]) -> list[str]:
     """Hours for the CIFAR-10 paper profile at the ResNet-18 throughput measured here."""
     from ..settings.config import load_config

@@ -8,6 +8,12 @@ window. The aggregate rate is the sum over processes; ``jobs_per_device`` is the
 whose aggregate is within ``tolerance`` (5 %) of the best: more jobs than that buy nothing and
 cost memory. ``make gpu-check`` runs it on the GPU (the profile's ResNet-18); on the CPU the same
 code runs at toy size (tests).
+
+The same worker measures the two other per-step costs gpu-check reports (``tools/devicecost.py``):
+``compile: true`` compiles the model as a job does (``runtime.compile_model``, Inductor's cache in
+``inductor_cache``), and ``da: {...}`` adds the ``+da`` term as ``UnlearnContext.fit`` does (a
+second forward of the batch paired with a DA batch, the DA loss on its features). Each worker
+reports the seconds of its warm-up (compiling included) and counts images as the workload does.
 """
 
 from __future__ import annotations
@@ -46,20 +52,31 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     prep = Preprocessor(np.full(c, 0.5), np.full(c, 0.25), 255.0, device, augment=spec.get("augment", "none"),
                         padding=int(spec.get("crop_padding", 0)), channels_last=bool(spec["channels_last"]),
                         crop_fill=spec.get("crop_fill", "black"))
+    if spec.get("compile"):
+        if spec.get("inductor_cache"):
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(spec["inductor_cache"])
+        runtime.compile_model(model)
     hp = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "constant", "optimizer": "sgd"}
     trainer = Trainer(model, hp, 10**9, 10**6)
     model.train()
+    da_step = _da_step(spec["da"], model, x8, prep, gen, device, bool(spec["amp"])) if spec.get("da") else None
+    counted = batch + (int(spec["da"]["batch_size"]) if da_step else 0)  # images per step, as the workload counts
 
     def step(i: int) -> None:
         sl = slice((i % 4) * batch, (i % 4 + 1) * batch)
         with runtime.autocast(device, bool(spec["amp"])):
-            loss = torch.nn.functional.cross_entropy(model(prep(x8[sl], train=True, generator=gen)), y[sl])
+            xb = prep(x8[sl], train=True, generator=gen)
+            loss = torch.nn.functional.cross_entropy(model(xb), y[sl])
+            if da_step is not None:
+                loss = loss + da_step(xb)
         trainer.step(loss)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
+    t0 = time.perf_counter()
     for i in range(int(spec["warmup_steps"])):
         step(i)
+    warmup_s = time.perf_counter() - t0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rendezvous = Path(spec["rendezvous"])
@@ -73,7 +90,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     end_at, images, i = start_at + float(spec["window_s"]), 0, 0
     while time.time() < end_at:
         step(i)
-        images += batch
+        images += counted
         i += 1
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
@@ -82,7 +99,34 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"index": spec["index"], "images": images, "img_s": images / float(spec["window_s"]),
-            "peak_mb": peak_mb}
+            "steps": i, "peak_mb": peak_mb, "warmup_s": warmup_s}
+
+
+def _da_step(cfg: dict[str, Any], model: Any, x8: Any, prep: Any, gen: Any, device: Any, amp: bool):
+    """The ``+da`` term of one step as ``UnlearnContext.fit`` adds it: the method's batch and a DA batch
+    in their own forward (batch statistics, no BatchNorm buffer updated), lambda * L_DA on the features."""
+    import types
+
+    import torch
+
+    from ..core import runtime
+    from ..methods.base import batch_stat_features
+    from ..methods.da import DARegularizer
+
+    reg = DARegularizer(cfg)
+    n_other = int(cfg["batch_size"])
+    if cfg["basis_source"] == "epoch":  # the epoch basis, once (the step itself decomposes nothing)
+        ctx = types.SimpleNamespace(y_retain=torch.zeros(len(x8)), x_retain=x8, prep=prep, device=device,
+                                    da_generator=gen, autocast=lambda: runtime.autocast(device, amp))
+        reg.on_epoch_start(model, ctx)
+
+    def penalty(xb: Any) -> Any:
+        idx = torch.randint(0, len(x8), (n_other,), generator=gen).to(device)
+        z = batch_stat_features(model, torch.cat([xb, prep(x8[idx], train=True, generator=gen)]))
+        value, _ = reg.penalty(z[: len(xb)], z[len(xb):])
+        return value
+
+    return penalty
 
 
 def _launch(spec: dict[str, Any]) -> subprocess.Popen:
@@ -118,7 +162,9 @@ def measure(spec: dict[str, Any], processes: int, timeout_s: float = 300.0) -> d
                     p.kill()
     rates = [r["img_s"] for r in out]
     return {"processes": processes, "aggregate_img_s": sum(rates), "per_process_img_s": sum(rates) / len(rates),
-            "slowest_img_s": min(rates), "peak_mb": max(r["peak_mb"] for r in out)}
+            "slowest_img_s": min(rates), "peak_mb": max(r["peak_mb"] for r in out),
+            "ms_per_step": 1000.0 * float(spec["window_s"]) * len(out) / max(1, sum(r["steps"] for r in out)),
+            "warmup_s": max(r["warmup_s"] for r in out)}
 
 
 def choose_jobs_per_device(rows: list[dict[str, Any]], tolerance: float = 0.05) -> int:

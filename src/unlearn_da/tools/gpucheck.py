@@ -7,9 +7,12 @@ precision (bf16 autocast, channels_last), calling the package's stage functions
 in sequence: no Snakemake, no jsonschema, nothing installed, so it runs on a
 GPU machine as it comes. Every method must keep every logged loss term finite
 (``log_every: 1`` logs every step) and end with finite weights; every stage must
-complete. Then it measures ResNet-18 32x32 training throughput, ours against a
-bare PyTorch loop at the same precision, and projects the hours of the CIFAR-10
-and CIFAR-100 tables. Exits non-zero on any failure.
+complete. Then it measures what decides the table's time: ResNet-18 32x32 training
+throughput, ours against a bare PyTorch loop at the same precision; the profile's
+step in 1, 2, 4 and 8 processes on one device (``gpu.jobs_per_device``); the DA step;
+compile on and off; a real job's start-up (``tools/devicecost.py``); and projects the
+hours of the CIFAR-10 and CIFAR-100 tables on this machine's GPUs from the counted
+workload. ``--measure-only`` skips the methods' stages. Exits non-zero on any failure.
 """
 
 from __future__ import annotations
@@ -103,31 +106,29 @@ class Checker:
         return [r for r in self.rows if not r["ok"]]
 
 
+def measured_profile(device: str) -> tuple[dict[str, Any], bool]:
+    """The profile whose training step is measured: config/cifar10.yaml (ResNet-18, batch 256) on a GPU;
+    on the CPU the default config's small CNN (toy size). Also whether it runs on a GPU."""
+    import torch
+
+    on_gpu = device != "cpu" and torch.cuda.is_available()
+    return load_config([REPO_ROOT / "config" / "cifar10.yaml"] if on_gpu else []), on_gpu
+
+
 def measure_jobs_per_device(device: str, amp: bool, threads: int, log=print) -> dict[str, Any]:
-    """The profile's training step in 1, 2, 4 and 8 processes on one GPU (config/cifar10.yaml: ResNet-18,
-    batch 256); on the CPU the default config's small CNN in 1 and 2 processes (toy size)."""
+    """The profile's training step in 1, 2, 4 and 8 processes on one GPU; on the CPU in 1 and 2 processes."""
     import torch
 
     from .concurrency import profile_spec, run_concurrency
 
-    on_gpu = device != "cpu" and torch.cuda.is_available()
-    config = load_config([REPO_ROOT / "config" / "cifar10.yaml"] if on_gpu else [])
+    config, on_gpu = measured_profile(device)
     spec = profile_spec(config, "cuda" if on_gpu else "cpu", amp, True, threads,
                         window_s=10.0 if on_gpu else 2.0, warmup_steps=20 if on_gpu else 3)
     result = run_concurrency(spec, (1, 2, 4, 8) if on_gpu else (1, 2), log=log)
-    devices = torch.cuda.device_count() if on_gpu else 1
-    result.update(spec=spec, devices=devices,
-                  hours=paper_hours_at(result["chosen_aggregate_img_s"] * devices))
+    result.update(spec=spec, devices=torch.cuda.device_count() if on_gpu else 1)
     log(f"jobs_per_device: {result['jobs_per_device']} (the fewest processes within 5 % of the best "
-        f"aggregate rate); projected on {devices} device(s): "
-        + ", ".join(f"{k} {v:.1f} h" for k, v in result["hours"].items()))
+        f"aggregate rate)")
     return result
-
-
-def paper_hours_at(img_per_s: float) -> dict[str, float]:
-    from .bench import paper_hours
-
-    return paper_hours(img_per_s)
 
 
 def concurrency_lines(result: dict[str, Any]) -> list[str]:
@@ -141,21 +142,67 @@ def concurrency_lines(result: dict[str, Any]) -> list[str]:
     lines += [f"| {r['processes']} | {r['aggregate_img_s']:.0f} | {r['per_process_img_s']:.0f} | "
               f"{r['slowest_img_s']:.0f} | {r['peak_mb']:.0f} |" for r in result["rows"]]
     lines += ["", f"Chosen `gpu.jobs_per_device`: **{result['jobs_per_device']}** (fewest processes within 5 % "
-              f"of the best aggregate). Projected with {result['devices']} device(s) at that rate: "
-              + ", ".join(f"{k} {v:.1f} h" for k, v in result["hours"].items()) + " (counted workload, "
-              "unlearn_da.tools.bench.workload_images).", ""]
+              f"of the best aggregate).", ""]
     return lines
+
+
+def throughput_lines(r: dict[str, Any]) -> list[str]:
+    return ["", "## ResNet-18 32x32 training loop against a bare PyTorch loop", "",
+            "| device | precision | batch | ours img/s | bare img/s | ratio |", "|---|---|---|---|---|---|",
+            f"| {r['device']} | {r['precision']} | {r['batch']} | {r['ours']:.0f} | {r['bare']:.0f} | "
+            f"{r['ours'] / r['bare']:.2f} |", ""]
+
+
+def run_measurements(chk: Checker, device: str, amp_on: bool, threads: int, repeats: int, config: dict[str, Any],
+                     data: Path, split_dir: Path, work: Path, seed: int, skip_compile: bool,
+                     log=print) -> tuple[list[str], dict[str, Any]]:
+    """What decides the table's time (``tools/devicecost.py``): our loop against a bare one, jobs per
+    device, the DA step, compile on and off, a job's start-up; then the projected hours. Returns the
+    report's lines and the numbers."""
+    from . import devicecost as dc
+    from .bench import training_throughput
+
+    first = len(chk.rows)
+    lines: list[str] = []
+    loop = chk.stage("ResNet-18 throughput", training_throughput, threads, repeats, [RESNET_CASE], device,
+                     amp_on, True)
+    if loop:
+        lines += throughput_lines(loop[0])
+        log(f"ResNet-18 training: ours {loop[0]['ours']:.0f} img/s, bare {loop[0]['bare']:.0f} img/s")
+    conc = chk.stage("jobs per device", measure_jobs_per_device, device, amp_on, threads, log)
+    if not conc:
+        return lines, {"loop": loop}
+    lines += concurrency_lines(conc)
+    spec, one = conc["spec"], conc["rows"][0]
+    profile, _ = measured_profile(device)
+    da = chk.stage("DA step", dc.measure_da_step, spec, one, dc.da_settings(profile), log)
+    compiled = None if skip_compile else chk.stage("compile on and off", dc.measure_compile, spec, one,
+                                                   work / "inductor-cache", log)
+    startup = chk.stage("job start-up", dc.measure_startup, config, data, split_dir, work / "startup", seed,
+                        threads, 2, log)
+    projected = None
+    if startup:
+        projected = dc.projection(conc["chosen_aggregate_img_s"], conc["devices"], conc["jobs_per_device"],
+                                  dc.typical_startup(startup), da["rate_ratio"] if da else 1.0)
+        log("projected: " + ", ".join(f"{k} {v['hours']:.2f} h" for k, v in projected.items()))
+    seconds = sum(r["seconds"] for r in chk.rows[first:])
+    lines += dc.report_lines(compiled, da, startup, projected, seconds, conc["devices"], conc["jobs_per_device"])
+    return lines, {"loop": loop, "jobs_per_device": conc, "da_step": da, "compile": compiled, "startup": startup,
+                   "projected_hours": projected, "measurement_s": seconds}
 
 
 def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check", threads: int = 2,
                   amp: str = "auto", subset: tuple[int, int] = (200, 100), repeats: int = 3,
-                  skip_throughput: bool = False, log=print) -> int:
-    """Run the check; write ``<workdir>/gpu-check.md`` and return the exit code (0: all stages passed)."""
+                  skip_throughput: bool = False, measure_only: bool = False, skip_compile: bool = False,
+                  log=print) -> int:
+    """Run the check; write ``<workdir>/gpu-check.md`` and return the exit code (0: all stages passed).
+
+    ``measure_only``: only the data, one split and the measurements (what decides the table's time),
+    not every method's stages; ``skip_compile``: no compile measurement (Inductor needs a C++ compiler)."""
     import torch
 
     from .. import pipeline as P
     from ..core.artifacts import write_text
-    from .bench import paper_hours, training_throughput
     from ..data.prepared import prepare
     from ..jobs.evaluate import run_metrics
     from ..reporting.plots import run_backdoor_figure
@@ -176,6 +223,7 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
     for line in header:
         log(line)
     chk = Checker(log)
+    measured: dict[str, Any] = {}
     run = P.run_name(config)
     res = work / "results" / run
     data = work / P.prepared_dir(config) / "dataset.npz"
@@ -186,13 +234,20 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
     original = res / f"seed{seed}" / "models" / "original.pt"
     # as in the pipeline, the job that makes a model also extracts its features (``--features-out``)
     fp = P.features_params(config)
-    chk.stage("train original", run_train, str(data), "original", seed, threads, P.train_params(config),
-              str(original), split_dir=None, code="gpu-check",
-              features_out=str(res / f"seed{seed}" / "features" / "original.npz"), features_params=fp)
+    if not measure_only:
+        chk.stage("train original", run_train, str(data), "original", seed, threads, P.train_params(config),
+                  str(original), split_dir=None, code="gpu-check",
+                  features_out=str(res / f"seed{seed}" / "features" / "original.npz"), features_params=fp)
+
+    def split_of(scenario: str) -> Path:
+        return work / P.prepared_dir(config) / "splits" / scenario / f"seed{seed}"
+
     for scenario in config["scenarios"]:
-        split_dir = work / P.prepared_dir(config) / "splits" / scenario / f"seed{seed}"
+        split_dir = split_of(scenario)
         chk.stage(f"{scenario}: split", run_split, str(data), scenario, seed, P.split_params(config, scenario),
                   str(split_dir))
+        if measure_only:  # the start-up measurement needs one split; no method runs
+            break
         base = res / scenario / f"seed{seed}"
         models = ["retrain", "original", *config["unlearn"]["methods"]]
         backdoor = is_backdoor(scenario)  # its own original, trained on the poisoned data
@@ -233,25 +288,13 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
               for r in chk.rows]
     if not skip_throughput:
         amp_on = amp == "on" or (amp == "auto" and device == "cuda")
-        rows = chk.stage("ResNet-18 throughput", training_throughput, threads, repeats, [RESNET_CASE], device,
-                         amp_on, True)
-        if rows:
-            r = rows[0]
-            hours = paper_hours(r["ours"])
-            lines += ["", "## ResNet-18 32x32 training throughput", "",
-                      "| device | precision | batch | ours img/s | bare img/s | ratio |", "|---|---|---|---|---|---|",
-                      f"| {r['device']} | {r['precision']} | {r['batch']} | {r['ours']:.0f} | {r['bare']:.0f} | "
-                      f"{r['ours'] / r['bare']:.2f} |", "",
-                      "Projected hours of the paper tables at this rate (3 seeds, random10, class0 and backdoor10, every method, "
-                      "two oracles per seed): " + ", ".join(f"{k} {v:.1f} h" for k, v in hours.items()), ""]
-            log(f"ResNet-18 training: ours {r['ours']:.0f} img/s, bare {r['bare']:.0f} img/s; projected: "
-                + ", ".join(f"{k} {v:.1f} h" for k, v in hours.items()))
-        conc = chk.stage("jobs per device", measure_jobs_per_device, device, amp_on, threads, log)
-        if conc:
-            lines += concurrency_lines(conc)
+        more, measured = run_measurements(chk, device, amp_on, threads, repeats, config, data,
+                                          split_of(config["scenarios"][0]), work, seed, skip_compile, log)
+        lines += more
     failures = chk.failures
     lines += ["", f"**{len(failures)} failure(s)**" if failures else "**all stages passed**", ""]
     write_text(work / "gpu-check.md", "\n".join(lines))
-    (work / "gpu-check.json").write_text(json.dumps({"header": header, "stages": chk.rows}, indent=1))
+    (work / "gpu-check.json").write_text(json.dumps({"header": header, "stages": chk.rows, "measured": measured},
+                                                    indent=1, default=str))
     log(f"gpu-check: {len(chk.rows)} stages, {len(failures)} failure(s); report: {work / 'gpu-check.md'}")
     return 1 if failures else 0
