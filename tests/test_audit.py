@@ -53,6 +53,22 @@ def test_klom_by_hand():
     assert binned_kl(q, p, bins=3)[0] != pytest.approx(binned_kl(p, q, bins=3)[0])
 
 
+def test_an_ensemble_wholly_on_the_top_edge_scores_as_far_apart_not_as_identical():
+    """Every unlearned margin clipped at +100 above every oracle's: the reference's histogram is empty
+    (np.digitize drops the top edge; NaN or 0 there); here the values go to the top bin, where the
+    oracle has no mass: KL = log((1 + eps) / eps). The same with the roles swapped."""
+    rng = np.random.default_rng(3)
+    high = np.full((8, 4), 150.0)  # clipped to 100
+    low = rng.normal(loc=5.0, size=(8, 4))
+    eps = 1e-5
+    assert binned_kl(high, low, eps=eps) == pytest.approx(np.full(4, math.log((1 + eps) / eps)), rel=1e-12)
+    assert (binned_kl(low, high, eps=eps) > 10).all()
+    # one value on the top edge of a sample that has others is still dropped, as in the reference
+    mixed = low.copy()
+    mixed[0] = 100.0
+    assert np.allclose(binned_kl(mixed, low), _reference_klom(mixed, low), rtol=1e-10, atol=1e-12)
+
+
 def _reference_klom(p: np.ndarray, q: np.ndarray, bins: int = 20, eps: float = 1e-5, clip: float = 100.0):
     """The data-unlearning-bench algorithm written as its loop: per example np.digitize and
     scipy.stats.entropy (an independent implementation of what klom.binned_kl vectorises)."""

@@ -9,6 +9,12 @@ Georgiev et al., "Attribute-to-Delete" (arXiv 2410.23232, appendix E.1); the ref
 - per example, both samples of margins (one per model) are clipped to [-100, 100] and binned into
   20 equal bins spanning the two samples' joint minimum to maximum (a bin of width 1 when all are
   equal); a value on the top edge falls outside every bin (``np.digitize``), as in the reference;
+- (ours) when every value of one sample sits on that top edge (all its margins clipped at +100
+  above the other sample, say), the reference's histogram is empty: data-unlearning-bench
+  divides 0 by 0 (NaN) and EasyDUB scores 0, "identical". Here those values go to the top bin,
+  so an ensemble wholly above the other scores as far apart as the bins allow (about
+  log(1 / eps)). The case is undefined in the reference, so no switch: every value the
+  reference defines is unchanged;
 - probabilities are the bin counts over their total; where the unlearned sample has mass, the
   oracle's probability is raised to at least ``eps`` = 1e-5 and the oracle's histogram is
   renormalised (``scipy.stats.entropy``);
@@ -54,8 +60,8 @@ def binned_kl(p: np.ndarray, q: np.ndarray, bins: int = 20, eps: float = 1e-5, c
         # np.digitize's index: how many edges are <= the value (1..bins inside, bins + 1 on the top edge)
         index = (sample.T[:, :, None] >= edges[:, None, :]).sum(axis=2)  # (examples, models)
         counts = np.stack([(index == i).sum(axis=1) for i in range(1, bins + 1)], axis=1).astype(np.float64)
-        total = counts.sum(axis=1, keepdims=True)
-        return np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+        counts[counts.sum(axis=1) == 0, -1] = sample.shape[0]  # all on the top edge: the top bin (ours)
+        return counts / counts.sum(axis=1, keepdims=True)
 
     hp, hq = histogram(p), histogram(q)
     hq = np.where(hp > 0, np.maximum(hq, eps), hq)
