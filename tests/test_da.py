@@ -20,6 +20,7 @@ from unlearn_da.methods.base import StepRecorder, UnlearnContext, batch_stat_fea
 from unlearn_da.methods.da import DARegularizer
 from unlearn_da.metrics.alignment import (
     alignment_curves,
+    alignment_share,
     dimensional_alignment,
     eigenspace_alignment,
     eigenspace_of,
@@ -68,6 +69,31 @@ def test_da_loss_hands_eigh_a_float32_matrix_under_autocast(monkeypatch, source)
         dimensional_alignment(zf, zr)  # the metric's torch path too
     assert seen and all(d == torch.float32 for d in seen), seen
     assert loss.dtype == torch.float32
+
+
+def test_the_first_ema_step_never_decomposes_a_rank_deficient_d_by_d_moment(monkeypatch):
+    """The first ema step's running moment is one batch's (rank <= batch size). A float32 eigh of that
+    d x d matrix may return NaN (a CUDA solver on a rank-deficient batch); the step takes the batch's
+    Gram matrix instead, as a batch basis does, and later steps decompose the running moment."""
+    real = torch.linalg.eigh
+    sizes = []
+
+    def eigh_failing_on_rank_deficient(a, *args, **kwargs):
+        sizes.append(a.shape[0])
+        vals, vecs = real(a, *args, **kwargs)
+        if a.shape[0] == 32:  # the d x d moment: NaN as the solver gives it
+            return vals * float("nan"), vecs * float("nan")
+        return vals, vecs
+
+    monkeypatch.setattr(torch.linalg, "eigh", eigh_failing_on_rank_deficient)
+    torch.manual_seed(0)
+    zr, zf = torch.randn(8, 32), torch.randn(8, 32)
+    reg = DARegularizer({**DA_CFG, "basis_source": "ema"})
+    first = reg.loss(zf, zr)
+    assert torch.isfinite(first) and sizes == [8]  # the 8 x 8 Gram matrix only
+    space = retain_eigenspace(zr, energy=DA_CFG["energy"], center=DA_CFG["center"])
+    assert torch.allclose(first, 1.0 - alignment_share(zf, space, DA_CFG["form"], eps=1e-12), atol=1e-6)
+    assert reg._cov is not None and torch.allclose(reg._cov, zr.T @ zr / 8)  # the running moment starts here
 
 
 @pytest.mark.parametrize("form", ["frobenius", "energy"])
@@ -231,6 +257,21 @@ def test_plus_da_with_zero_weight_leaves_every_weight_and_buffer_as_the_base_met
     assert any("running_mean" in k for k in a)
     for key in a:
         assert torch.equal(a[key], b[key]), f"{method}+da (lambda_da 0, {source}): {key} differs"
+
+
+def test_neggrad_plus_da_takes_the_da_term_on_a_pair_of_da_batch_size(start, monkeypatch):
+    """NegGrad+'s own batches are small (reference: 32 retain, 16 forget): a retain basis of rank <= 32.
+    Its DA term, as every +da's, is taken on a forget/retain pair of unlearn.da.batch_size."""
+    shapes = []
+    real = DARegularizer.penalty
+
+    def spy(self, z_forget, z_retain):
+        shapes.append((len(z_forget), len(z_retain)))
+        return real(self, z_forget, z_retain)
+
+    monkeypatch.setattr(DARegularizer, "penalty", spy)
+    _run(start, "neggrad_plus", {**DA_CFG, "batch_size": 48}, batch_size=32, forget_batch_size=16)
+    assert shapes and set(shapes) == {(48, 48)}, set(shapes)
 
 
 def test_batch_stat_features_use_batch_statistics_and_update_no_buffer(start):

@@ -287,20 +287,56 @@ def test_salun_masked_update_hooks_give_the_per_parameter_loops_bits(optimizer):
         assert torch.equal(a, b), n
 
 
-def test_ssd_batches_d_as_the_reference_retain_first_then_forget(trained, monkeypatch):
-    """forget_*_main.py: full_train_dl = DataLoader(ConcatDataset((retain, forget)), batch_size), unshuffled:
-    the importances of D are taken over batches of D_r first, then D_f (batch composition sets their value)."""
+def _ssd_batches(ctx, monkeypatch, **over):
+    """The (x, y, batch size) that SSD hands to ``importances``: D first, then D_f."""
     from unlearn_da.methods import ssd
 
-    ctx = make_ctx(trained, "random10")
     seen = []
     real = ssd.importances
 
     def spy(model, x, y, prep, batch_size):
-        seen.append(y.clone())
+        seen.append((x.clone(), y.clone(), batch_size))
         return real(model, x, y, prep, batch_size)
 
     monkeypatch.setattr(ssd, "importances", spy)
-    get_method("ssd")(ctx, hp("ssd", batch_size=32))
-    assert torch.equal(seen[0], torch.cat([ctx.y_retain, ctx.y_forget]))
-    assert torch.equal(seen[1], ctx.y_forget)
+    get_method("ssd")(ctx, hp("ssd", **over))
+    return seen
+
+
+def test_ssd_batches_a_class_as_build_retain_forget_sets_does(trained, monkeypatch):
+    """forget_full_class_strategies.py build_retain_forget_sets: D_r class by class in ascending order, each
+    class in data-set order, then D_f (the class, data-set order); ConcatDataset((retain, forget)) unshuffled."""
+    ctx = make_ctx(trained, "class0")
+    ctx.forgotten_class = 0
+    (x_d, y_d, _), (x_f, y_f, _) = _ssd_batches(ctx, monkeypatch)
+    n_r = len(ctx.y_retain)
+    assert torch.equal(y_d[:n_r], torch.sort(ctx.y_retain).values)  # one class after the other
+    for c in range(1, 10):  # within a class: the data-set order of D_r
+        assert torch.equal(x_d[:n_r][y_d[:n_r] == c], ctx.x_retain[ctx.y_retain == c])
+    assert torch.equal(x_d[n_r:], ctx.x_forget) and torch.equal(x_f, ctx.x_forget)
+
+
+def test_ssd_batches_a_random_set_as_random_split_does(trained, monkeypatch):
+    """forget_random_main.py: random_split returns D_f and D_r in a random order (seeded by the run); D is
+    D_r then D_f, and D_f's importances are taken over the same D_f order."""
+    ctx = make_ctx(trained, "random10")
+    (x_d, y_d, _), (x_f, y_f, _) = _ssd_batches(ctx, monkeypatch)
+    n_r = len(ctx.y_retain)
+    assert torch.equal(x_d[n_r:], x_f) and torch.equal(y_d[n_r:], y_f)
+    assert not torch.equal(y_d[:n_r], ctx.y_retain) and not torch.equal(y_f, ctx.y_forget)  # permuted
+    assert torch.equal(torch.sort(y_d[:n_r]).values, torch.sort(ctx.y_retain).values)  # the same samples
+    assert torch.equal(torch.sort(y_f).values, torch.sort(ctx.y_forget).values)
+    again = _ssd_batches(make_ctx(trained, "random10"), monkeypatch)
+    assert torch.equal(again[0][0], x_d)  # the run's seed fixes the order
+
+
+def test_ssd_takes_the_class_alpha_in_a_class_scenario(trained):
+    """One alpha per reference script: class_alpha (forget_full_class_main.py) when set, else alpha."""
+    from unlearn_da.methods.ssd import scenario_values
+
+    params = hp("ssd", alpha=10.0, class_alpha=5.0, batch_size=128, class_batch_size=64)
+    ctx = make_ctx(trained, "class0")
+    assert scenario_values(ctx, params) == (128, 10.0)  # forgotten_class unset: the random script
+    ctx.forgotten_class = 0
+    assert scenario_values(ctx, params) == (64, 5.0)
+    assert scenario_values(ctx, {**params, "class_alpha": None, "class_batch_size": None}) == (128, 10.0)

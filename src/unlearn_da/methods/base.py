@@ -191,12 +191,6 @@ class UnlearnContext:
         z = batch_stat_features(self.model, torch.cat([xf, xr]))
         return self.da.penalty(z[: len(xf)], z[len(xf):])
 
-    def da_penalty(self, z_forget: torch.Tensor, z_retain: torch.Tensor):
-        """lambda * L_DA on features the method already computed (0 unless running as ``+da``)."""
-        if self.da is None:
-            return 0.0, {}
-        return self.da.penalty(z_forget, z_retain)
-
     def da_sampled(self):
         """lambda * L_DA on a freshly drawn forget/retain pair (0 unless running as ``+da``)."""
         if self.da is None:

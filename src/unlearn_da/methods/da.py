@@ -89,11 +89,15 @@ class DARegularizer:
         if self.source == "ema":
             batch_cov, batch_mean = second_moment(z.detach(), self.center)
             if self._cov is None:
+                # the first step's running moment is this one batch's (rank <= batch size): decomposed
+                # through the batch's Gram matrix, as a ``batch`` basis is (a float32 eigh of a
+                # rank-deficient d x d moment can return NaN)
                 self._cov, self._mean = batch_cov, batch_mean
-            else:
-                d = self.ema_decay
-                self._cov = d * self._cov + (1 - d) * batch_cov
-                self._mean = d * self._mean + (1 - d) * batch_mean
+                self.decompositions += 1
+                return retain_eigenspace(z.detach(), energy=self.energy, k=self.k, center=self.center)
+            d = self.ema_decay
+            self._cov = d * self._cov + (1 - d) * batch_cov
+            self._mean = d * self._mean + (1 - d) * batch_mean
             return self._decompose(self._cov, self._mean)
         if self._epoch_space is None:  # epoch
             raise RuntimeError("basis_source 'epoch': no epoch basis yet; the method must call "

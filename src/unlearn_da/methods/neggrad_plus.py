@@ -10,6 +10,9 @@ SGD (``torch.optim.SGD(model.parameters(), lr=lr, weight_decay=0.0)``: no moment
 The two batch sizes are separate: ``batch_size`` for D_r, ``forget_batch_size`` for D_f
 (``MIA_experiments.ipynb``: ``args.retain_bs = 32``, ``args.forget_bs = 16``). No augmentation by default
 (``augment_data: false``: the notebook builds its loaders with ``get_loaders(..., augment=False)``).
+As ``neggrad_plus+da``, the DA term is taken on a forget/retain pair of ``unlearn.da.batch_size`` drawn
+for it (``UnlearnContext.da_sampled``), as in every ``+da``, not on the method's own batches (16 and 32 in
+the reference's setting: a retain basis of rank 32 at most against ResNet-18's 512 features).
 The eval-mode loop with an l2 pull towards the initial weights of ``small_scale_unlearning.ipynb``
 (``run_neggrad_epoch``) is another method and is not implemented.
 """
@@ -44,6 +47,6 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
                 ce_r = F.cross_entropy(ctx.model.head(zr), yr)
                 zf = ctx.model.features(xf)
                 ce_f = F.cross_entropy(ctx.model.head(zf), yf)
-                penalty, da_terms = ctx.da_penalty(zf, zr)
+                penalty, da_terms = ctx.da_sampled()  # +da: paired batches of da.batch_size, as every +da
                 loss = alpha * ce_r - (1 - alpha) * ce_f + penalty
             trainer.step(loss, {"retain_ce": ce_r, "forget_ce": ce_f, **da_terms})
