@@ -10,6 +10,7 @@ import pytest
 
 from conftest import copy_project, dry_run_jobs, snakemake
 from unlearn_da.settings.config import load_config, tuning_space, validate_config
+from unlearn_da.tuning.provenance import problems, tuned_marks
 
 PROFILES = [[], ["config/quick.yaml"], ["config/fashion-mnist.yaml"], ["config/cifar10.yaml"],
             ["config/cifar10.yaml", "config/cifar100.yaml"], ["tests/config/tiny.yaml"]]
@@ -18,6 +19,174 @@ PROFILES = [[], ["config/quick.yaml"], ["config/fashion-mnist.yaml"], ["config/c
 @pytest.mark.parametrize("files", PROFILES, ids=lambda f: "+".join(Path(p).stem for p in f) or "default")
 def test_profile_is_valid(files):
     validate_config(load_config(files), sources=["config/config.yaml", *files])
+
+
+SHIPPED = [[], ["config/quick.yaml"], ["config/backdoor.yaml"], ["config/fashion-mnist.yaml"], ["config/cifar10.yaml"],
+           ["config/cifar10.yaml", "config/cifar100.yaml"]]
+
+
+@pytest.mark.parametrize("files", SHIPPED, ids=lambda f: "+".join(Path(p).stem for p in f) or "default")
+def test_every_tuned_value_comes_from_a_search_of_today_s_code(files):
+    """A value marked tuned names the search that chose it (tuning.selection); that search recorded its space,
+    budget, seeds and the code of each method, the shared training code and the scoring code, and all of it
+    is today's. A profile of other data inherits no value tuned on digits (CIFAR: a stated rule instead)."""
+    found = problems(files)
+    assert not found, f"{len(found)} problem(s):\n" + "\n".join(found[:25])
+
+
+def _profile(tmp_path, selection: dict | None, energy: dict | None = None, **over) -> Path:
+    """A copy of the default config whose tuning artifacts are the given dicts (written beside it)."""
+    import yaml
+
+    cfg = load_config()
+    for name, value in (("selection", selection), ("da_energy", energy)):
+        if value is None:
+            cfg["tuning"][name] = None
+        else:
+            (tmp_path / f"{name}.json").write_text(json.dumps(value))
+            cfg["tuning"][name] = str(tmp_path / f"{name}.json")
+    for path, value in over.items():
+        node = cfg
+        *parents, last = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    out = tmp_path / "config.yaml"
+    out.write_text(Path("config/config.yaml").read_text().split("\n", 1)[0] + "\n" + yaml.safe_dump(cfg))
+    return out
+
+
+def _fresh_selection(cfg: dict) -> dict:
+    """A selection as `make tune` writes it today, choosing exactly the profile's values."""
+    from unlearn_da import pipeline as P
+
+    chosen = {m: {"values": {k: cfg["unlearn"][m][k] for k in space}} for m, space in tuning_space(cfg).items()}
+    for m in P.da_tuning_methods(cfg):
+        chosen[f"{m}+da"] = {"values": {**chosen[m]["values"], "da_weight": cfg["unlearn"]["da"]["weights"][m]}}
+    return {"rule": "test", "chosen": chosen, **P.tuning_provenance(cfg)}
+
+
+def _fresh_energy(cfg: dict) -> dict:
+    from unlearn_da import pipeline as P
+
+    return {"chosen_energy": cfg["evaluation"]["da"]["energy"], **P.da_energy_provenance(cfg)}
+
+
+def test_a_selection_of_today_s_code_and_values_has_no_problem(tmp_path):
+    cfg = load_config()
+    assert problems(base=_profile(tmp_path, _fresh_selection(cfg), _fresh_energy(cfg))) == []
+
+
+def test_a_value_searched_with_other_method_code_is_stale(tmp_path):
+    """SSD's alpha and lambda chosen before its batching changed: the method's code hash differs."""
+    cfg = load_config()
+    selection = _fresh_selection(cfg)
+    selection["code"]["ssd"]["method"] = "0123456789abcdef"
+    found = problems(base=_profile(tmp_path, selection, _fresh_energy(cfg)))
+    assert len(found) == 1 and "ssd was searched with other code (method:" in found[0], found
+
+
+def test_a_changed_training_code_hash_or_search_space_makes_every_value_stale(tmp_path):
+    cfg = load_config()
+    selection = _fresh_selection(cfg)
+    for code in selection["code"].values():
+        code["training"] = "0123456789abcdef"
+    selection["search"]["space"]["ft"] = {"lr": ["log", 0.001, 0.1]}
+    found = problems(base=_profile(tmp_path, selection, _fresh_energy(cfg)))
+    assert len(found) == len(selection["code"]) + 1
+    assert any("ft's search space today" in f for f in found)
+
+
+def test_a_profile_value_that_differs_from_its_selection_is_found(tmp_path):
+    cfg = load_config()
+    selection = _fresh_selection(cfg)
+    base = _profile(tmp_path, selection, _fresh_energy(cfg), **{"unlearn.ssd.alpha": 6.0})
+    found = problems(base=base)
+    assert found == [f"unlearn.ssd.alpha: the profile has 6.0, {tmp_path / 'selection.json'} chose "
+                     f"{cfg['unlearn']['ssd']['alpha']!r}"]
+
+
+def test_a_value_marked_tuned_that_no_search_chose_is_found(tmp_path):
+    cfg = load_config()
+    base = _profile(tmp_path, _fresh_selection(cfg), _fresh_energy(cfg))
+    text = base.read_text().replace("\n  lambda_sd:", "\n  lambda_sd:", 1)
+    lines = [line + "  # tuned" if line.strip().startswith("lambda_sd:") else line for line in text.splitlines()]
+    base.write_text("\n".join(lines) + "\n")
+    found = problems(base=base)
+    assert len(found) == 1 and "unlearn.muda.lambda_sd is marked tuned" in found[0], found
+
+
+def test_an_energy_chosen_by_other_code_or_not_the_profile_s_is_found(tmp_path):
+    cfg = load_config()
+    energy = _fresh_energy(cfg)
+    energy["code"]["training"] = "0123456789abcdef"
+    energy["chosen_energy"] = 0.5
+    found = problems(base=_profile(tmp_path, _fresh_selection(cfg), energy))
+    assert len(found) == 2 and "evaluation.da.energy: the profile has" in found[0] and "make da-energy" in found[1]
+
+
+def test_a_profile_of_other_data_inherits_no_value_tuned_on_digits(tmp_path):
+    """An overlay that changes the data set but names no search of its own, or names one (or null) and
+    leaves digits-tuned values in place, is refused, key by key."""
+    cfg = load_config()
+    base = _profile(tmp_path, _fresh_selection(cfg), _fresh_energy(cfg))
+    same = tmp_path / "other-data.yaml"
+    same.write_text("dataset: fashion_mnist\n")
+    found = problems([same], base=base)
+    assert any("tuning.selection" in f and "names its own, or null" in f for f in found)
+    own = tmp_path / "own-null.yaml"
+    own.write_text("dataset: fashion_mnist\ntuning: {selection: null, da_energy: null}\n"
+                   "unlearn: {ft: {lr: 0.01, epochs: 3}}\n")
+    found = problems([own], base=base)
+    inherited = {f.split(":")[0] for f in found if "inherited from" in f}
+    assert "unlearn.ft.lr" not in inherited and "unlearn.ssd.alpha" in inherited
+    assert "unlearn.da.weights.ft" in inherited and "evaluation.da.energy" in inherited
+
+
+def test_tuned_marks_read_both_forms_and_refuse_an_ambiguous_one(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("unlearn:\n  ft:\n    lr: 0.1  # tuned (why)\n    epochs: 3\n"
+                 "  ga: {lr: 0.01, epochs: 2, batch_size: 8}  # tuned: lr, epochs\n")
+    assert tuned_marks(f) == {("unlearn", "ft", "lr"), ("unlearn", "ga", "lr"), ("unlearn", "ga", "epochs")}
+    f.write_text("unlearn:\n  ga: {lr: 0.01, epochs: 2}  # tuned\n")
+    with pytest.raises(ValueError, match="name them"):
+        tuned_marks(f)
+    f.write_text("unlearn:\n  ga: {lr: 0.01}  # tuned: lr, momentum\n")
+    with pytest.raises(ValueError, match="momentum"):
+        tuned_marks(f)
+
+
+def _centre(spec: list):
+    kind, *rest = spec
+    if kind == "choice":
+        return rest[0]
+    low, high = rest[:2]
+    if kind == "log":
+        return (low * high) ** 0.5
+    return round((low + high) / 2) if kind == "int" else (low + high) / 2
+
+
+def test_cifar_values_chosen_by_the_centre_rule_sit_at_the_centre_of_their_search_range():
+    """config/cifar10.yaml "(ours: centre)": MUDA's untuned keys at the centre of the profile's own range
+    (three significant digits), every "+da" weight at the middle of tuning.da_weights."""
+    cfg = load_config(["config/cifar10.yaml"])
+    text = Path("config/cifar10.yaml").read_text()
+    space = cfg["tuning"]["space"]["muda"]
+    marked = [line.split(":")[0].strip() for line in text.splitlines()
+              if "(ours: centre)" in line.partition("#")[2] and not line.lstrip().startswith("#")]
+    assert set(marked) >= {"lr", "lambda_da", "forget_loss", "basis_source", "weights"}, marked
+    for key in set(marked) - {"weights"}:
+        want, got = _centre(space[key]), cfg["unlearn"]["muda"][key]
+        assert got == want if isinstance(want, str) else got == pytest.approx(float(f"{want:.3g}")), (key, got, want)
+    grid = sorted(cfg["tuning"]["da_weights"])
+    assert set(cfg["unlearn"]["da"]["weights"].values()) == {grid[len(grid) // 2]}
+    assert set(cfg["unlearn"]["da"]["weights"]) == set(P_da_methods(cfg))
+
+
+def P_da_methods(cfg: dict) -> list[str]:
+    from unlearn_da.settings.config import method_base
+
+    return sorted({method_base(m)[0] for m in cfg["unlearn"]["methods"] if method_base(m)[1]})
 
 
 @pytest.mark.parametrize("files, trace", [([], "digits"), (["config/fashion-mnist.yaml"], "fashion-mnist")])

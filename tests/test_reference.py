@@ -163,6 +163,21 @@ def test_markdown_marks_only_the_value_outside_two_std_and_lists_what_was_not_ru
     assert "Published, not run here: IU, SSD." in md and "nothing in this project is tuned" in md
 
 
+def test_a_published_row_s_note_stands_beside_it_in_the_table(tmp_path):
+    """The shipped SalUn row predates Unlearn-Saliency PR #33 (masked-out weights kept unchanged), which our
+    salun follows: the reader of the comparison sees it beside that row, not only in a docstring."""
+    refs = load_references(SHIPPED)
+    salun = refs[(refs["model"] == "salun") & (refs["scenario"] == "random10")]
+    assert len(salun) == 1 and "PR #33" in salun.iloc[0]["note"]
+    assert (refs[refs["model"] != "salun"]["note"] == "").all()
+    summary = {"retrain": {"UA": {"mean": 5, "std": 0}}, "salun": {"UA": {"mean": 4, "std": 0}}}
+    matched = match_references(refs, "cifar10", "resnet18", "random10")
+    md = to_markdown(compare(matched, summary), matched, summary, "cifar10 / resnet18 — random10")
+    assert "| salun (SalUn) ‡ |" in md and "| retrain (Retrain) |" in md
+    note = next(line for line in md.splitlines() if line.startswith("‡ SalUn:"))
+    assert "PR #33" in note and md.count("‡") == 2
+
+
 # ------------------------------------------------------------------------------ aggregation
 def _metrics(tmp_path: Path, scenario: str) -> list[str]:
     values = {"retrain": [(100, 100, 94, 100), (100, 99.9, 94.5, 100)],

@@ -118,14 +118,14 @@ def cmd_backdoor_figure(a: argparse.Namespace) -> None:
 def cmd_choose_da_energy(a: argparse.Namespace) -> None:
     from .reporting.da_curves import run_choose_energy
 
-    result = run_choose_energy(a.pairs, a.params, a.seed, a.out_prefix)
+    result = run_choose_energy(a.pairs, a.params, a.seed, a.out_prefix, a.provenance)
     print(f"evaluation.da.energy: {result['chosen_energy']} (fixed-size alternative: k = {result['chosen_k']})")
 
 
 def cmd_select(a: argparse.Namespace) -> None:
     from .tuning.select import run_selection
 
-    run_selection(a.inputs, a.candidates, a.out_prefix, a.plans, a.figures_dir)
+    run_selection(a.inputs, a.candidates, a.out_prefix, a.plans, a.figures_dir, a.provenance)
 
 
 def cmd_plan_round2(a: argparse.Namespace) -> None:
@@ -390,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON list of {scenario, seed, original, oracle, split} (feature files, split folder)")
     p.add_argument("--params", type=_params, required=True, help="evaluation.da (JSON)")
     p.add_argument("--seed", type=int, default=0, help="evaluation.seed: the retain subset the metric draws")
+    p.add_argument("--provenance", type=_params, default=None,
+                   help="the seeds, scenarios and code hashes of the choice (JSON, written into its JSON)")
     p.add_argument("--out-prefix", required=True)
     p = add("select", cmd_select, "pick each method's hyper-parameters from the tuning runs (validation split)")
     p.add_argument("--inputs", nargs="+", required=True)
@@ -397,6 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="round-1 candidate name -> {base, values} (JSON)")
     p.add_argument("--plans", nargs="*", default=[], help="round2.json and da_round.json of the tuning checkpoints")
     p.add_argument("--figures-dir", default=None, help="one figure per method: score against each swept value")
+    p.add_argument("--provenance", type=_params, default=None,
+                   help="the search's space, budget, seeds and each method's code hashes (JSON, written into selection.json)")
     p.add_argument("--out-prefix", required=True)
     p = add("plan-round2", cmd_plan_round2, "plan round 2 of the search from round 1's scores (widen or refine)")
     p.add_argument("--inputs", nargs="+", required=True)

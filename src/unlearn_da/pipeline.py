@@ -113,6 +113,47 @@ def method_sources(config: dict, method: str, planned: dict[str, dict] | None = 
     return files
 
 
+# A tuned value is valid for the code it was searched with (``tuning_provenance``; tests/test_profiles.py):
+# the method's own files, the code every method's training runs through (the loop, the models, precision,
+# the unlearning context, the jobs that train the original and the oracle and unlearn, the prepared data),
+# and the code that scores a candidate (its metrics and the selection rule).
+TRAINING_SOURCES = ("core/training.py", "core/models.py", "core/runtime.py", "core/kernels.py", "methods/base.py",
+                    "jobs/train.py", "jobs/unlearn.py", "jobs/session.py", "data/prepared.py", "data/splits.py")
+SCORING_SOURCES = ("jobs/evaluate.py", "metrics/accuracy.py", "metrics/mia.py", "tuning/select.py")
+
+
+def method_code_files(config: dict, method: str) -> tuple[str, ...]:
+    """A method's own files: its module(s) and, when it uses DA (``+da``, MUDA), the DA code."""
+    from .methods import METHOD_DEPENDENCIES, METHOD_MODULES, USES_DA_CONFIG
+
+    base, _, plus_da = resolve_method(config, method)
+    files = tuple(f"methods/{METHOD_MODULES.get(m, m)}.py" for m in (base,) + METHOD_DEPENDENCIES.get(base, ()))
+    return files + (DA_SOURCES if plus_da or base in USES_DA_CONFIG else ())
+
+
+def tuned_code(config: dict, method: str) -> dict[str, str]:
+    """The code hashes a tuned value of ``method`` is valid for: its own files, the shared training code and
+    the scoring code."""
+    return {"method": code_hash(*method_code_files(config, method)), "training": code_hash(*TRAINING_SOURCES),
+            "scoring": code_hash(*SCORING_SOURCES)}
+
+
+def tuning_provenance(config: dict) -> dict[str, Any]:
+    """What a search depended on besides its metrics: its space, budget, seeds and scenarios, and per
+    searched method (each ``+da`` variant too) the code it ran. ``select`` writes it into selection.json."""
+    from .settings.config import tuning_space
+
+    tune = config["tuning"]
+    space = tuning_space(config)
+    methods = sorted(space) + [f"{m}+da" for m in da_tuning_methods(config)]
+    return {
+        "search": {"space": space, "budget": tune["budget"], "widen": tune["widen"], "seed": tune["seed"],
+                   "seeds": list(tune["seeds"]), "scenarios": tuning_scenarios(config),
+                   "da_weights": list(tune["da_weights"])},
+        "code": {m: tuned_code(config, m) for m in methods},
+    }
+
+
 def rule_code(rule: str) -> str:
     return code_hash(*RULE_SOURCES[rule])
 
@@ -326,6 +367,15 @@ def da_energy_params(config: dict) -> dict[str, Any]:
     """What the choice depends on: the DA metric's form, centring and retain subset (not its energy)."""
     da = config["evaluation"]["da"]
     return {"form": da["form"], "center": da["center"], "max_retain": da["max_retain"]}
+
+
+def da_energy_provenance(config: dict) -> dict[str, Any]:
+    """What ``make da-energy`` chose with besides the features: its seeds, scenarios and parameters, and the
+    code that trained the models (``TRAINING_SOURCES``) and computes the choice."""
+    tune = config["tuning"]
+    return {"search": {"seeds": list(tune["seeds"]), "scenarios": tuning_scenarios(config),
+                       "params": da_energy_params(config)},
+            "code": {"training": code_hash(*TRAINING_SOURCES), "choice": rule_code("choose_da_energy")}}
 
 
 def model_metrics(run: str, scenario: str, seed: int | str, model: str) -> str:

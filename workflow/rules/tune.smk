@@ -76,11 +76,12 @@ rule select_hyperparameters:
         ENV
     params:
         candidates=P.as_json(TUNING),
+        provenance=P.as_json(P.tuning_provenance(config)),
         code=P.rule_code("select"),
         prefix=lambda wc, output: output.md.removesuffix(".md"),
     shell:
         "python -m unlearn_da select --inputs {input.round1:q} {input.round2:q} {input.da:q}"
-        " --candidates {params.candidates:q} --plans {input.plans:q}"
+        " --candidates {params.candidates:q} --plans {input.plans:q} --provenance {params.provenance:q}"
         " --figures-dir {output.figures} --out-prefix {params.prefix} > {log} 2>&1"
 
 
@@ -114,8 +115,9 @@ rule choose_da_energy:
         pairs=P.as_json(P.da_energy_pairs(config)),
         da=P.as_json(P.da_energy_params(config)),
         seed=config["evaluation"]["seed"],
+        provenance=P.as_json(P.da_energy_provenance(config)),
         code=P.rule_code("choose_da_energy"),
         prefix=lambda wc, output: output.md.removesuffix(".md"),
     shell:
         "python -m unlearn_da choose-da-energy --pairs {params.pairs:q} --params {params.da:q}"
-        " --seed {params.seed} --out-prefix {params.prefix} > {log} 2>&1"
+        " --seed {params.seed} --provenance {params.provenance:q} --out-prefix {params.prefix} > {log} 2>&1"

@@ -152,9 +152,10 @@ def choose_energy(pairs: Sequence[dict[str, Any]], da_cfg: dict[str, Any], seed:
 
 
 def run_choose_energy(pairs: Sequence[dict[str, Any]], da_cfg: dict[str, Any], seed: int,
-                      out_prefix: str | os.PathLike) -> dict[str, Any]:
-    """:func:`choose_energy`, written to ``<out_prefix>.json`` and a short ``.md`` for the config."""
-    result = choose_energy(pairs, da_cfg, seed)
+                      out_prefix: str | os.PathLike, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`choose_energy`, written to ``<out_prefix>.json`` (with ``provenance``: the seeds, scenarios and
+    code hashes it was chosen with, ``pipeline.da_energy_provenance``) and a short ``.md`` for the config."""
+    result = {**choose_energy(pairs, da_cfg, seed), **(provenance or {})}
     out_prefix = Path(out_prefix)
     write_json(out_prefix.with_suffix(".json"), result)
     lines = [

@@ -31,9 +31,11 @@ STD_COLUMNS = ("UA_std", "RA_std", "TA_std", "MIA_std")
 TEXT_COLUMNS = ("source", "table", "caption", "dataset", "arch", "scenario", "published_method", "model")
 NUMERIC_COLUMNS = COMPARED + STD_COLUMNS + ("RTE",)
 COLUMNS = TEXT_COLUMNS + NUMERIC_COLUMNS + ("RTE_unit",)
+OPTIONAL_COLUMNS = ("note",)  # what a reader must know beside a published row (e.g. code it predates)
 REQUIRED_TEXT = ("source", "table", "dataset", "arch", "scenario", "published_method")
 BLOCK_KEYS = ["source", "table", "caption", "scenario"]
 MARK = "†"
+NOTE_MARK = "‡"
 
 LEGEND = (f"Ours: mean ± std over seeds; published: as printed (± std where the source gives one); "
           f"diff = ours − published; {MARK} ours outside the published mean ± 2 std (only where a std is "
@@ -77,8 +79,11 @@ def load_reference_file(path: str | Path) -> pd.DataFrame:
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}; "
                           f"a reference table needs {', '.join(COLUMNS)}")
-    frame = frame[list(COLUMNS)].copy()
-    for column in TEXT_COLUMNS + ("RTE_unit",):
+    for column in OPTIONAL_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = ""
+    frame = frame[list(COLUMNS + OPTIONAL_COLUMNS)].copy()
+    for column in TEXT_COLUMNS + ("RTE_unit",) + OPTIONAL_COLUMNS:
         frame[column] = frame[column].str.strip()
     for column in REQUIRED_TEXT:
         empty = frame[column] == ""
@@ -100,7 +105,7 @@ def load_references(ref_dir: str | Path) -> pd.DataFrame:
                           "compared in table.md, e.g. config/reference)")
     frames = [load_reference_file(p) for p in sorted(ref_dir.glob("*.csv"))]
     if not frames:
-        return pd.DataFrame(columns=[*COLUMNS, "file"])
+        return pd.DataFrame(columns=[*COLUMNS, *OPTIONAL_COLUMNS, "file"])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -198,8 +203,10 @@ def _block(block: pd.DataFrame, refs: pd.DataFrame, summary: Mapping[str, Any]) 
                                       ("ours", "published", "diff")]
     if len(block):
         lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+        notes = {(m, n): note for m, n, note in zip(refs["model"], refs["published_method"], refs["note"],
+                                                      strict=True) if note}
         for (model, name), rows in block.groupby(["model", "published_method"], sort=False):
-            cells = [f"{model} ({name})"]
+            cells = [f"{model} ({name})" + (f" {NOTE_MARK}" if (model, name) in notes else "")]
             for _, r in rows.set_index("metric").loc[list(COMPARED)].iterrows():
                 mark = f" {MARK}" if _flagged(r["outside_2std"]) else ""
                 diff = _signed(r["diff"])
@@ -207,6 +214,9 @@ def _block(block: pd.DataFrame, refs: pd.DataFrame, summary: Mapping[str, Any]) 
                           _fmt(r["published"], r["published_std"]), diff]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+        shown = set(zip(block["model"], block["published_method"], strict=True))
+        lines += [f"{NOTE_MARK} {name}: {note}" for (model, name), note in notes.items() if (model, name) in shown]
+        lines += [""] if any(key in shown for key in notes) else []
     skipped = [n for n, m in zip(refs["published_method"], refs["model"], strict=True) if not is_run(m, summary)]
     if skipped:
         lines += [f"Published, not run here: {', '.join(skipped)}.", ""]

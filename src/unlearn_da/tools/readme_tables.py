@@ -373,6 +373,41 @@ def klom_floor_block(config: dict[str, Any], source: str) -> str:
                   f"{config['audit']['train_seeds']}:") + "\n\n" + "\n".join(lines) + "\n")
 
 
+def tuned_block(config: dict[str, Any], source: str) -> str:
+    """Every tuned value of a profile, the kept search that chose it and the code it was searched with
+    (``tuning.selection``, ``tuning.da_energy``; tests/test_profiles.py checks them against today's)."""
+    import json
+
+    from ..settings.config import REPO_ROOT
+
+    sel_path, energy_path = config["tuning"].get("selection"), config["tuning"].get("da_energy")
+    if not sel_path:
+        return f"`{source}` names no search (`tuning.selection: null`): none of its values is tuned.\n"
+    selection = json.loads((REPO_ROOT / sel_path).read_text())
+    search = selection["search"]
+    lines = [_wrap(f"`{source}`: chosen by `{sel_path}` (budget {search['budget']} per method, "
+                   f"{search['widen']} of them in round 2; search seed {search['seed']}; tuning seeds "
+                   f"{', '.join(map(str, search['seeds']))}; scenarios {', '.join(search['scenarios'])}; "
+                   f"DA weights tried {', '.join(map(str, search['da_weights']))}). Score: mean |candidate − oracle| "
+                   "over UA, RA, validation accuracy and MIA-Efficacy; code: the hashes of the method's own "
+                   "files, of the shared training code and of the scoring code it was searched with."), "",
+             "| method | tuned values | score | tried | code (method / training / scoring) |",
+             "|---|---|---|---|---|"]
+    for method, entry in sorted(selection["chosen"].items()):
+        code = selection["code"][method]
+        values = ", ".join(f"{k} {v}" for k, v in entry["values"].items()
+                           if not method.endswith("+da") or k == "da_weight")
+        lines.append(f"| {method} | {values} | {entry['score']:.3f} | {entry['tried']} | "
+                     f"`{code['method'][:8]}` / `{code['training'][:8]}` / `{code['scoring'][:8]}` |")
+    if energy_path:
+        energy = json.loads((REPO_ROOT / energy_path).read_text())
+        lines += ["", _wrap(f"`evaluation.da.energy` {energy['chosen_energy']}: chosen by `{energy_path}` "
+                            f"(`make da-energy`, tuning seeds {', '.join(map(str, energy['search']['seeds']))}, "
+                            "training features only; code: training "
+                            f"`{energy['code']['training'][:8]}`, choice `{energy['code']['choice'][:8]}`).")]
+    return "\n".join(lines) + "\n"
+
+
 def _wrap(paragraph: str, width: int = 100) -> str:
     """A prose paragraph in lines of at most ``width`` characters (words and code spans kept whole)."""
     import textwrap
@@ -398,6 +433,8 @@ CONFIG_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] =
     "cifar10-audit-cost": ("config/cifar10.yaml config/audit.yaml", audit_cost_block),
     "digits-audit-cost": ("config/audit.yaml", audit_cost_block),
     "klom-floor": ("config/audit.yaml", klom_floor_block),
+    "digits-tuned": ("config/config.yaml", tuned_block),
+    "fashion-tuned": ("config/fashion-mnist.yaml", tuned_block),
 }
 
 

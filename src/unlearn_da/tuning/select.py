@@ -112,7 +112,11 @@ def all_candidates(round1: dict[str, dict], plans: Sequence[dict]) -> dict[str, 
 
 
 def run_selection(inputs: Sequence[str], round1: dict[str, dict], out_prefix: str,
-                  plan_files: Sequence[str] = (), figures_dir: str | None = None) -> dict:
+                  plan_files: Sequence[str] = (), figures_dir: str | None = None,
+                  provenance: dict[str, Any] | None = None) -> dict:
+    """Choose, and write selection.{md,csv,json}. ``provenance`` (``pipeline.tuning_provenance``: the
+    search's space, budget, seeds and the code hashes of every searched method) goes into the JSON, so a
+    tuned value can be checked against the code it was searched with."""
     plans = [read_json(p, "tuning plan") for p in plan_files]
     candidates = all_candidates(round1, plans)
     records = [read_json(p, "metrics") for p in inputs]
@@ -136,6 +140,7 @@ def run_selection(inputs: Sequence[str], round1: dict[str, dict], out_prefix: st
     table["no_change"] = table["candidate"].isin(unchanged)
     write_text(f"{out_prefix}.csv", table.to_csv(index=False, float_format="%.4f"))
     lines = ["# Hyper-parameter selection (validation split)", "", f"Rule: {RULE}.", "",
+             *_search_lines(provenance),
              "| method | chosen values | score | tried | round 2 | edge of what was tried | no change |",
              "|---|---|---|---|---|---|---|"]
     for method, c in sorted(chosen.items()):
@@ -161,8 +166,20 @@ def run_selection(inputs: Sequence[str], round1: dict[str, dict], out_prefix: st
         from .figures import selection_figures
 
         selection_figures(scores, candidates, chosen, figures_dir)
-    write_json(f"{out_prefix}.json", {"rule": RULE, "chosen": chosen})
+    write_json(f"{out_prefix}.json", {"rule": RULE, "chosen": chosen, **(provenance or {})})
     return chosen
+
+
+def _search_lines(provenance: dict[str, Any] | None) -> list[str]:
+    """The search the selection comes from, for a reader of the Markdown (the JSON has it all)."""
+    if not provenance:
+        return []
+    search = provenance["search"]
+    lines = [f"Search: budget {search['budget']} candidates per method ({search['widen']} in round 2), search seed "
+             f"{search['seed']}, tuning seeds {', '.join(map(str, search['seeds']))}, scenarios "
+             f"{', '.join(search['scenarios'])}, DA weights {', '.join(map(str, search['da_weights']))}. "
+             "Code hashes (method / training / scoring) per method: selection.json, `code`.", ""]
+    return lines
 
 
 def round1_scores(inputs: Sequence[str], round1: dict[str, dict]) -> dict[str, float]:
