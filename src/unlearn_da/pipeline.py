@@ -392,6 +392,17 @@ def audit_train_seeds(config: dict) -> list[int]:
     return list(range(int(config["audit"]["train_seeds"])))
 
 
+# The audit's reference oracles train with seed t + this offset (the second ensemble: t + 10,000, its role's
+# offset in jobs/train.py): neither ensemble shares the initialisation and data order of original t, so both
+# stand in the same relation to the originals and every model unlearned from them.
+AUDIT_REFERENCE_SEED_OFFSET = 20_000
+
+
+def audit_oracle_seed(oracle: str, train_seed: int | str) -> int:
+    """The ``--seed`` of an audit oracle of training seed t (its role adds its own offset)."""
+    return int(train_seed) + (AUDIT_REFERENCE_SEED_OFFSET if oracle == "retrain" else 0)
+
+
 def audit_rows(config: dict) -> list[str]:
     """The model kinds the audit scores against the oracles, in table order: the second oracle
     ensemble (the sanity row that must pass), the originals (must fail), then the methods."""
@@ -418,7 +429,8 @@ def audit_logits_params(config: dict) -> dict[str, Any]:
 def audit_params(config: dict) -> dict[str, Any]:
     """What the statistics depend on (not the models: those are the inputs)."""
     a = config["audit"]
-    return {"klom": a["klom"], "ulira": a["ulira"], "resamples": a["resamples"], "seed": a["seed"]}
+    return {"klom": a["klom"], "ulira": a["ulira"], "resamples": a["resamples"], "null_draws": a["null_draws"],
+            "alpha": a["alpha"], "seed": a["seed"]}
 
 
 AUDIT_FIGURES = ("klom", "roc")

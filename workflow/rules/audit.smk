@@ -23,9 +23,10 @@ rule audit_train_oracle:
         hp=P.as_json(P.train_params(config)),
         code=P.rule_code("train"),
         split=lambda wc, input: os.path.dirname(input.manifest),
+        seed=lambda wc: P.audit_oracle_seed(wc.oracle, wc.train_seed),
     shell:
         "python -m unlearn_da train --data {input.data} --split {params.split}"
-        " --role {wildcards.oracle} --seed {wildcards.train_seed} --threads {threads}"
+        " --role {wildcards.oracle} --seed {params.seed} --threads {threads}"
         " --params {params.hp:q} --code {params.code} --out {output.model} > {log} 2>&1"
 
 

@@ -1,19 +1,31 @@
-"""U-LiRA: the per-example likelihood-ratio membership attack adapted to unlearning.
+"""Per-example likelihood-ratio tests of unlearning: two games on the same margins.
 
-Hayes et al., "Inexact Unlearning Needs More Careful Evaluations to Avoid a False Sense of
-Privacy" (arXiv 2403.01218), built on LiRA (Carlini et al. 2022, ``tensorflow/privacy``
-``research/mi_lira_2021``). Per example x and statistic phi = log(p_y / (1 - p_y)) (the logit-scaled
-confidence, computed stably as the margin of ``klom.margins``):
+The statistic is LiRA's (Carlini et al. 2022, ``tensorflow/privacy`` ``research/mi_lira_2021``):
+phi = log(p_y / (1 - p_y)), the logit-scaled confidence, computed stably as the margin of
+``klom.margins``; per example a Gaussian (mean, standard deviation with ddof 0, floored at
+``min_std``, ours) is fitted to phi over an ensemble of models.
 
-- "in": a Gaussian fitted to phi(x) of shadow models that trained on x and then unlearned it with
-  the method under test; "out": a Gaussian fitted to phi(x) of models that never saw x (oracles);
-  mean and standard deviation per example (ddof 0), the deviation floored at ``min_std`` (ours);
-- score(x, model) = log N(phi; in) - log N(phi; out): large means "x was trained on and unlearned";
-- the game (ours, for one fixed forget set): the same forget examples, once under an unlearned
-  target model (positives) and once under a held-out oracle (negatives); targets are held out of
-  every fit (leave-one-out over the K training seeds), so no model scores itself;
-- reported: ROC AUC, and the true-positive rate at low false-positive rates, over the pooled
-  scores of all K folds; intervals from a bootstrap over the K folds.
+**Membership** (:func:`membership_leave_one_out`): the game of Hayes et al. ("Inexact Unlearning
+Needs More Careful Evaluations to Avoid a False Sense of Privacy", arXiv 2403.01218) and of the
+Attribute-to-Delete authors' U-LiRA code (``RoyRin/data-unlearning-bench`` at 09aa166,
+``unlearning/auditors/ulira/compute_ulira_scores.py``: ``ulira_paper`` scores each target model on
+its forget examples against as many examples of the same pool it never saw). Under one model,
+forgotten examples (positives) against never-seen examples of the same distribution (negatives).
+With one forget set for every model there are no models that forgot the never-seen examples, so
+the test is the one-sided, offline form of LiRA (Carlini et al., section "offline"): the "out"
+Gaussian of each example comes from the oracles, which never saw either kind, and the score is
+(phi - mean_out) / std_out: how much more confident than the oracles the model is on the example.
+An oracle that is not in the fit scores both kinds alike (AUC 0.5 by exchangeability).
+
+**Distinguishability from the oracles** (:func:`leave_one_out`): the same forget examples, once
+under an audited model (positives) and once under an oracle (negatives), scored by
+log N(phi; in) - log N(phi; out) with "in" fitted on the audited ensemble and "out" on the oracles
+(ours). Any systematic move of the margins separates here, whether or not it tells members
+from non-members: this is not a privacy game.
+
+Both leave each scored model out of every fit that scores it (models are named by ``ids``:
+a bootstrap that draws a model twice leaves out both copies). Reported: ROC AUC and the
+true-positive rate at low false-positive rates over the pooled scores of all models.
 
 Pure functions on arrays.
 """
@@ -41,20 +53,67 @@ def scores(target: np.ndarray, in_stats: np.ndarray, out_stats: np.ndarray, min_
     return gaussian_logpdf(target, mi, si) - gaussian_logpdf(target, mo, so)
 
 
-def leave_one_out(unlearned: np.ndarray, oracles: np.ndarray, min_std: float) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of each unlearned model t (positives) and oracle t (negatives), (K, examples) each,
-    with the Gaussians fitted on the other K-1 unlearned models and oracles."""
+def offline_scores(target: np.ndarray, out_stats: np.ndarray, min_std: float) -> np.ndarray:
+    """One-sided offline LiRA: (phi - mean_out) / std_out per example (large: more member-like)."""
+    mo, so = fit(out_stats, min_std)
+    return (np.asarray(target, dtype=np.float64) - mo) / so
+
+
+def _ids(n: int, ids: np.ndarray | None) -> np.ndarray:
+    return np.arange(n) if ids is None else np.asarray(ids)
+
+
+def fit_without_each(stats: np.ndarray, ids: np.ndarray, min_std: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per model t: the per-example mean and standard deviation (ddof 0, floored) of ``stats`` (models,
+    examples) over the models whose id differs from t's. From group sums, so all models at once; the
+    sums are taken about the overall mean, which keeps the variance's subtraction well conditioned."""
+    stats = np.asarray(stats, dtype=np.float64)
+    groups, inverse = np.unique(ids, return_inverse=True)
+    centred = stats - stats.mean(axis=0)
+    count = np.bincount(inverse, minlength=len(groups)).astype(np.float64)
+    s1 = np.zeros((len(groups), stats.shape[1]))
+    s2 = np.zeros_like(s1)
+    np.add.at(s1, inverse, centred)
+    np.add.at(s2, inverse, centred**2)
+    n = len(stats) - count[inverse][:, None]
+    if (n < 1).any():
+        raise ValueError("fit_without_each: a model whose id every model shares leaves nothing to fit on")
+    rest1 = s1.sum(axis=0) - s1[inverse]
+    rest2 = s2.sum(axis=0) - s2[inverse]
+    mean = rest1 / n
+    var = np.maximum(rest2 / n - mean**2, 0.0)
+    return mean + stats.mean(axis=0), np.maximum(np.sqrt(var), min_std)
+
+
+def leave_one_out(unlearned: np.ndarray, oracles: np.ndarray, min_std: float,
+                  ids_unlearned: np.ndarray | None = None,
+                  ids_oracles: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Distinguishability: scores of each audited model (positives) and each oracle (negatives) on the
+    same examples, shaped like the inputs, each with the Gaussians fitted without itself (and without its
+    copies: the models of equal ``ids``)."""
     unlearned = np.asarray(unlearned, dtype=np.float64)
     oracles = np.asarray(oracles, dtype=np.float64)
-    if unlearned.shape != oracles.shape or len(unlearned) < 3:
-        raise ValueError(f"leave_one_out: want two (K >= 3, examples) arrays of one shape, got {unlearned.shape} "
-                         f"and {oracles.shape}")
-    pos, neg = [], []
-    for t in range(len(unlearned)):
-        rest = np.arange(len(unlearned)) != t
-        pos.append(scores(unlearned[t], unlearned[rest], oracles[rest], min_std))
-        neg.append(scores(oracles[t], unlearned[rest], oracles[rest], min_std))
-    return np.stack(pos), np.stack(neg)
+    if unlearned.ndim != 2 or oracles.shape[1:] != unlearned.shape[1:] or min(len(unlearned), len(oracles)) < 3:
+        raise ValueError(f"leave_one_out: want two (models >= 3, examples) arrays of equal examples, got "
+                         f"{unlearned.shape} and {oracles.shape}")
+    iu, io = _ids(len(unlearned), ids_unlearned), _ids(len(oracles), ids_oracles)
+    in_all, out_all = fit(unlearned, min_std), fit(oracles, min_std)
+    in_each, out_each = fit_without_each(unlearned, iu, min_std), fit_without_each(oracles, io, min_std)
+    pos = gaussian_logpdf(unlearned, *in_each) - gaussian_logpdf(unlearned, *out_all)
+    neg = gaussian_logpdf(oracles, *in_all) - gaussian_logpdf(oracles, *out_each)
+    return pos, neg
+
+
+def membership_leave_one_out(forget: np.ndarray, heldout: np.ndarray, oracles_forget: np.ndarray,
+                             oracles_heldout: np.ndarray, min_std: float) -> tuple[np.ndarray, np.ndarray]:
+    """Membership: per audited model, the offline scores of its forget examples (positives, models x
+    forget) and of never-seen examples (negatives, models x held-out), calibrated per example on the
+    oracles (which never saw either). The audited models are not in the fit, so none scores itself."""
+    forget, heldout = np.asarray(forget, dtype=np.float64), np.asarray(heldout, dtype=np.float64)
+    if len(forget) != len(heldout) or len(oracles_forget) != len(oracles_heldout) or len(oracles_forget) < 2:
+        raise ValueError(f"membership_leave_one_out: {len(forget)} / {len(heldout)} audited models and "
+                         f"{len(oracles_forget)} / {len(oracles_heldout)} oracles on the forget / held-out examples")
+    return offline_scores(forget, oracles_forget, min_std), offline_scores(heldout, oracles_heldout, min_std)
 
 
 def roc(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,12 +143,7 @@ def tpr_at(positives: np.ndarray, negatives: np.ndarray, fpr_max: float) -> floa
     return float(tpr[fpr <= fpr_max + 1e-12].max())
 
 
-def bootstrap_folds(positives: np.ndarray, negatives: np.ndarray, stat, resamples: int, seed: int) -> np.ndarray:
-    """``stat(pos, neg)`` over ``resamples`` bootstrap draws of the K folds (rows) with replacement."""
-    rng = np.random.default_rng(seed)
-    k = len(positives)
-    out = []
-    for _ in range(resamples):
-        rows = rng.integers(0, k, size=k)
-        out.append(stat(positives[rows], negatives[rows]))
-    return np.asarray(out)
+def auc_and_tpr(positives: np.ndarray, negatives: np.ndarray, fpr_max: float) -> tuple[float, float]:
+    """:func:`auc` and :func:`tpr_at` from one ROC."""
+    fpr, tpr = roc(positives, negatives)
+    return float(np.trapezoid(tpr, fpr)), float(tpr[fpr <= fpr_max + 1e-12].max())

@@ -1,46 +1,67 @@
-"""The oracle-ensemble audit of one scenario: per-example KLoM and U-LiRA per model kind, the
-sanity rows, the table, the per-example scores and two figures.
+"""The oracle-ensemble audit of one scenario: per-example games and distances per model kind, an
+oracle-vs-oracle null with permutation p-values, the sanity rows, the table, its conclusions, the
+per-example scores and two figures.
 
 Inputs are the cached logits of ``jobs/audit_logits.py``: the K oracles (``retrain``, the
-reference), and per table row K models: a second oracle ensemble (``retrain_alt``, differing in
-initialisation and data order only), the K originals, the K models of each method.
+reference), and per table row K models: a second oracle ensemble (``retrain_alt``), the K
+originals, the K models of each method. Neither oracle ensemble shares a seed with the originals
+(``pipeline.audit_oracle_seed``), so both stand in the same relation to every other row.
 
-- KLoM (``metrics/klom.py``) of a row: KL(row's margins || oracles' margins) per example, on the
-  forget set, a fixed retain sample and the validation set; the table gives the median and the
-  95th percentile over examples. Its floor: the pooled 2K oracles split at random into K against K
-  (``resamples`` times); the floor's median and 95 % range of the median over those splits.
-- U-LiRA (``metrics/ulira.py``) of a row on the forget set: leave-one-out over the K training
-  seeds, AUC and TPR at each ``ulira.fpr``, 95 % bootstrap intervals over the folds.
-- MIA-Efficacy (``metrics/mia.py``, SalUn's attack as in the run's tables) per model, mean over K.
-- U-LiRA's floor: the same random K-vs-K splits of the pooled oracles, each scored as a row (the
-  null of AUC and TPR that two exchangeable ensembles give by chance).
-- Sanity (``sanity``): the second oracle ensemble must pass (U-LiRA AUC inside the null's 99 %
-  range, no TPR above the null's 99.5th percentile, forget KLoM median at most the KLoM floor's
-  99th percentile) and the originals must fail (AUC above the null's range, or forget KLoM above
-  the floor's 99th percentile).
-  A failed check is written into the table's title line and ``audit.json``, not dropped.
+Per row (``metrics/ulira.py``, ``metrics/klom.py``):
+- **membership** (the privacy column): under each model, forget examples against never-seen
+  examples of the same distribution (random forgetting: the validation set; a forgotten class:
+  its validation and test images), scored per example against the oracles (offline LiRA); AUC and
+  TPR at the first ``ulira.fpr``;
+- **distinguishable from the oracles**: the forget examples under the row's models against the
+  same examples under oracles (leave-one-out); AUC and TPR. Not a privacy game: any move of the
+  margins counts;
+- **KLoM** on the forget set, a fixed retain sample and the validation set: the 95th percentile
+  over examples (as the references report it) and the median.
+
+The **null** (``null_draws`` times): the pooled 2K oracles split at random into K "audited"
+against K reference models, each split scored as a row is. Each statistic of a row gets a
+permutation p-value, (1 + null draws at least as large) / (1 + draws). The **sanity check** tests
+the criteria ``CRITERIA`` together at the family-wise level ``alpha`` by the min-P method
+(Westfall and Young): the row's smallest p-value against the distribution of the smallest
+p-value over the null draws. The second ensemble must pass (adjusted p > alpha), the originals
+must fail (adjusted p <= alpha). A flag is a finding, written into the table and ``audit.json``.
+
+**Intervals** (95 %) come from a bootstrap over models that redraws both the row's K models and the
+K reference oracles (``resamples`` times). Two rows differ on a statistic only where their
+intervals do not overlap; :func:`conclusions` says nothing more.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..core.artifacts import save_npz, write_json, write_text
 from ..jobs.audit_logits import AUDIT_SETS, load_audit_logits
-from ..metrics.klom import klom, margins, split_floor
+from ..metrics.klom import klom, margins
 from ..metrics.mia import salun_mia_efficacy
-from ..metrics.ulira import auc, bootstrap_folds, leave_one_out, tpr_at
+from ..metrics.ulira import auc_and_tpr, leave_one_out, membership_leave_one_out
 from .audit_figures import klom_figure, roc_figure
 
 ORACLE_ROW = "retrain_alt"
 ORIGINAL_ROW = "original"
 ROW_LABELS = {ORACLE_ROW: "oracle (2nd ensemble)", ORIGINAL_ROW: "original"}
+# the statistics the sanity check tests together (each: larger = farther from the oracles)
+CRITERIA = ("membership_auc", "distinct_auc", "distinct_tpr", "klom_forget_p95")
+CRITERION_TEXT = {"membership_auc": "membership AUC", "membership_tpr": "membership TPR",
+                  "distinct_auc": "AUC against the oracles", "distinct_tpr": "TPR against the oracles",
+                  "klom_forget_p95": "forget KLoM p95", "klom_retain_p95": "retain KLoM p95",
+                  "klom_val_p95": "validation KLoM p95"}
+# every statistic with a null (and so a p-value); the interval ones get a model bootstrap
+NULL_STATS = CRITERIA + ("membership_tpr", "klom_retain_p95", "klom_val_p95", "klom_forget_median",
+                         "klom_retain_median", "klom_val_median")
+INTERVAL_STATS = ("membership_auc", "distinct_auc", "klom_forget_p95", "klom_retain_p95", "klom_val_p95")
 
 
 def log(msg: str) -> None:
@@ -52,9 +73,27 @@ def _interval(values: np.ndarray, level: float = 95.0) -> list[float]:
     return [float(np.percentile(values, tail)), float(np.percentile(values, 100.0 - tail))]
 
 
+# ------------------------------------------------------------------------------ margins
+def heldout_mask(labels: np.ndarray, forgotten: int) -> np.ndarray:
+    """Never-seen examples of the forget set's distribution: every one (random forgetting) or those of
+    the forgotten class."""
+    labels = np.asarray(labels)
+    return np.ones(len(labels), bool) if forgotten < 0 else labels == forgotten
+
+
 def set_margins(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Margins (K, examples) of one model kind on every audit set."""
-    return {s: margins(arrays[f"{s}_logits"], arrays[f"{s}_labels"]) for s in AUDIT_SETS}
+    """Margins (K, examples) of one model kind on every audit set, and on the held-out examples of the
+    membership game (``heldout``): the validation set, or for a forgotten class its validation and
+    test images."""
+    out = {s: margins(arrays[f"{s}_logits"], arrays[f"{s}_labels"]) for s in AUDIT_SETS}
+    forgotten = int(arrays["forgotten_class"])
+    if forgotten < 0:
+        out["heldout"] = out["val"]
+    else:
+        parts = [margins(arrays[f"{s}_logits"], arrays[f"{s}_labels"])[:, heldout_mask(arrays[f"{s}_labels"], forgotten)]
+                 for s in ("val", "test")]
+        out["heldout"] = np.concatenate(parts, axis=1)
+    return out
 
 
 def mia_efficacy(arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -70,141 +109,236 @@ def mia_efficacy(arrays: dict[str, np.ndarray]) -> np.ndarray:
     ])
 
 
-def klom_floor(reference: dict[str, np.ndarray], second: dict[str, np.ndarray], params: dict[str, Any]) -> dict:
-    """KLoM of oracles against oracles on each set: random K-vs-K splits of the pooled ensembles."""
-    k = params["klom"]
-    out = {}
-    for s in AUDIT_SETS:
-        pooled = np.concatenate([reference[s], second[s]])
-        values = split_floor(pooled, len(reference[s]), int(params["resamples"]), int(params["seed"]),
-                             bins=int(k["bins"]), eps=float(k["eps"]), clip=float(k["range"]))
-        medians = np.median(values, axis=1)
-        p95 = np.percentile(values, 95, axis=1)
-        out[s] = {"median": float(np.mean(medians)), "median_range": _interval(medians),
-                  "median_q99": float(np.percentile(medians, 99)),
-                  "p95": float(np.mean(p95)), "p95_range": _interval(p95), "values": values}
-    return out
-
-
-def ulira_floor(reference: np.ndarray, second: np.ndarray, params: dict[str, Any]) -> dict[str, Any]:
-    """U-LiRA of oracles against oracles: the pooled 2K oracles' forget margins split at random into
-    K "audited" and K reference models (``resamples`` times), each split scored as a row is. Unlike
-    the bootstrap over folds, which keeps the fitted ensembles fixed, this null holds what two
-    ensembles of K exchangeable models give by chance (on class-wise forget sets, whole models
-    differ in how they map the unseen class, so every example moves with them)."""
-    pooled = np.concatenate([reference, second])
-    k, min_std = len(reference), float(params["ulira"]["min_std"])
-    rng = np.random.default_rng(int(params["seed"]))
-    fprs = [float(f) for f in params["ulira"]["fpr"]]
-    aucs, tprs = [], {f: [] for f in fprs}
-    for _ in range(int(params["resamples"])):
-        order = rng.permutation(len(pooled))
-        pos, neg = leave_one_out(pooled[order[:k]], pooled[order[k:]], min_std)
-        aucs.append(auc(pos, neg))
-        for f in fprs:
-            tprs[f].append(tpr_at(pos, neg, f))
-    aucs_arr = np.asarray(aucs)
-    return {"auc_median": float(np.median(aucs_arr)), "auc_range99": _interval(aucs_arr, 99.0), "aucs": aucs_arr,
-            **{f"tpr@{f:g}_q99.5": float(np.percentile(tprs[f], 99.5)) for f in fprs}}
-
-
-def score_row(name: str, row: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-              params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The statistics of one table row and its per-example scores."""
+# ------------------------------------------------------------------------------ statistics of one row
+def row_statistics(row: dict[str, np.ndarray], reference: dict[str, np.ndarray], params: dict[str, Any],
+                   ids_row: np.ndarray | None = None, ids_ref: np.ndarray | None = None,
+                   keep_scores: bool = False) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Every statistic of ``row`` (margins per set, K models) against the ``reference`` oracles, and
+    with ``keep_scores`` the per-example scores. ``ids_*`` name the models (a bootstrap's copies)."""
     k, u = params["klom"], params["ulira"]
-    result: dict[str, Any] = {"model": name}
-    scores: dict[str, np.ndarray] = {}
-    for s in AUDIT_SETS:
-        values = klom(row[s], reference[s], bins=int(k["bins"]), eps=float(k["eps"]), clip=float(k["range"]))
-        scores[f"klom_{s}"] = values
-        result[f"klom_{s}_median"] = float(np.median(values))
-        result[f"klom_{s}_p95"] = float(np.percentile(values, 95))
-    pos, neg = leave_one_out(row["forget"], reference["forget"], float(u["min_std"]))
-    scores["ulira_positive"], scores["ulira_negative"] = pos, neg
-    draws, seed = int(params["resamples"]), int(params["seed"])
-    result["ulira_auc"] = auc(pos, neg)
-    draws_auc = bootstrap_folds(pos, neg, auc, draws, seed)
-    result["ulira_auc_ci"], result["ulira_auc_ci99"] = _interval(draws_auc), _interval(draws_auc, 99.0)
-    for fpr in u["fpr"]:
-        key = f"ulira_tpr@{fpr:g}"
-        result[key] = tpr_at(pos, neg, float(fpr))
-        draws_tpr = bootstrap_folds(pos, neg, lambda p, n, at=float(fpr): tpr_at(p, n, at), draws, seed)
-        result[f"{key}_ci"], result[f"{key}_ci99"] = _interval(draws_tpr), _interval(draws_tpr, 99.0)
-    return result, scores
+    min_std, fpr = float(u["min_std"]), float(u["fpr"][0])
+    stats: dict[str, float] = {}
+    kept: dict[str, np.ndarray] = {}
+    # one KLoM call over the three sets' examples side by side (KLoM is per example)
+    every = klom(np.concatenate([row[s] for s in AUDIT_SETS], axis=1),
+                 np.concatenate([reference[s] for s in AUDIT_SETS], axis=1),
+                 bins=int(k["bins"]), eps=float(k["eps"]), clip=float(k["range"]))
+    ends = np.cumsum([row[s].shape[1] for s in AUDIT_SETS])
+    for s, values in zip(AUDIT_SETS, np.split(every, ends[:-1]), strict=True):
+        stats[f"klom_{s}_median"] = float(np.median(values))
+        stats[f"klom_{s}_p95"] = float(np.percentile(values, 95))
+        if keep_scores:
+            kept[f"klom_{s}"] = values
+    pos, neg = membership_leave_one_out(row["forget"], row["heldout"], reference["forget"], reference["heldout"],
+                                        min_std)
+    stats["membership_auc"], stats["membership_tpr"] = auc_and_tpr(pos, neg, fpr)
+    dpos, dneg = leave_one_out(row["forget"], reference["forget"], min_std, ids_row, ids_ref)
+    stats["distinct_auc"], stats["distinct_tpr"] = auc_and_tpr(dpos, dneg, fpr)
+    if keep_scores:
+        kept.update({"membership_positive": pos, "membership_negative": neg,
+                     "distinct_positive": dpos, "distinct_negative": dneg})
+    return stats, kept
 
 
-def sanity(result: dict[str, Any], floor: dict, u_floor: dict[str, Any], fprs: list[float]) -> dict[str, Any]:
-    """Whether the second oracle ensemble passes and the originals fail, with the reasons.
+def _draw(margins_by_set: dict[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    return {s: m[index] for s, m in margins_by_set.items()}
 
-    Both are judged against the oracle-vs-oracle nulls (random K-vs-K splits of the 2K oracles):
-    U-LiRA AUC inside the null's 99 % range and every TPR at most the null's 99.5th percentile,
-    forget KLoM median at most the KLoM floor's 99th percentile. An audit of exchangeable oracles
-    is then flagged about once in a hundred scenarios; ``null_p`` is the share of null AUCs at
-    least as high as the row's.
-    """
-    lo, hi = u_floor["auc_range99"]
-    q99 = floor["forget"]["median_q99"]
-    kl, a = result["klom_forget_median"], result["ulira_auc"]
-    null_p = float(np.mean(u_floor["aucs"] >= a))
-    if result["model"] == ORACLE_ROW:
-        problems = []
-        if not lo <= a <= hi:
-            problems.append(f"U-LiRA AUC {a:.3f} outside the oracle-vs-oracle 99 % range [{lo:.3f}, {hi:.3f}]")
-        for fpr in fprs:
-            top = u_floor[f"tpr@{fpr:g}_q99.5"]
-            if result[f"ulira_tpr@{fpr:g}"] > top:
-                problems.append(f"TPR at {fpr:g} FPR {result[f'ulira_tpr@{fpr:g}']:.4f} above the oracle-vs-oracle "
-                                f"99.5th percentile {top:.4f}")
-        if kl > q99:
-            problems.append(f"forget KLoM median {kl:.3f} above the oracle floor's 99th percentile {q99:.3f}")
-        return {"expect": "pass", "ok": not problems, "problems": problems, "null_p": null_p}
-    if result["model"] == ORIGINAL_ROW:
-        separated = a > hi or kl > q99
-        problems = [] if separated else [f"U-LiRA AUC {a:.3f} inside the oracle-vs-oracle 99 % range "
-                                         f"[{lo:.3f}, {hi:.3f}] and the forget KLoM median {kl:.3f} within the "
-                                         f"oracle floor (99th percentile {q99:.3f}): the audit cannot tell the "
-                                         "originals from oracles"]
-        return {"expect": "fail", "ok": separated, "problems": problems, "null_p": null_p}
+
+def null_statistics(reference: dict[str, np.ndarray], second: dict[str, np.ndarray], params: dict[str, Any],
+                    draws: int, seed: int) -> dict[str, np.ndarray]:
+    """Each statistic over ``draws`` random K-vs-K splits of the pooled 2K oracles, each split scored as
+    a row is: what two ensembles of exchangeable oracles give by chance."""
+    pooled = {s: np.concatenate([reference[s], second[s]]) for s in reference}
+    k = len(reference["forget"])
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {name: [] for name in NULL_STATS}
+    for _ in range(draws):
+        order = rng.permutation(2 * k)
+        stats, _ = row_statistics(_draw(pooled, order[:k]), _draw(pooled, order[k:]), params)
+        for name in NULL_STATS:
+            out[name].append(stats[name])
+    return {name: np.asarray(v) for name, v in out.items()}
+
+
+def p_value(observed: float, null: np.ndarray) -> float:
+    """One-sided permutation p-value: (1 + null draws at least as large) / (1 + draws)."""
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + len(null)))
+
+
+def min_p_adjusted(observed: dict[str, float], null: dict[str, np.ndarray],
+                   criteria: tuple[str, ...] = CRITERIA) -> tuple[float, dict[str, float]]:
+    """The family-wise p-value of ``criteria`` together (min-P): the share of null draws whose smallest
+    criterion p-value is at most the row's; and each criterion's own p-value."""
+    raw = {c: p_value(observed[c], null[c]) for c in criteria}
+    n = len(null[criteria[0]])
+    # a null draw's own p-value per criterion: the share of draws at least as large, itself included
+    null_p = np.stack([(n - np.searchsorted(np.sort(null[c]), null[c] - 1e-12, side="left")) / n for c in criteria])
+    null_min = null_p.min(axis=0)
+    observed_min = min(raw.values())
+    return float((1 + np.sum(null_min <= observed_min + 1e-12)) / (1 + n)), raw
+
+
+def bootstrap_intervals(row: dict[str, np.ndarray], reference: dict[str, np.ndarray], params: dict[str, Any],
+                        draws: int, seed: int) -> dict[str, list[float]]:
+    """95 % intervals of ``INTERVAL_STATS`` from ``draws`` bootstrap draws of the row's K models and of
+    the K reference oracles, both with replacement."""
+    rng = np.random.default_rng(seed)
+    k_row, k_ref = len(row["forget"]), len(reference["forget"])
+    values: dict[str, list[float]] = {name: [] for name in INTERVAL_STATS}
+    for _ in range(draws):
+        ir, io = rng.integers(0, k_row, size=k_row), rng.integers(0, k_ref, size=k_ref)
+        stats, _ = row_statistics(_draw(row, ir), _draw(reference, io), params, ids_row=ir, ids_ref=io)
+        for name in INTERVAL_STATS:
+            values[name].append(stats[name])
+    return {name: _interval(np.asarray(v)) for name, v in values.items()}
+
+
+def sanity(model: str, adjusted_p: float, raw: dict[str, float], alpha: float) -> dict[str, Any]:
+    """The second oracle ensemble must pass (adjusted p > alpha), the originals must fail; other rows: {}."""
+    worst = ", ".join(f"{CRITERION_TEXT[c]} p = {p:.4f}" for c, p in sorted(raw.items(), key=lambda kv: kv[1]))
+    if model == ORACLE_ROW:
+        ok = adjusted_p > alpha
+        problems = [] if ok else [f"told apart from the reference oracles: adjusted p = {adjusted_p:.4f} <= "
+                                  f"alpha {alpha:g} ({worst})"]
+        return {"expect": "pass", "ok": ok, "problems": problems, "p": adjusted_p}
+    if model == ORIGINAL_ROW:
+        ok = adjusted_p <= alpha
+        problems = [] if ok else [f"the audit cannot tell the originals from oracles: adjusted p = {adjusted_p:.4f} "
+                                  f"> alpha {alpha:g} ({worst})"]
+        return {"expect": "fail", "ok": ok, "problems": problems, "p": adjusted_p}
     return {}
 
 
+def klom_saturation(params: dict[str, Any]) -> float:
+    """The KLoM above which two ensembles may share no bin at all: log(1/eps) - log(bins) (disjoint
+    samples score between it and log(1/eps)); rows there cannot be ranked by KLoM."""
+    k = params["klom"]
+    return math.log(1.0 / float(k["eps"])) - math.log(int(k["bins"]))
+
+
+def floor_summary(null: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Median, 95th and 99th percentiles and 99 % range of each null statistic."""
+    return {name: {"median": float(np.median(v)), "q95": float(np.percentile(v, 95)),
+                   "q99": float(np.percentile(v, 99)), "range99": _interval(v, 99.0)} for name, v in null.items()}
+
+
+# ------------------------------------------------------------------------------ table and conclusions
 def _fmt(value: float, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def table_rows(results: list[dict[str, Any]], floor: dict, fprs: list[float],
-               u_floor: dict[str, Any] | None = None) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "MIA-Efficacy", "KLoM forget median", "KLoM forget p95", "KLoM retain median",
-              "KLoM val median", "U-LiRA AUC [95 % CI]"] + [f"TPR@{100 * f:g}% FPR" for f in fprs] + ["sanity"]
-    u_cells = [""] + ["" for _ in fprs]
-    if u_floor:
-        lo, hi = u_floor["auc_range99"]
-        u_cells = [f"{u_floor['auc_median']:.3f} [{lo:.3f}, {hi:.3f}] (99 %)"] + [
-            f"≤ {100 * u_floor[f'tpr@{f:g}_q99.5']:.1f} %" for f in fprs]
-    rows = [["oracle floor (K vs K splits)", "", _fmt(floor["forget"]["median"]), _fmt(floor["forget"]["p95"]),
-             _fmt(floor["retain"]["median"]), _fmt(floor["val"]["median"]), *u_cells, ""]]
+def _ci(r: dict[str, Any], name: str, digits: int) -> str:
+    lo, hi = r["intervals"][name]
+    return f"{r[name]:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def table_rows(results: list[dict[str, Any]], floor: dict[str, Any], ceiling: float,
+               fpr: float) -> tuple[list[str], list[list[str]]]:
+    pct = f"{100 * fpr:g}%"
+    header = ["model", "MIA-Efficacy", "membership AUC [95 % CI]", f"membership TPR@{pct}",
+              "vs oracles AUC [95 % CI]", f"vs oracles TPR@{pct}", "KLoM forget p95 [95 % CI]",
+              "KLoM forget median", "KLoM retain p95", "KLoM val p95", "p (4 criteria, min-P)", "sanity"]
+
+    def sat(value: float, text: str) -> str:
+        return text + (" ▲" if value >= ceiling else "")
+
+    def null(name: str, digits: int = 3) -> str:
+        f = floor[name]
+        return f"{f['median']:.{digits}f} [{f['range99'][0]:.{digits}f}, {f['range99'][1]:.{digits}f}]"
+
+    rows = [["oracle null (K vs K splits): median [99 % range]", "", null("membership_auc"),
+             f"≤ {100 * floor['membership_tpr']['q99']:.1f} %", null("distinct_auc"),
+             f"≤ {100 * floor['distinct_tpr']['q99']:.1f} %", null("klom_forget_p95", 2),
+             _fmt(floor["klom_forget_median"]["median"]), null("klom_retain_p95", 2), null("klom_val_p95", 2), "", ""]]
     for r in results:
         check = r.get("sanity") or {}
-        verdict = "" if not check else ("ok" if check["ok"] else "**FAILED**")
-        if check:
-            verdict += f" (must {check['expect']}; null p = {check['null_p']:.3f})" if "null_p" in check \
-                else f" (must {check['expect']})"
-        lo, hi = r["ulira_auc_ci"]
+        verdict = "" if not check else f"{'ok' if check['ok'] else '**FAILED**'} (must {check['expect']})"
         rows.append([ROW_LABELS.get(r["model"], r["model"]),
                      f"{r['mia_efficacy']:.1f} ± {r['mia_efficacy_sd']:.1f}",
-                     _fmt(r["klom_forget_median"]), _fmt(r["klom_forget_p95"]), _fmt(r["klom_retain_median"]),
-                     _fmt(r["klom_val_median"]), f"{r['ulira_auc']:.3f} [{lo:.3f}, {hi:.3f}]"]
-                    + [f"{100 * r[f'ulira_tpr@{f:g}']:.1f} %" for f in fprs] + [verdict])
+                     _ci(r, "membership_auc", 3), f"{100 * r['membership_tpr']:.1f} %",
+                     _ci(r, "distinct_auc", 3), f"{100 * r['distinct_tpr']:.1f} %",
+                     sat(r["klom_forget_p95"], _ci(r, "klom_forget_p95", 2)), _fmt(r["klom_forget_median"]),
+                     sat(r["klom_retain_p95"], _fmt(r["klom_retain_p95"])),
+                     sat(r["klom_val_p95"], _fmt(r["klom_val_p95"])), f"{r['p_adjusted']:.4f}", verdict])
     return header, rows
 
 
-def markdown(title: str, header: list[str], rows: list[list[str]], notes: list[str]) -> str:
+def _p_text(p: float) -> str:
+    return f"p = {p:.4f}"
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def conclusions(summary: dict[str, Any], label: Callable[[str], str] = lambda m: ROW_LABELS.get(m, m)) -> list[str]:
+    """What the audit of one scenario shows, one sentence per row, from its numbers alone: the
+    sanity rows' verdicts; per method the membership game against the oracle null and against the
+    originals (only where the 95 % intervals do not overlap), whether it is told apart from the
+    oracles, whether it moves retained and unseen examples too, and where KLoM saturates."""
+    alpha = summary["alpha"]
+    rows = {r["model"]: r for r in summary["rows"]}
+    floor, ceiling = summary["null"], summary["klom_saturation"]
+    orig = rows.get(ORIGINAL_ROW)
+    out = []
+    for r in summary["rows"]:
+        name, check = label(r["model"]), r.get("sanity") or {}
+        if check:
+            out.append(f"{name}: {'passes' if check['ok'] else 'FAILS'} its check (must {check['expect']}; "
+                       f"adjusted p = {check['p']:.4f}, alpha {alpha:g}).")
+            continue
+        p = r["p"]
+        leak = p["membership_auc"] <= alpha
+        parts = [f"membership AUC {_ci(r, 'membership_auc', 3)}: "
+                 + ("its forget examples remain identifiable as members" if leak else
+                    "no membership signal beyond the oracle null")
+                 + f" ({_p_text(p['membership_auc'])})"]
+        if orig is not None:
+            a, b = r["intervals"]["membership_auc"], orig["intervals"]["membership_auc"]
+            parts.append("not distinguishable from the originals' " + _ci(orig, "membership_auc", 3) if _overlap(a, b)
+                         else ("below" if a[1] < b[0] else "above") + " the originals' " + _ci(orig, "membership_auc", 3))
+        distinct = p["distinct_auc"] <= alpha
+        parts.append(("told apart from the oracles" if distinct else "not told apart from the oracles")
+                     + f" (AUC {r['distinct_auc']:.3f}, {_p_text(p['distinct_auc'])})")
+        moved = [s for s in ("retain", "val") if p[f"klom_{s}_p95"] <= alpha]
+        if moved:
+            what = {"retain": "retained", "val": "unseen"}
+            parts.append(f"it moves {' and '.join(what[s] for s in moved)} examples too (KLoM p95 "
+                         + ", ".join(f"{s} {r[f'klom_{s}_p95']:.2f}" for s in moved)
+                         + f" against the null's 99th percentile "
+                         + ", ".join(f"{floor[f'klom_{s}_p95']['q99']:.2f}" for s in moved) + ")")
+        if r["klom_forget_p95"] >= ceiling:
+            parts.append(f"its forget KLoM p95 {r['klom_forget_p95']:.2f} is at the ceiling (≥ {ceiling:.2f}), where "
+                         "rows cannot be ranked")
+        out.append(f"{name}: " + "; ".join(parts) + ".")
+    return out
+
+
+def markdown(title: str, header: list[str], rows: list[list[str]], notes: list[str], findings: list[str]) -> str:
     lines = [f"### {title}", "", *notes, "", "| " + " | ".join(header) + " |",
              "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", *(f"- {f}" for f in findings)]
     return "\n".join(lines) + "\n"
 
 
+def table_notes(summary: dict[str, Any]) -> list[str]:
+    e = summary["examples"]
+    notes = [f"K = {summary['K']} models per row; {e['forget']} forget, {e['heldout']} held-out (never seen, same "
+             f"distribution), {e['retain']} retain (sample) and {e['val']} validation examples. Null: "
+             f"{summary['null_draws']} random K-vs-K splits of the 2K oracles; intervals: {summary['resamples']} "
+             "bootstrap draws of both ensembles' models; p: the four criteria (membership AUC, AUC and TPR against "
+             f"the oracles, forget KLoM p95) together, family-wise alpha {summary['alpha']:g}. ▲ KLoM at the ceiling "
+             f"(≥ {summary['klom_saturation']:.2f} nats: the two ensembles may share no bin; not ranked)."]
+    for r in summary["rows"]:
+        check = r.get("sanity") or {}
+        if check and not check["ok"]:
+            notes.append(f"**Sanity check failed** ({ROW_LABELS.get(r['model'], r['model'])}, must {check['expect']}): "
+                         + "; ".join(check["problems"]))
+    return notes
+
+
+# ------------------------------------------------------------------------------ the job
 def run_audit(reference: str, inputs: list[str], rows: list[str], scenario: str, title: str,
               params: dict[str, Any], out_dir: str, code: str | None = None) -> dict[str, Any]:
     if len(inputs) != len(rows):
@@ -216,54 +350,56 @@ def run_audit(reference: str, inputs: list[str], rows: list[str], scenario: str,
     K = len(ref["forget"])
     kinds = {name: load_audit_logits(path) for name, path in zip(rows, inputs, strict=True)}
     for name, arrays in kinds.items():
-        for s in AUDIT_SETS:
+        for s in (*AUDIT_SETS, "test"):
             if not np.array_equal(arrays[f"{s}_labels"], ref_arrays[f"{s}_labels"]) or \
                     len(arrays[f"{s}_logits"]) != K:
                 raise ValueError(f"{name}: its {s} examples or model count differ from the oracles' "
                                  "(made by rule 'audit_logits' with other settings); rerun the audit")
     margin = {name: set_margins(arrays) for name, arrays in kinds.items()}
-    floor = klom_floor(ref, margin[ORACLE_ROW], params)
-    u_floor = ulira_floor(ref["forget"], margin[ORACLE_ROW]["forget"], params)
-    fprs = [float(f) for f in params["ulira"]["fpr"]]
+    draws, resamples, seed = int(params["null_draws"]), int(params["resamples"]), int(params["seed"])
+    alpha = float(params["alpha"])
+    null = null_statistics(ref, margin[ORACLE_ROW], params, draws, seed)
+    log(f"audit {scenario}: {draws} null draws")
     results, per_example = [], {}
-    for name in rows:
-        result, scores = score_row(name, margin[name], ref, params)
+    for i, name in enumerate(rows):
+        stats, scores = row_statistics(margin[name], ref, params, keep_scores=True)
+        result: dict[str, Any] = {"model": name, **stats}
+        result["p"] = {s: p_value(stats[s], null[s]) for s in NULL_STATS}
+        result["p_adjusted"], _ = min_p_adjusted(stats, null)
+        result["intervals"] = bootstrap_intervals(margin[name], ref, params, resamples, seed + 1 + i)
         mia = mia_efficacy(kinds[name])
         result["mia_efficacy"], result["mia_efficacy_sd"] = float(mia.mean()), float(mia.std(ddof=1))
-        result["sanity"] = sanity(result, floor, u_floor, fprs)
+        result["sanity"] = sanity(name, result["p_adjusted"], {c: result["p"][c] for c in CRITERIA}, alpha)
         results.append(result)
         per_example.update({f"{name}/{key}": value for key, value in scores.items()})
-        log(f"audit {scenario} {name}: KLoM forget median {result['klom_forget_median']:.3f}, "
-            f"U-LiRA AUC {result['ulira_auc']:.3f}, MIA-Efficacy {result['mia_efficacy']:.1f}")
-    failed = [r for r in results if r["sanity"] and not r["sanity"]["ok"]]
-    notes = [f"K = {K} models per row; {ref['forget'].shape[1]} forget, {ref['retain'].shape[1]} retain "
-             f"(sample) and {ref['val'].shape[1]} validation examples; KLoM against the K oracles, U-LiRA on "
-             "the forget set (leave-one-out over the K training seeds)."]
-    notes += [f"**Sanity check failed** ({ROW_LABELS.get(r['model'], r['model'])}, must {r['sanity']['expect']}): "
-              + "; ".join(r["sanity"]["problems"]) for r in failed]
-    header, body = table_rows(results, floor, fprs, u_floor)
+        log(f"audit {scenario} {name}: membership AUC {stats['membership_auc']:.3f}, against the oracles "
+            f"{stats['distinct_auc']:.3f}, KLoM forget p95 {stats['klom_forget_p95']:.3f}, adjusted p "
+            f"{result['p_adjusted']:.4f}")
+    summary = {
+        "scenario": scenario, "K": K, "rows": results, "alpha": alpha, "null_draws": draws, "resamples": resamples,
+        "fpr": float(params["ulira"]["fpr"][0]),
+        "sanity_failed": [r["model"] for r in results if r["sanity"] and not r["sanity"]["ok"]],
+        "null": floor_summary(null), "klom_saturation": klom_saturation(params),
+        "examples": {s: int(ref[s].shape[1]) for s in (*AUDIT_SETS, "heldout")},
+        "params": params, "code": code,
+    }
+    summary["conclusions"] = conclusions(summary)
+    header, body = table_rows(results, summary["null"], summary["klom_saturation"], summary["fpr"])
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    write_text(out / "audit.md", markdown(f"{title}: {scenario}, oracle-ensemble audit", header, body, notes))
+    write_text(out / "audit.md", markdown(f"{title}: {scenario}, oracle-ensemble audit", header, body,
+                                          table_notes(summary), summary["conclusions"]))
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
     writer.writerows(body)
     write_text(out / "audit.csv", buf.getvalue())
     arrays = {key: np.asarray(v) for key, v in per_example.items()}
-    arrays.update({f"floor/{s}": floor[s]["values"] for s in AUDIT_SETS})
-    arrays["floor/ulira_auc"] = u_floor["aucs"]
+    arrays.update({f"null/{name}": v for name, v in null.items()})
     arrays["forget_index"] = ref_arrays["forget_index"]
     arrays["retain_index"] = ref_arrays["retain_index"]
     save_npz(out / "scores.npz", arrays)
-    klom_figure(per_example, floor, rows, f"{title}: {scenario}", out / "figures" / "klom.png")
+    klom_figure(per_example, summary["null"], rows, f"{title}: {scenario}", out / "figures" / "klom.png")
     roc_figure(per_example, rows, f"{title}: {scenario}", out / "figures" / "roc.png")
-    summary = {
-        "scenario": scenario, "K": K, "rows": results, "sanity_failed": [r["model"] for r in failed],
-        "floor": {s: {k: v for k, v in floor[s].items() if k != "values"} for s in AUDIT_SETS},
-        "ulira_floor": {k: v for k, v in u_floor.items() if k != "aucs"},
-        "examples": {s: int(ref[s].shape[1]) for s in AUDIT_SETS},
-        "params": params, "code": code,
-    }
     write_json(out / "audit.json", summary)
     return summary

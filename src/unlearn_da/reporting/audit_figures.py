@@ -1,4 +1,4 @@
-"""The audit's two figures: per-example KLoM per model kind, and U-LiRA's ROC curves on log axes."""
+"""The audit's two figures: per-example KLoM per model kind, and the ROC curves of its two games on log axes."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ METHOD_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brow
 
 def klom_figure(scores: dict[str, np.ndarray], floor: dict[str, Any], rows: list[str], title: str,
                 path: str | Path) -> None:
-    """Box plots of the per-example KLoM of every row, one panel per audit set, with the oracle
-    floor: the band spans the floor's 95 % range of the median, the dashed line its 95th percentile."""
+    """Box plots of the per-example KLoM of every row, one panel per audit set, with the oracle null:
+    the band spans the 99 % range of its median, the dashed line the median of its 95th percentile."""
     plt, _ = _setup()
     fig, axes = plt.subplots(1, len(AUDIT_SETS), figsize=(4.2 * len(AUDIT_SETS), 0.42 * len(rows) + 1.6),
                              sharey=True)
@@ -27,9 +27,10 @@ def klom_figure(scores: dict[str, np.ndarray], floor: dict[str, Any], rows: list
     for ax, s in zip(axes, AUDIT_SETS, strict=True):
         data = [scores[f"{r}/klom_{s}"] for r in rows]
         ax.boxplot(data, orientation="horizontal", widths=0.6, showfliers=True, flierprops={"markersize": 2, "alpha": 0.4})
-        lo, hi = floor[s]["median_range"]
-        ax.axvspan(lo, hi, color="tab:green", alpha=0.2, label="oracle floor: median (95 % range)")
-        ax.axvline(floor[s]["p95"], color="tab:green", ls="--", lw=1, label="oracle floor: 95th percentile")
+        lo, hi = floor[f"klom_{s}_median"]["range99"]
+        ax.axvspan(lo, hi, color="tab:green", alpha=0.2, label="oracle null: median (99 % range)")
+        ax.axvline(floor[f"klom_{s}_p95"]["median"], color="tab:green", ls="--", lw=1,
+                   label="oracle null: 95th percentile")
         ax.set_title(f"{s} examples")
         ax.set_xlabel("KLoM (nats; lower = closer to the oracles)")
         ax.set_yticks(range(1, len(rows) + 1), labels)
@@ -42,29 +43,34 @@ def klom_figure(scores: dict[str, np.ndarray], floor: dict[str, Any], rows: list
     plt.close(fig)
 
 
+GAMES = (("membership", "membership: forget vs never-seen examples\n(false positive: a never-seen example taken for a member)"),
+         ("distinct", "against the oracles: forget examples\n(false positive: an oracle taken for the row's model)"))
+
+
 def roc_figure(scores: dict[str, np.ndarray], rows: list[str], title: str, path: str | Path) -> None:
-    """U-LiRA's ROC of every row on log-log axes (the low-FPR corner is what matters); the diagonal
-    is a model the attack cannot tell from an oracle."""
+    """The ROC of every row in both games on log-log axes (the low-FPR corner is what matters); the
+    diagonal is chance. Left: the membership game (privacy); right: told apart from the oracles."""
     plt, _ = _setup()
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    n_neg = scores[f"{rows[0]}/ulira_negative"].size
-    floor = 1.0 / n_neg
-    methods = iter(METHOD_COLOURS * (1 + len(rows) // len(METHOD_COLOURS)))
-    for r in rows:
-        fpr, tpr = roc(scores[f"{r}/ulira_positive"], scores[f"{r}/ulira_negative"])
-        style = {"retrain_alt": {"color": "black", "lw": 2}, "original": {"color": "tab:red", "lw": 2}}.get(
-            r, {"color": None, "lw": 1.2})
-        style["color"] = style["color"] or next(methods)
-        ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), label=LABELS.get(r, r), **style)
-    ax.plot([floor, 1], [floor, 1], color="grey", ls=":", lw=1, label="chance")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(floor, 1)
-    ax.set_ylim(floor, 1.05)
-    ax.set_xlabel("false-positive rate (oracle taken for unlearned)")
-    ax.set_ylabel("true-positive rate (unlearned model found)")
-    ax.set_title(f"{title}: U-LiRA on the forget set", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 4.6))
+    for ax, (game, caption) in zip(axes, GAMES, strict=True):
+        floor = 1.0 / scores[f"{rows[0]}/{game}_negative"].size
+        methods = iter(METHOD_COLOURS * (1 + len(rows) // len(METHOD_COLOURS)))
+        for r in rows:
+            fpr, tpr = roc(scores[f"{r}/{game}_positive"], scores[f"{r}/{game}_negative"])
+            style = {"retrain_alt": {"color": "black", "lw": 2}, "original": {"color": "tab:red", "lw": 2}}.get(
+                r, {"color": None, "lw": 1.2})
+            style["color"] = style["color"] or next(methods)
+            ax.plot(np.maximum(fpr, floor), np.maximum(tpr, floor), label=LABELS.get(r, r), **style)
+        ax.plot([floor, 1], [floor, 1], color="grey", ls=":", lw=1, label="chance")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(floor, 1)
+        ax.set_ylim(floor, 1.05)
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.set_title(caption, fontsize=8)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -87,8 +87,9 @@ def collect(config: dict, overlays: list[str], root: str | Path = ".", strict: b
             models.pop(model_key(f"audit/{scenario}", 0, "summary"), None)
             summary = read_json(summary_file, "audit") if summary_file is not None else None
             if summary is not None:
-                audits[scenario] = {k: summary[k] for k in ("K", "examples", "floor", "ulira_floor", "rows",
-                                                            "sanity_failed")}
+                audits[scenario] = {k: summary[k] for k in ("K", "examples", "null", "klom_saturation", "alpha", "fpr",
+                                                            "null_draws", "resamples", "rows", "sanity_failed",
+                                                            "conclusions")}
             rows = {r["model"]: r for r in summary["rows"]} if summary is not None else {}
             for model in ["retrain", *P.audit_rows(config)]:
                 e = models.setdefault(f"audit/{scenario}/{model}", {})

@@ -267,8 +267,9 @@ def cost_block(config: dict[str, Any], source: str) -> str:
 
 
 def audit_block(record: dict[str, Any], source: str) -> str:
-    """Per scenario, the oracle-ensemble audit's table (``reporting/audit.py``) from the shipped record."""
-    from ..reporting.audit import table_rows
+    """Per scenario, the oracle-ensemble audit's table and its conclusions (``reporting/audit.py``), from
+    the shipped record."""
+    from ..reporting.audit import table_notes, table_rows
 
     audits = dict(record.get("audit") or {})
     made = audits.pop("_run", None)
@@ -276,52 +277,27 @@ def audit_block(record: dict[str, Any], source: str) -> str:
            + (f"; its {made['artifacts']} checkpoints and logits files were written over "
               f"{made['first_to_last_s'] / 60:.0f} min, first to last" if made else "") + ".", ""]
     for scenario, audit in audits.items():
-        rows = audit["rows"]
-        fprs = sorted((float(k.split("@")[1]) for k in rows[0] if k.startswith("ulira_tpr@") and
-                       not k.endswith(("_ci", "_ci99"))), reverse=True)
-        header, body = table_rows(rows, audit["floor"], fprs, audit.get("ulira_floor"))
-        e = audit["examples"]
-        out += [f"**{scenario}**: K = {audit['K']} models per row; {e['forget']} forget, {e['retain']} retain "
-                f"(sample) and {e['val']} validation examples."
-                + (f" Sanity check failed: {', '.join(audit['sanity_failed'])}." if audit["sanity_failed"] else ""),
-                "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-                *("| " + " | ".join(r) + " |" for r in body), ""]
+        header, body = table_rows(audit["rows"], audit["null"], audit["klom_saturation"], audit["fpr"])
+        out += [f"**{scenario}**: " + " ".join(table_notes(audit)), "",
+                "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+                *("| " + " | ".join(r) + " |" for r in body), "",
+                *(_wrap(f"- {c}") for c in audit["conclusions"]), ""]
     return "\n".join(out)
 
 
 def audit_excerpt_block(record: dict[str, Any], source: str) -> str:
-    """README's excerpt of the audit: per scenario and row, MIA-Efficacy, forget KLoM and U-LiRA AUC."""
-    from ..reporting.audit import ROW_LABELS
-
+    """README's excerpt of the audit: per scenario and method, what the audit shows (its conclusions),
+    and any sanity check that failed."""
     audits = {k: v for k, v in (record.get("audit") or {}).items() if not k.startswith("_")}
-    scenarios = list(audits)
     k = next(iter(audits.values()))["K"] if audits else "?"
-    header = ["model"] + [f"{s}: {col}" for s in scenarios for col in ("MIA-Eff.", "KLoM", "U-LiRA AUC")]
-    lines = [_wrap(f"From `{source}` (K = {k}; KLoM: median over forget examples, nats, the floor row is "
-                   "oracles against oracles; AUC 0.5 = the attack cannot tell the model from an oracle; all "
-                   "rows and the other columns: [Audit](docs/audit.md)):"), "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    first = audits[scenarios[0]]
-    def u_null(s: str) -> str:
-        u = audits[s].get("ulira_floor")
-        return f"{u['auc_median']:.3f} [{u['auc_range99'][0]:.3f}, {u['auc_range99'][1]:.3f}]" if u else ""
-
-    floor = ["oracle floor (99 % range)"] + [c for s in scenarios
-                                             for c in ("", f"{audits[s]['floor']['forget']['median']:.2f}", u_null(s))]
-    lines.append("| " + " | ".join(floor) + " |")
-    for i, row in enumerate(first["rows"]):
-        cells = [ROW_LABELS.get(row["model"], row["model"])]
-        for s in scenarios:
-            r = audits[s]["rows"][i]
-            cells += [f"{r['mia_efficacy']:.1f}", f"{r['klom_forget_median']:.2f}", f"{r['ulira_auc']:.3f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    for s in scenarios:
-        for r in audits[s]["rows"]:
-            check = r.get("sanity") or {}
-            if check and not check["ok"]:
-                lines += ["", _wrap(f"**Sanity check failed** in {s}: {ROW_LABELS.get(r['model'], r['model'])} (must "
-                                    f"{check['expect']}): " + "; ".join(check["problems"]) + ".")]
-    return "\n".join(lines) + "\n"
+    lines = [_wrap(f"From `{source}` (K = {k} models per row; the tables, the null and the method: "
+                   "[Audit](docs/audit.md)). The membership game asks whether, under one model, the forget examples "
+                   "can be told from never-seen examples of the same distribution (the privacy question, AUC 0.5 = "
+                   "no); the other statements say whether the row can be told apart from retrained oracles at all, "
+                   "and whether it moves retained and unseen examples too:"), ""]
+    for scenario, audit in audits.items():
+        lines += [f"**{scenario}**", ""] + [_wrap(f"- {c}") for c in audit["conclusions"]] + [""]
+    return "\n".join(lines)
 
 
 def audit_cost_block(config: dict[str, Any], source: str) -> str:
