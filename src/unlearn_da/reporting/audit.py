@@ -38,7 +38,8 @@ import io
 import math
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -305,7 +306,7 @@ def conclusions(summary: dict[str, Any], label: Callable[[str], str] = lambda m:
             what = {"retain": "retained", "val": "unseen"}
             parts.append(f"it moves {' and '.join(what[s] for s in moved)} examples too (KLoM p95 "
                          + ", ".join(f"{s} {r[f'klom_{s}_p95']:.2f}" for s in moved)
-                         + f" against the null's 99th percentile "
+                         + " against the null's 99th percentile "
                          + ", ".join(f"{floor[f'klom_{s}_p95']['q99']:.2f}" for s in moved) + ")")
         if r["klom_forget_p95"] >= ceiling:
             parts.append(f"its forget KLoM p95 {r['klom_forget_p95']:.2f} is at the ceiling (≥ {ceiling:.2f}), where "

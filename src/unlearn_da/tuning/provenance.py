@@ -19,7 +19,8 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
