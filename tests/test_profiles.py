@@ -250,3 +250,30 @@ def test_the_workflow_passes_snakemake_lint(tmp_path):
     """`make lint`'s first step: functions in common.smk, names instead of indices, no paths built with +."""
     proc = snakemake(copy_project(tmp_path / "proj"), "--lint", check=False)
     assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def _ssd_batch_rule(n_forget: int, largest: int) -> int:
+    """docs/methods.md, "SSD's batches" (ours): the largest batch size not above ``largest`` whose last forget
+    batch holds at least half a batch (or none is left over)."""
+    return next(size for size in range(min(largest, n_forget), 0, -1)
+                if n_forget % size == 0 or 2 * (n_forget % size) >= size)
+
+
+def test_the_ssd_batch_rule():
+    assert [_ssd_batch_rule(n, 32) for n in (130, 128, 33, 5)] == [28, 32, 22, 5]
+    assert _ssd_batch_rule(1080, 128) == 127 and _ssd_batch_rule(5000, 128) == 126
+
+
+def test_the_digits_ssd_batches_leave_no_small_last_forget_batch(tmp_path):
+    """On the digits splits: a last forget batch of 2 (130 at 32) decided SSD's result on three seeds."""
+    from unlearn_da import pipeline as P
+    from unlearn_da.data.prepared import load_prepared, prepare
+    from unlearn_da.data.splits import make_split
+
+    cfg = load_config()
+    prepare("digits", P.data_params(cfg), tmp_path / "digits.npz")
+    y = load_prepared(tmp_path / "digits.npz").y_train
+    ssd = cfg["unlearn"]["ssd"]
+    for scenario, key in (("random10", "batch_size"), ("class0", "class_batch_size")):
+        n = len(make_split(y, scenario, 0).forget)
+        assert ssd[key] == _ssd_batch_rule(n, 32), (scenario, n, ssd[key])
