@@ -277,3 +277,27 @@ def test_the_digits_ssd_batches_leave_no_small_last_forget_batch(tmp_path):
     for scenario, key in (("random10", "batch_size"), ("class0", "class_batch_size")):
         n = len(make_split(y, scenario, 0).forget)
         assert ssd[key] == _ssd_batch_rule(n, 32), (scenario, n, ssd[key])
+
+
+def test_a_tuned_value_s_code_hash_ignores_docstrings_and_comments_but_not_code(tmp_path, monkeypatch):
+    """Editing a method's docstring does not make its tuned values stale; changing what it computes does."""
+    from unlearn_da import pipeline as P
+
+    package = tmp_path / "unlearn_da"
+    (package / "methods").mkdir(parents=True)
+    source = (P.PACKAGE_DIR / "methods/ssd.py").read_text()
+    monkeypatch.setattr(P, "PACKAGE_DIR", package)
+
+    def hashed(text: str) -> str:
+        (package / "methods/ssd.py").write_text(text)
+        P._semantic_digest.cache_clear()
+        return P.semantic_hash("methods/ssd.py")
+
+    try:
+        base = hashed(source)
+        assert hashed(source.replace("Selective Synaptic Dampening", "SSD (reworded)")) == base
+        assert hashed(source.replace("    bs, alpha = scenario_values(ctx, hp)\n",
+                                     "    bs, alpha = scenario_values(ctx, hp)  # a comment\n")) == base
+        assert hashed(source.replace("max(1, batches)", "max(2, batches)")) != base
+    finally:
+        P._semantic_digest.cache_clear()

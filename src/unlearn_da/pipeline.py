@@ -122,6 +122,30 @@ TRAINING_SOURCES = ("core/training.py", "core/models.py", "core/runtime.py", "co
 SCORING_SOURCES = ("jobs/evaluate.py", "metrics/accuracy.py", "metrics/mia.py", "tuning/select.py")
 
 
+@functools.cache
+def _semantic_digest(relpath: str) -> str:
+    """SHA-256 of a module's syntax tree without its docstrings: what the code does, not how it is
+    written down (comments, docstrings and layout do not count)."""
+    import ast
+
+    tree = ast.parse((PACKAGE_DIR / relpath).read_text())
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+def semantic_hash(*relpaths: str) -> str:
+    """Short hash over the listed modules' syntax trees (docstrings removed), in sorted order."""
+    digest = hashlib.sha256()
+    for rel in sorted(set(relpaths)):
+        digest.update(rel.encode())
+        digest.update(_semantic_digest(rel).encode())
+    return digest.hexdigest()[:16]
+
+
 def method_code_files(config: dict, method: str) -> tuple[str, ...]:
     """A method's own files: its module(s) and, when it uses DA (``+da``, MUDA), the DA code."""
     from .methods import METHOD_DEPENDENCIES, METHOD_MODULES, USES_DA_CONFIG
@@ -133,9 +157,9 @@ def method_code_files(config: dict, method: str) -> tuple[str, ...]:
 
 def tuned_code(config: dict, method: str) -> dict[str, str]:
     """The code hashes a tuned value of ``method`` is valid for: its own files, the shared training code and
-    the scoring code."""
-    return {"method": code_hash(*method_code_files(config, method)), "training": code_hash(*TRAINING_SOURCES),
-            "scoring": code_hash(*SCORING_SOURCES)}
+    the scoring code (``semantic_hash``: a docstring or comment changes none of them)."""
+    return {"method": semantic_hash(*method_code_files(config, method)), "training": semantic_hash(*TRAINING_SOURCES),
+            "scoring": semantic_hash(*SCORING_SOURCES)}
 
 
 def tuning_provenance(config: dict) -> dict[str, Any]:
@@ -375,7 +399,8 @@ def da_energy_provenance(config: dict) -> dict[str, Any]:
     tune = config["tuning"]
     return {"search": {"seeds": list(tune["seeds"]), "scenarios": tuning_scenarios(config),
                        "params": da_energy_params(config)},
-            "code": {"training": code_hash(*TRAINING_SOURCES), "choice": rule_code("choose_da_energy")}}
+            "code": {"training": semantic_hash(*TRAINING_SOURCES),
+                     "choice": semantic_hash(*RULE_SOURCES["choose_da_energy"])}}
 
 
 def model_metrics(run: str, scenario: str, seed: int | str, model: str) -> str:
