@@ -192,11 +192,11 @@ def _fit(u: Unlearning, which: str) -> tuple[Images, int]:
 
 
 def _neggrad_plus(u: Unlearning) -> tuple[Images, int]:
-    """Each retain batch with the next of the cycled forget batches, two forwards; DA on their features."""
+    """Each retain batch with the next of the cycled forget batches, two forwards; +da: a sampled pair per step."""
     bs = int(u.hp["batch_size"])
     retain = shuffled_sizes(u.n_retain, bs)
     forget = shuffled_sizes(u.n_forget, int(u.hp.get("forget_batch_size") or bs))
-    epoch = u.da_epoch() + fb(sum(retain) + cycled_sum(forget, len(retain)))
+    epoch = u.da_epoch() + fb(sum(retain) + cycled_sum(forget, len(retain))) + u.da_sampled().times(len(retain))
     epochs = int(u.hp["epochs"])
     return epoch.times(epochs), epochs * len(retain)
 
