@@ -258,6 +258,10 @@ def test_the_cifar_profile_takes_the_values_of_the_notebooks_it_cites():
     assert {k: un["scrub"][k] for k in ("epochs", "msteps", "forget_batch_size", "batch_size")} == \
         {"epochs": 3, "msteps": 2, "forget_batch_size": 512, "batch_size": 256}
     assert (un["ssd"]["batch_size"], un["ssd"]["class_batch_size"]) == (128, 64)
+    # SSD: alpha 10 for random forgetting (forget_random_main.py); a class of ten: 5 (ours, half the bound
+    # I_f / I_D can reach with D ordered class by class); CIFAR-100: the reference's 10 (cifar100_fullclass_exps.sh)
+    assert (un["ssd"]["alpha"], un["ssd"]["lambda"], un["ssd"]["class_alpha"]) == (10.0, 1.0, 5.0)
+    assert load_config(["config/cifar10.yaml", "config/cifar100.yaml"])["unlearn"]["ssd"]["class_alpha"] == 10.0
 
 
 # ---- 5. SCRUB learning-rate decay (SCRUB repdistiller/helper/util.py adjust_learning_rate) ----------------
