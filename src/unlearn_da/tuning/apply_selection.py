@@ -67,7 +67,9 @@ def _wanted(chosen: dict[str, dict[str, Any]]) -> dict[tuple[str, ...], dict[str
     return wanted
 
 
-def _same(old: Any, new: Any) -> bool:
+def same_value(old: Any, new: Any) -> bool:
+    """Equal, and a float where the other is one (and a bool likewise): 3 and 3.0 are not the same value
+    in a config file that PyYAML reads."""
     return old == new and isinstance(old, float) == isinstance(new, float) and isinstance(old, bool) == isinstance(new, bool)
 
 
@@ -110,7 +112,7 @@ def _edits(doc: CommentedMap, lines: list[str], wanted: dict[tuple[str, ...], di
                 if key not in parent:
                     missing[key] = value
                     changes.append(f"{where}.{key}: added {_text(value)}")
-                elif not _same(parent[key], value):
+                elif not same_value(parent[key], value):
                     line, col = parent.lc.value(key)
                     token = re.match(r"[^,}\]#\s]+", lines[line][col:])
                     if token is None:
@@ -168,5 +170,5 @@ def _check(doc: dict, wanted: dict[tuple[str, ...], dict[str, Any]], path: Path)
             node = node.get(key) if isinstance(node, dict) else None
         for key, value in values.items():
             got = node.get(key) if isinstance(node, dict) else None
-            if not _same(got, value):
+            if not same_value(got, value):
                 raise ConfigError(f"{path}: writing {'.'.join(keys)}.{key} = {value!r} read back as {got!r}")

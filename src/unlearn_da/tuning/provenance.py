@@ -28,6 +28,7 @@ from ruamel.yaml.comments import CommentedMap
 from .. import pipeline as P
 from ..settings.config import DEFAULT_CONFIG, load_config, method_base, read_yaml, tuning_space
 from ..settings.search import DA_WEIGHT
+from .apply_selection import same_value
 
 _MARK = re.compile(r"#\s*tuned\b(?::\s*(?P<keys>[A-Za-z0-9_, ]+?))?\s*(?:[(;].*)?$")
 KeyPath = tuple[str, ...]
@@ -104,10 +105,6 @@ def _get(config: dict, path: KeyPath) -> Any:
     return node
 
 
-def _same(a: Any, b: Any) -> bool:
-    return a == b and isinstance(a, float) == isinstance(b, float) and isinstance(a, bool) == isinstance(b, bool)
-
-
 def _selection_problems(config: dict, selection: dict[str, Any], where: str) -> list[str]:
     problems = []
     today = P.tuning_provenance(config)
@@ -133,7 +130,7 @@ def _selection_problems(config: dict, selection: dict[str, Any], where: str) -> 
     for path, value in chosen_paths(selection).items():
         if path[1] in tuning_space(config) or (path[1] == "da" and path[3] in P.da_tuning_methods(config)):
             actual = _get(config, path)
-            if not _same(actual, value):
+            if not same_value(actual, value):
                 problems.append(f"{'.'.join(path)}: the profile has {actual!r}, {where} chose {value!r}")
     return problems
 
@@ -194,7 +191,7 @@ def _da_energy_problems(config: dict, default: dict, files: Sequence[str | os.Pa
             result = _read(path, "da_energy")
         except ValueError as exc:
             return [str(exc)]
-        if not _same(result.get("chosen_energy"), energy):
+        if not same_value(result.get("chosen_energy"), energy):
             out.append(f"evaluation.da.energy: the profile has {energy!r}, {path} chose {result.get('chosen_energy')!r}")
         today = P.da_energy_provenance(config)
         for key in ("search", "code"):
