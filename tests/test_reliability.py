@@ -71,7 +71,48 @@ BAD_CONFIGS = [
     ("tuning.space", {"ga": {"lr": ["uniform", -1, 0.1]}}, ["tuning.space.ga.lr", "must be > 0"]),
     ("evaluation.da.k", 0, ["evaluation.da.k", ">= 1"]),
     ("unlearn.ft", _DELETE, ["method 'ft' has no hyper-parameter block"]),
+    # counts are integers, not floats JSON Schema would also call integers, and every one is bounded
+    ("seeds", [0.0], ["seeds[0]", "0.0 has the wrong type; expected integer"]),
+    ("train.epochs", 3.0, ["train.epochs", "3.0 has the wrong type"]),
+    ("evaluation.clustering.n_init", 10 ** 9, ["evaluation.clustering.n_init", "must be <= 1000"]),
+    ("train.crop_padding", 100000, ["train.crop_padding", "must be <= 64"]),
+    ("evaluation.batch_size", 10 ** 7, ["evaluation.batch_size", "must be <= 65536"]),
+    ("audit.retain_sample", 10 ** 9, ["audit.retain_sample", "must be <= 1000000"]),
+    # names: a newline or a control character passes a pattern's $, so none is allowed anywhere; the key
+    # and the value are quoted escaped in the message
+    ("run_tag", "abc\n", ["run_tag", "'abc\\n' holds a control character"]),
+    ("unlearn.variants", {"fast\n": {"base": "ft"}}, ["unlearn.variants.'fast\\n'", "holds a control character"]),
+    ("unlearn.ft.epochs\x1b[31m", 3, ["'epochs\\x1b[31m'"]),
+    # lists of method names take known names only
+    ("unlearn.da.weights", {"fft": 1.0}, ["unlearn.da.weights.fft", "'fft' is not a method that takes the DA plug-in"]),
+    ("evaluation.embedding.models", ["mdua"], ["evaluation.embedding.models[0]", "unknown method 'mdua'"]),
+    ("evaluation.da_k_curve.models", ["ft", "rll"], ["evaluation.da_k_curve.models[1]", "unknown method 'rll'"]),
 ]
+
+
+def test_every_number_in_the_schema_is_bounded_on_both_sides():
+    """A count without a maximum (n_init 1e9) hangs a job; a number without one fails late."""
+    import yaml
+
+    schema = yaml.safe_load(Path("workflow/schemas/config.schema.yaml").read_text())
+    unbounded = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            types = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+            if {"integer", "number"} & set(types):
+                low = {"minimum", "exclusiveMinimum"} & set(node)
+                high = {"maximum", "exclusiveMaximum"} & set(node)
+                if not (low and high):
+                    unbounded.append(".".join(path))
+            for key, value in node.items():
+                walk(value, path + [str(key)])
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, path + [str(i)])
+
+    walk(schema, [])
+    assert not unbounded, unbounded
 
 
 @pytest.mark.parametrize("key,value,expected", BAD_CONFIGS, ids=[f"{k}={v!r}"[:40] for k, v, _ in BAD_CONFIGS])

@@ -69,10 +69,19 @@ def load_config(
     return config
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_+-]{1,80}")
+
+
 def _format_path(path: Iterable[Any]) -> str:
+    """``a.b[0].c``; a key that is not a plain name is quoted and escaped (``repr``, cut), so a newline or
+    a terminal escape in a user's key cannot break or forge the message."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        text = str(part) if _PLAIN_KEY.fullmatch(str(part)) else short(str(part), 80)
+        out += f".{text}" if out else text
     return out or "<top level>"
 
 
@@ -174,9 +183,11 @@ def validate_config(
     # every file is read with the strict loader first: a duplicate key, an alias bomb or a YAML 1.1
     # surprise is refused naming its own file (Snakemake's loader lets all three through)
     sources = _Sources(sources, config)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _strict_validator(jsonschema, schema)
     problems: list[str] = [_problem(path, f"{short(value)} is not a finite number; NaN and infinity are not allowed",
                                     sources) for path, value in _non_finite(config)]
+    problems += [_problem(path, f"{short(value)} holds a control character (a newline, tab, ...); names, paths "
+                          "and values may not", sources) for path, value in _control_characters(config)]
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         # report the most specific sub-error for oneOf/anyOf
         if err.context:
@@ -194,6 +205,53 @@ def validate_config(
             "invalid configuration:\n  - " + "\n  - ".join(problems)
         )
     return config
+
+
+def _strict_validator(jsonschema: Any, schema: dict) -> Any:
+    """Draft 2020-12, except that ``integer`` is an int only: JSON Schema counts 0.0 as an integer,
+    and a seed or a count of 0.0 breaks a path or a range() later."""
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(base, type_checker=checker)(schema)
+
+
+def _control_characters(node: Any, path: tuple = ()) -> Iterable[tuple[tuple, str]]:
+    """Every key or string in ``node`` with a control character: a newline in a name passes a schema
+    pattern's ``$`` and then splits a rule's shell command or a path."""
+    def bad(text: str) -> bool:
+        return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+    if isinstance(node, str):
+        if bad(node):
+            yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str) and bad(key):
+                yield path + (key,), key
+            else:
+                yield from _control_characters(value, path + (key,))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _control_characters(value, path + (i,))
+
+
+def _name_list_problems(config: dict, known: Sequence[str], variants: dict, sources: Sequence[str | Path]) -> list[str]:
+    """Free-form lists of method names take known names only: a misspelt ``unlearn.da.weights`` key would
+    leave its ``+da`` variant at the default weight, a misspelt figure model would be skipped silently."""
+    problems = []
+    pluggable = sorted(set(known) - set(NO_DA_PLUGIN))
+    for key in (config["unlearn"].get("da") or {}).get("weights") or {}:
+        if key not in pluggable:
+            problems.append(_problem(["unlearn", "da", "weights", key], f"{short(key, 80)} is not a method that takes "
+                                     f"the DA plug-in; allowed: {', '.join(pluggable)}", sources))
+    names = set(known) | set(variants)
+    for block in ("embedding", "da_k_curve"):
+        for i, model in enumerate((config["evaluation"].get(block) or {}).get("models") or []):
+            if method_base(str(model))[0] not in names:
+                problems.append(_problem(["evaluation", block, "models", i], f"unknown method {short(model, 80)}; "
+                                         f"allowed: {', '.join(sorted(names))} (each optionally with +da)", sources))
+    return problems
 
 
 def _non_finite(node: Any, path: tuple = ()) -> Iterable[tuple[tuple, float]]:
@@ -490,6 +548,7 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
         else:
             problems.extend(_variant_problems(config, schema, vname, vspec, sources))
     problems.extend(_space_problems(config, schema, known, sources))
+    problems.extend(_name_list_problems(config, known, variants, sources))
     for i, method in enumerate(config["unlearn"]["methods"]):
         stem, plus_da = method_base(method)
         base = variants[stem]["base"] if stem in variants and variants[stem]["base"] in known else stem
