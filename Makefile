@@ -32,6 +32,9 @@ CONFIGFILES := $(if $(strip $(PROFILE)),--configfile $(PROFILE))
 # every other bad value. The same command counts the GPU pool's slots (devices x jobs_per_device), which
 # bound Snakemake's gpu resource: no more GPU jobs start than the pool has places for.
 CHECK_CONFIG := gpu_slots=$$(python -m unlearn_da gpu-slots $(CONFIGFILES)) &&
+# make runs a recipe line that names $(MAKE) even under -n (for recursive makes): the recipes below call
+# it through SUBMAKE, so that `make -n <target>` prints and changes nothing (no dvc.yaml stage, no dvc repro)
+SUBMAKE = $(MAKE)
 SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) \
 	--resources gpu=$$gpu_slots $(CONFIGFILES)
 
@@ -60,7 +63,7 @@ dev: $(VENV)/.installed-dev
 reproduce: venv
 	@stage=$$(python -m unlearn_da dvc-stage $(CONFIGFILES)) || exit $$?; \
 	if [ -n "$$stage" ]; then echo "dvc repro $$stage"; dvc repro "$$stage"; \
-	else $(MAKE) --no-print-directory pipeline; fi
+	else $(SUBMAKE) --no-print-directory pipeline; fi
 
 # Snakemake, then the HTML report when a result is newer than it (written aside, then moved).
 # The command of the DVC stages; it expects the venv (make reproduce builds it first).
@@ -102,7 +105,7 @@ push: venv
 pull: venv
 	@stage=$$(python -m unlearn_da dvc-stage --no-add $(CONFIGFILES)) || exit $$?; dvc pull $$stage
 	dvc status
-	$(MAKE) --no-print-directory verify
+	$(SUBMAKE) --no-print-directory verify
 	$(SNAKEMAKE) --touch --forceall
 
 verify: venv

@@ -45,6 +45,22 @@ def make_reproduce(repo: Path) -> subprocess.CompletedProcess:
               "CORES=2", env={"VENV": str(venv)})
 
 
+@pytest.mark.parametrize("target", ["reproduce", "pull", "pipeline"])
+def test_make_n_prints_and_changes_nothing(tmp_path, target):
+    """`make -n` of a target changes nothing: make runs a recipe line that names $(MAKE) even under -n, and
+    reproduce's line also wrote dvc.yaml's stage and ran `dvc repro`."""
+    repo = copy_project(tmp_path / "repo")
+    sh(repo, "git", "init", "-q")
+    sh(repo, str(BIN / "dvc"), "init", "-q", "--no-scm")
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    venv = BIN.parent
+    proc = sh(repo, "make", "-n", "--no-print-directory", "-o", f"{venv}/.installed", target, f"PROFILE={TINY}",
+              env={"VENV": str(venv)})
+    after = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    assert after == before, sorted(set(after) ^ set(before)) or [p for p in after if after[p] != before.get(p)]
+    assert "unlearn_da" in proc.stdout  # what it would run, printed
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory, tiny_project):
     """A git repo whose dvc.yaml runs the tiny config; `make reproduce` (through DVC), pushed to a local remote.
