@@ -415,11 +415,14 @@ def test_a_json_file_missing_a_field_names_the_file_not_a_bare_key(tmp_path):
      "--params is not valid JSON"),
     (["split", "--data", "x.npz", "--scenario", "random10", "--seed", "0", "--out-dir", "o", "--params", "[1]"],
      "--params must be a JSON object"),
-    (["check-config", "--configfile", "nowhere.yaml"], "nowhere.yaml: config file not found"),
+    (["check-config", "--configfile", "nowhere.yaml"], "'nowhere.yaml': config file not found"),
+    (["check-config", "--configfile", "my", "profile.yaml"], "'my': config file not found (make's PROFILE lists"),
+    (["check-config", "--configfile", "fifo.yaml"], "'fifo.yaml': not a regular file"),
     (["split", "--data", "nowhere.npz", "--scenario", "random010", "--seed", "0", "--out-dir", "o",
       "--params", "{}"], "nowhere.npz"),
-], ids=["params not json", "params not object", "missing config", "missing data"])
+], ids=["params not json", "params not object", "missing config", "a space in PROFILE", "a FIFO", "missing data"])
 def test_bad_command_lines_get_one_line_not_a_traceback(tmp_path, args, expected):
+    os.mkfifo(tmp_path / "fifo.yaml")  # read, it would wait for a writer forever
     proc = subprocess.run([str(BIN / "python"), "-m", "unlearn_da", *args], cwd=tmp_path, capture_output=True,
                           text=True, env={**env_with_venv(), "PYTHONPATH": str(REPO / "src")}, timeout=60)
     assert proc.returncode == 2, proc.stderr

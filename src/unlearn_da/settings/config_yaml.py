@@ -126,8 +126,11 @@ def load_yaml_text(text: str, source: str) -> Any:
 def load_yaml_file(path: str | Path) -> Any:
     """:func:`load_yaml_text` of a file, with a message for a missing or unreadable one."""
     p = Path(path)
+    if p.exists() and not p.is_file():
+        raise ConfigError(f"{short(str(p), 80)}: not a regular file (a config file must be one)")
     if not p.is_file():
-        raise ConfigError(f"{p}: config file not found")
+        raise ConfigError(f"{short(str(p), 80)}: config file not found (make's PROFILE lists overlay files "
+                          "separated by spaces, so a file name cannot contain one)")
     if p.stat().st_size > MAX_FILE_BYTES:
         raise ConfigError(f"{p}: {p.stat().st_size:,} bytes; a config file is at most {MAX_FILE_BYTES:,} bytes")
     try:
