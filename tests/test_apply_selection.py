@@ -23,7 +23,7 @@ unlearn:
     lr: 0.01
   methods: [ft, muda,
             ft+da]
-other: null               # untouched
+run_tag: null             # untouched
 """
 
 
@@ -78,3 +78,23 @@ def test_refusals_name_the_file_and_leave_it_alone(tmp_path: Path, capsys: pytes
     assert profile.read_text() == "unlearn:\n  ft: [1, 2]\n"
     assert main(["apply-selection", str(bad), str(profile)]) == 2
     assert "bad.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chosen, message", [
+    ({"ft": {"lr}\n__use_yte__: true\nx: {": 0.1}}, "is not a key of unlearn.ft"),
+    ({"ft": {"seeds": [0, 1]}}, "'seeds' is not a key of unlearn.ft"),
+    ({"seeds": {"lr": 0.1}}, "chosen method 'seeds' is not a method of the schema"),
+    ({"ssd+da": {"da_weight": 1.0}}, "that takes the DA plug-in"),
+    ({"muda": {"basis_source": "epoch\n__use_yte__: true"}}, "is not a number, a boolean or a plain name"),
+    ({"ft": {"lr": {"nested": 1}}}, "is not a number, a boolean or a plain name"),
+    ({"ft": {"lr": -1.0}}, "the selection would make an invalid config"),
+], ids=["forged key", "key of another block", "forged method", "ssd+da", "forged string", "mapping", "invalid value"])
+def test_a_forged_or_invalid_selection_is_refused_and_the_profile_left_alone(tmp_path: Path, chosen, message) -> None:
+    """selection.json is a pipeline output shared through DVC: what it chooses is checked against the schema,
+    written through a YAML emitter, and the whole resulting config validated before the file is replaced."""
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(PROFILE)
+    with pytest.raises(ConfigError, match=message):
+        apply_selection(_selection(tmp_path, chosen), profile)
+    assert profile.read_text() == PROFILE
+    assert not list(tmp_path.glob(".profile.yaml.*"))  # no temporary file left behind

@@ -22,7 +22,8 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, short
+from ..settings.config_yaml import load_yaml_text
 from ..settings.search import DA_WEIGHT
 
 
@@ -36,24 +37,63 @@ def _float_text(value: float) -> str:
 
 
 def _text(value: Any) -> str:
-    """A value as it goes into the YAML file (flow style for mappings)."""
+    """A value as it goes into the YAML file (flow style for mappings), through a YAML emitter: a string
+    is written as YAML would quote it, never pasted raw."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return _float_text(value)
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_text(v)}" for k, v in sorted(value.items())) + "}"
-    return str(value)
+        return "{" + ", ".join(f"{_text(k)}: {_text(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, int):
+        return str(value)
+    return yaml.safe_dump(str(value), default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
 
 
 def chosen_values(selection_path: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Method -> chosen values, from a selection.json written by ``select-hyperparameters``."""
+    """Method -> chosen values, from a selection.json written by ``select-hyperparameters``; every method
+    must be one of the schema's (a ``+da`` one a method that takes the DA plug-in), every key one of that
+    method's, every value a scalar: the file is a pipeline output shared through DVC, not trusted."""
+    from ..methods import NO_DA_PLUGIN
+    from ..settings.config import load_schema
+
     path = Path(selection_path)
     try:
         chosen = json.loads(path.read_text())["chosen"]
-        return {method: dict(entry["values"]) for method, entry in chosen.items()}
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{path}: not a selection.json with a 'chosen' block ({exc})") from exc
+        values = {method: dict(entry["values"]) for method, entry in chosen.items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{path}: not a selection.json with a 'chosen' block ({short(str(exc), 200)})") from exc
+    blocks = load_schema()["properties"]["unlearn"]["properties"]
+    methods = {name for name, block in blocks.items() if block.get("x-method")}
+    for method, keys in values.items():
+        base = method.removesuffix("+da")
+        if base not in methods or (method.endswith("+da") and base in NO_DA_PLUGIN):
+            raise ConfigError(f"{path}: chosen method {short(method, 80)} is not a method of the schema"
+                              + (" that takes the DA plug-in" if method.endswith("+da") else ""))
+        allowed = _block_keys(blocks[base]) | ({DA_WEIGHT} if method.endswith("+da") else set())
+        for key, value in keys.items():
+            if key not in allowed:
+                raise ConfigError(f"{path}: {method}: {short(key, 80)} is not a key of unlearn.{base}; "
+                                  f"allowed: {', '.join(sorted(allowed))}")
+            if not isinstance(value, (bool, int, float, str)) or (isinstance(value, str) and not
+                                                                   _SAFE_STRING.fullmatch(value)):
+                raise ConfigError(f"{path}: {method}.{key}: {short(value, 80)} is not a number, a boolean or a "
+                                  "plain name")
+    return values
+
+
+_SAFE_STRING = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+
+
+def _block_keys(block: dict) -> set[str]:
+    """The property names of a schema block, its ``$ref``'d ``$defs`` block included."""
+    from ..settings.config import load_schema
+
+    keys = set(block.get("properties", {}))
+    ref = block.get("$ref")
+    if ref:
+        keys |= set(load_schema()["$defs"][ref.rsplit("/", 1)[-1]].get("properties", {}))
+    return keys
 
 
 def _wanted(chosen: dict[str, dict[str, Any]]) -> dict[tuple[str, ...], dict[str, Any]]:
@@ -155,11 +195,52 @@ def apply_selection(selection_path: str | os.PathLike, config_path: str | os.Pat
         lines[line] = lines[line][:start] + new + lines[line][end:]
     result = "".join(lines)
     _check(yaml.safe_load(result), wanted, path)
+    _only_wanted_changed(load_yaml_text(text, str(path)), load_yaml_text(result, str(path)), wanted, path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(result)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(result)
+        _validate_written(Path(tmp), path)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return changes
+
+
+def _leaves(node: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    if isinstance(node, dict):
+        out: dict[tuple[str, ...], Any] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, prefix + (str(key),)))
+        return out or {prefix: {}}
+    return {prefix: node}
+
+
+def _only_wanted_changed(before: Any, after: Any, wanted: dict[tuple[str, ...], dict[str, Any]], path: Path) -> None:
+    """Every key path that the rewrite added, removed or changed is one of the chosen values."""
+    allowed = {keys + (key,) for keys, values in wanted.items() for key in values}
+    old, new = _leaves(before), _leaves(after)
+    stray = sorted(k for k in set(old) | set(new) if old.get(k, KeyError) != new.get(k, KeyError)
+                   and k not in allowed and not any(a[: len(k)] == k for a in allowed))
+    if stray:
+        raise ConfigError(f"{path}: writing the selection would change {', '.join('.'.join(k) for k in stray[:5])}, "
+                          "which the selection does not choose; the file is left as it was")
+
+
+def _validate_written(written: Path, target: Path) -> None:
+    """The whole config the rewritten file gives (over the default config, unless it is the default)
+    validates, as the pipeline will read it."""
+    from ..settings.config import DEFAULT_CONFIG, load_config, validate_config
+
+    if target.resolve() == Path(DEFAULT_CONFIG).resolve():
+        config, sources = load_config(base=written), [str(written)]
+    else:
+        config, sources = load_config([written]), [str(DEFAULT_CONFIG), str(written)]
+    try:
+        validate_config(config, sources=sources)
+    except ConfigError as exc:
+        raise ConfigError(f"{target}: the selection would make an invalid config; the file is left as it "
+                          f"was:\n{exc}") from exc
 
 
 def _check(doc: dict, wanted: dict[tuple[str, ...], dict[str, Any]], path: Path) -> None:
