@@ -93,3 +93,26 @@ def test_an_overlay_that_writes_into_another_stage_folder_runs_without_it(repo, 
     stage, message = ensure_stage(run, f"data/prepared/{run}", overlays, dvc_yaml)
     assert stage is None and f"belongs to the DVC stage '{run}'" in message and "run_tag" in message
     assert list(profile_stages(dvc_yaml)) == [run]  # nothing added
+
+
+def test_a_stage_whose_command_was_edited_is_named_with_its_command(repo, monkeypatch):
+    """A stage of the run's name that runs another command: a note naming it and its command, not an
+    attempt to add the stage again whose failure had no reason."""
+    monkeypatch.setenv("PATH", env_with_venv()["PATH"])
+    dvc_yaml = repo / "dvc.yaml"
+    ensure_stage("digits-smallcnn-quick", "x", ["config/quick.yaml"], dvc_yaml)
+    dvc_yaml.write_text(dvc_yaml.read_text().replace("make --no-print-directory pipeline", "make my-own-target"))
+    stage, note = ensure_stage("digits-smallcnn-quick", "x", ["config/quick.yaml"], dvc_yaml)
+    assert stage is None
+    assert "stage 'digits-smallcnn-quick' whose command is not this project's" in note
+    assert "make my-own-target" in note and "git checkout dvc.yaml" in note
+
+
+@pytest.mark.parametrize("text", ["stages: [1, 2\n", "stages: 3\n", "\tstages: {}\n"],
+                         ids=["unclosed", "not a mapping", "tab"])
+def test_a_broken_dvc_yaml_is_one_line_naming_it(repo, text):
+    (repo / "dvc.yaml").write_text(text)
+    proc = subprocess.run([str(BIN / "python"), "-m", "unlearn_da", "dvc-stage"], cwd=repo, capture_output=True,
+                          text=True, env=env_with_venv())
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "dvc.yaml: not a readable dvc.yaml" in proc.stderr and "git checkout dvc.yaml" in proc.stderr

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from ..core.errors import ConfigError, short
+
 COMMAND = "make --no-print-directory pipeline PROFILE="
 DEPS = ("Snakefile", "workflow", "src/unlearn_da", "config")
 PARAMS = "config/config.yaml:"
@@ -30,17 +32,32 @@ def _normalise(configfiles: Sequence[str]) -> list[str]:
     return [f for f in files if f != os.path.normpath("config/config.yaml")]
 
 
-def profile_stages(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
-    """Stage (= run) name -> the overlays its ``make pipeline`` command runs with."""
+def _stage_commands(dvc_yaml: str | Path) -> dict[str, str]:
+    """Stage name -> its command, from ``dvc.yaml`` (a broken file is refused naming it, not a traceback)."""
     path = Path(dvc_yaml)
     if not path.exists():
         return {}
-    stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        stages = data.get("stages") or {} if isinstance(data, dict) else None
+        if not isinstance(stages, dict):
+            raise ValueError("'stages' is not a mapping")
+        return {str(name): str((stage or {}).get("cmd", "")) if isinstance(stage, dict) else "" for name, stage
+                in stages.items()}
+    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable dvc.yaml ({short(str(exc).splitlines()[0], 200)}); restore it "
+                          "with git (`git checkout dvc.yaml`)") from None
+
+
+def profile_stages(dvc_yaml: str | Path = "dvc.yaml") -> dict[str, list[str]]:
+    """Stage (= run) name -> the overlays its ``make pipeline`` command runs with."""
     out = {}
-    for name, stage in stages.items():
-        cmd = str((stage or {}).get("cmd", ""))
+    for name, cmd in _stage_commands(dvc_yaml).items():
         if cmd.startswith(COMMAND):
-            out[name] = _normalise(" ".join(shlex.split(cmd.removeprefix(COMMAND))).split())
+            try:
+                out[name] = _normalise(" ".join(shlex.split(cmd.removeprefix(COMMAND))).split())
+            except ValueError:  # unbalanced quotes: an edited command
+                continue
     return out
 
 
@@ -85,6 +102,11 @@ def stage_for(run: str, configfiles: Sequence[str], dvc_yaml: str | Path = "dvc.
     stages = profile_stages(dvc_yaml)
     given = _normalise(configfiles)
     if run not in stages:
+        other = _stage_commands(dvc_yaml).get(run)
+        if other is not None:
+            return None, (f"note: dvc.yaml has a stage '{run}' whose command is not this project's "
+                          f"({short(other, 80)}): Snakemake runs directly; restore or remove that stage "
+                          "(`git checkout dvc.yaml`) to record the run with DVC.")
         return None, ""
     if stages[run] != given:
         return None, (f"note: results/{run} belongs to the DVC stage '{run}', which runs with "
@@ -102,7 +124,9 @@ def ensure_stage(run: str, prepared: str, configfiles: Sequence[str],
         proc = subprocess.run(add_stage_argv(run, prepared, configfiles), capture_output=True, text=True,
                               cwd=Path(dvc_yaml).parent)
         if proc.returncode != 0:
-            return None, f"note: could not add the DVC stage '{run}' ({proc.stderr.strip()}); Snakemake runs directly."
+            reason = (proc.stderr.strip() or proc.stdout.strip() or f"dvc exited with {proc.returncode}").splitlines()
+            return None, (f"note: could not add the DVC stage '{run}' ({short(reason[-1], 200)}); "
+                          "Snakemake runs directly.")
         stage, _ = stage_for(run, configfiles, dvc_yaml)
         note = f"added the DVC stage '{run}' to dvc.yaml (commit it with dvc.lock)"
     return stage, note
