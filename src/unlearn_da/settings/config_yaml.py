@@ -109,18 +109,44 @@ def load_yaml_text(text: str, source: str) -> Any:
     if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
         raise ConfigError(f"{source}: {len(text):,} characters; a config file is at most "
                           f"{MAX_FILE_BYTES:,} bytes")
-    loader = _StrictLoader(text)
-    loader.source = source
+    loader = None
     try:
+        loader = _StrictLoader(text)  # reads the stream: a raw control character is refused here
+        loader.source = source
         node = loader.get_single_node()
         if node is None:
             return None
+        if _depth(node) > MAX_DEPTH:
+            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; a config is a shallow tree")
         expanded_size(node, source)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {short(str(exc), 400)}") from exc
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to read; a config is a shallow tree") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+#: levels of nesting a config may have (the shipped ones have at most 5)
+MAX_DEPTH = 32
+
+
+def _depth(node: yaml.Node) -> int:
+    """Nesting depth of a composed node, without recursion (an alias counts where it stands)."""
+    deepest, stack, seen = 0, [(node, 1)], set()
+    while stack:
+        n, level = stack.pop()
+        deepest = max(deepest, level)
+        if id(n) in seen or level > MAX_DEPTH:
+            continue
+        seen.add(id(n))
+        if isinstance(n, yaml.SequenceNode):
+            stack.extend((child, level + 1) for child in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            stack.extend((child, level + 1) for pair in n.value for child in pair)
+    return deepest
 
 
 def load_yaml_file(path: str | Path) -> Any:
