@@ -111,6 +111,7 @@ def load_yaml_text(text: str, source: str) -> Any:
                           f"{MAX_FILE_BYTES:,} bytes")
     loader = None
     try:
+        _check_depth(text, source)  # before the parser, whose recursion a deep document exhausts
         loader = _StrictLoader(text)  # reads the stream: a raw control character is refused here
         loader.source = source
         node = loader.get_single_node()
@@ -131,6 +132,25 @@ def load_yaml_text(text: str, source: str) -> Any:
 
 #: levels of nesting a config may have (the shipped ones have at most 5)
 MAX_DEPTH = 32
+
+
+_OPEN = (yaml.BlockMappingStartToken, yaml.BlockSequenceStartToken, yaml.FlowMappingStartToken,
+         yaml.FlowSequenceStartToken)
+_CLOSE = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
+
+
+def _check_depth(text: str, source: str) -> None:
+    """Refuse more than ``MAX_DEPTH`` nested collections from the token stream (the scanner does not
+    recurse; the composer does)."""
+    depth = 0
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        if isinstance(token, _OPEN):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{source}: line {token.start_mark.line + 1}: nested more than {MAX_DEPTH} "
+                                  "levels deep; a config is a shallow tree")
+        elif isinstance(token, _CLOSE):
+            depth -= 1
 
 
 def _depth(node: yaml.Node) -> int:
