@@ -115,11 +115,11 @@ def method_sources(config: dict, method: str, planned: dict[str, dict] | None = 
 
 # A tuned value is valid for the code it was searched with (``tuning_provenance``; tests/test_profiles.py):
 # the method's own files, the numerical code every method's training runs through (the training loop, the
-# models, precision and kernels, the unlearning context) and the code that scores a candidate (its metrics
-# and the selection rule). The jobs and data modules around them are covered by the expected results: a
-# change there that moves a number shows in `make check-reproduction` (docs/tuning.md).
+# models, precision and kernels, the unlearning context) and the code that scores a candidate (the metric
+# functions and the selection rule). The jobs and data modules around them are covered by the expected
+# results: a change there that moves a number shows in `make check-reproduction` (docs/tuning.md).
 TRAINING_SOURCES = ("core/training.py", "core/models.py", "core/runtime.py", "core/kernels.py", "methods/base.py")
-SCORING_SOURCES = ("jobs/evaluate.py", "metrics/accuracy.py", "metrics/mia.py", "tuning/select.py")
+SCORING_SOURCES = ("metrics/accuracy.py", "metrics/mia.py", "tuning/select.py")
 
 
 @functools.cache
