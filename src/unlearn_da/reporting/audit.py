@@ -54,13 +54,14 @@ ORACLE_ROW = "retrain_alt"
 ORIGINAL_ROW = "original"
 ROW_LABELS = {ORACLE_ROW: "oracle (2nd ensemble)", ORIGINAL_ROW: "original"}
 # the statistics the sanity check tests together (each: larger = farther from the oracles)
-CRITERIA = ("membership_auc", "distinct_auc", "distinct_tpr", "klom_forget_p95")
-CRITERION_TEXT = {"membership_auc": "membership AUC", "membership_tpr": "membership TPR",
+CRITERIA = ("membership_gap", "distinct_auc", "distinct_tpr", "klom_forget_p95")
+CRITERION_TEXT = {"membership_gap": "membership |AUC - 0.5|", "membership_auc": "membership AUC",
+                  "membership_tpr": "membership TPR",
                   "distinct_auc": "AUC against the oracles", "distinct_tpr": "TPR against the oracles",
                   "klom_forget_p95": "forget KLoM p95", "klom_retain_p95": "retain KLoM p95",
                   "klom_val_p95": "validation KLoM p95"}
 # every statistic with a null (and so a p-value); the interval ones get a model bootstrap
-NULL_STATS = CRITERIA + ("membership_tpr", "klom_retain_p95", "klom_val_p95", "klom_forget_median",
+NULL_STATS = CRITERIA + ("membership_auc", "membership_tpr", "klom_retain_p95", "klom_val_p95", "klom_forget_median",
                          "klom_retain_median", "klom_val_median")
 INTERVAL_STATS = ("membership_auc", "distinct_auc", "klom_forget_p95", "klom_retain_p95", "klom_val_p95")
 
@@ -133,6 +134,9 @@ def row_statistics(row: dict[str, np.ndarray], reference: dict[str, np.ndarray],
     pos, neg = membership_leave_one_out(row["forget"], row["heldout"], reference["forget"], reference["heldout"],
                                         min_std)
     stats["membership_auc"], stats["membership_tpr"] = auc_and_tpr(pos, neg, fpr)
+    # either way off 0.5 tells forgotten from never-seen examples: more confident on them (remembered) or
+    # less (over-forgotten, a trace too)
+    stats["membership_gap"] = abs(stats["membership_auc"] - 0.5)
     dpos, dneg = leave_one_out(row["forget"], reference["forget"], min_std, ids_row, ids_ref)
     stats["distinct_auc"], stats["distinct_tpr"] = auc_and_tpr(dpos, dneg, fpr)
     if keep_scores:
@@ -285,15 +289,22 @@ def conclusions(summary: dict[str, Any], label: Callable[[str], str] = lambda m:
     for r in summary["rows"]:
         name, check = label(r["model"]), r.get("sanity") or {}
         if check:
-            out.append(f"{name}: {'passes' if check['ok'] else 'FAILS'} its check (must {check['expect']}; "
-                       f"adjusted p = {check['p']:.4f}, alpha {alpha:g}).")
+            line = (f"{name}: {'passes' if check['ok'] else 'FAILS'} its check (must {check['expect']}; "
+                    f"adjusted p = {check['p']:.4f}, alpha {alpha:g})")
+            if r["model"] == ORIGINAL_ROW and r["p"]["membership_gap"] > alpha:
+                line += (f"; its own membership AUC {_ci(r, 'membership_auc', 3)} is within the oracle null "
+                         f"({_p_text(r['p']['membership_gap'])}): the membership game cannot find the forget set "
+                         "even in models that trained on it, so it tests no method's privacy here")
+            out.append(line + ".")
             continue
         p = r["p"]
-        leak = p["membership_auc"] <= alpha
+        leak = p["membership_gap"] <= alpha
+        remembered = r["membership_auc"] > 0.5
         parts = [f"membership AUC {_ci(r, 'membership_auc', 3)}: "
-                 + ("its forget examples remain identifiable as members" if leak else
-                    "no membership signal beyond the oracle null")
-                 + f" ({_p_text(p['membership_auc'])})"]
+                 + ("no membership signal beyond the oracle null" if not leak else
+                    "its forget examples remain identifiable as members" if remembered else
+                    "its forget examples are identifiable as forgotten (less confident than never-seen ones)")
+                 + f" ({_p_text(p['membership_gap'])}, two-sided)"]
         if orig is not None:
             a, b = r["intervals"]["membership_auc"], orig["intervals"]["membership_auc"]
             parts.append("not distinguishable from the originals' " + _ci(orig, "membership_auc", 3) if _overlap(a, b)
@@ -328,8 +339,8 @@ def table_notes(summary: dict[str, Any]) -> list[str]:
     notes = [f"K = {summary['K']} models per row; {e['forget']} forget, {e['heldout']} held-out (never seen, same "
              f"distribution), {e['retain']} retain (sample) and {e['val']} validation examples. Null: "
              f"{summary['null_draws']} random K-vs-K splits of the 2K oracles; intervals: {summary['resamples']} "
-             "bootstrap draws of both ensembles' models; p: the four criteria (membership AUC, AUC and TPR against "
-             f"the oracles, forget KLoM p95) together, family-wise alpha {summary['alpha']:g}. ▲ KLoM at the ceiling "
+             "bootstrap draws of both ensembles' models; p: the four criteria (membership |AUC - 0.5|, AUC and TPR "
+             f"against the oracles, forget KLoM p95) together, family-wise alpha {summary['alpha']:g}. ▲ KLoM at the ceiling "
              f"(≥ {summary['klom_saturation']:.2f} nats: the two ensembles may share no bin; not ranked)."]
     for r in summary["rows"]:
         check = r.get("sanity") or {}
