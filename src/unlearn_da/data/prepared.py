@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core.artifacts import save_npz, verify_artifact, write_sidecar
+from ..core.artifacts import load_npz, save_npz, verify_artifact, write_sidecar
 from .datasets import DatasetInfo, dataset_info
-from ..core.errors import DataError
+from ..core.errors import ArtifactError, DataError
 
 FASHION_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -269,10 +269,12 @@ def load_prepared(path: str | os.PathLike, verify: bool = True) -> PreparedData:
     """Load a prepared data set, checking its checksum first."""
     meta = verify_artifact(path, "prepare_data") if verify else {}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read prepared data set ({exc}) (made by rule 'prepare_data')") from exc
+        arrays = load_npz(path, "prepare_data", "prepared data set")
+    except ArtifactError as exc:
+        raise DataError(str(exc)) from None
+    missing = [k for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing arrays {missing} (made by rule 'prepare_data')")
     name = meta.get("dataset") or Path(path).parent.name
     return PreparedData(
         info=dataset_info(name),
