@@ -373,6 +373,52 @@ def test_verify_loads_every_checkpoint_even_when_its_sidecar_matches(tmp_path):
     assert not (tmp_path / "code-ran").exists()
 
 
+def test_verify_refuses_a_checkpoint_of_another_width_whose_sidecar_describes_that_width(tmp_path):
+    """docs/reliability.md promises make verify checks checkpoints against the config, not only themselves."""
+    from unlearn_da.tools.provenance import expected_artifacts, verify
+
+    config = validate_config(load_config([REPO / "tests" / "config" / "tiny.yaml"],
+                                         base=REPO / "config" / "config.yaml"),
+                             sources=[*SOURCES, str(REPO / "tests" / "config" / "tiny.yaml")])
+    rel, rule, params, code = next(a for a in expected_artifacts(config) if a[0].endswith(".pt"))
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True)
+    wide = model_spec("smallcnn", 10, 1, 8, 16)  # the tiny config builds width 8
+    torch.save(build_model(wide).state_dict(), path)
+    write_sidecar(path, rule, {"params": params, "code": code, "spec": wide})
+    problems, checked = verify(config, tmp_path)
+    assert checked == 1 and len(problems) == 1, problems
+    assert "a model of another shape than the config builds (width 16, the config's 8" in problems[0]
+
+
+def test_verify_checks_the_splits_against_the_data_set(tmp_path, digits_file):
+    """A split folder copied from another seed, and one of another data set, are found by make verify."""
+    import shutil
+
+    from unlearn_da import pipeline as P
+    from unlearn_da.data.prepared import load_prepared
+    from unlearn_da.tools.provenance import verify
+
+    config = validate_config(load_config([REPO / "tests" / "config" / "tiny.yaml"],
+                                         base=REPO / "config" / "config.yaml"),
+                             sources=[*SOURCES, str(REPO / "tests" / "config" / "tiny.yaml")])
+    prepared = tmp_path / P.prepared_dir(config)
+    prepared.mkdir(parents=True)
+    shutil.copy(digits_file, prepared / "dataset.npz")
+    shutil.copy(f"{digits_file}.meta.json", prepared / "dataset.npz.meta.json")
+    y = load_prepared(prepared / "dataset.npz").y_train
+    for scenario in config["scenarios"]:
+        write_split(make_split(y, scenario, 0), prepared / "splits" / scenario / "seed0", prepared / "dataset.npz")
+    problems, checked = verify(config, tmp_path)  # (the fixture's data set was prepared with other params)
+    assert [p for p in problems if "splits" in p] == [] and checked == len(config["scenarios"]) + 1
+    shutil.rmtree(prepared / "splits" / "class0" / "seed0")
+    shutil.copytree(prepared / "splits" / "random10" / "seed0", prepared / "splits" / "class0" / "seed0")
+    problems, _ = verify(config, tmp_path)
+    split_problems = [p for p in problems if "splits" in p]
+    assert len(split_problems) == 1
+    assert "the split of 'random10' seed 0, in the folder of 'class0' seed 0" in split_problems[0]
+
+
 # ------------------------------------------------------------------ feature files
 def _features(tmp_path: Path, **arrays) -> Path:
     path = tmp_path / "features.npz"
