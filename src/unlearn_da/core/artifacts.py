@@ -131,18 +131,38 @@ def read_json(path: str | os.PathLike, made_by: str | None = None) -> Any:
                             "rerun the pipeline") from None
 
 
+def _numpy_read_errors() -> tuple[type[BaseException], ...]:
+    """What numpy raises on a damaged ``.npy``/``.npz``: besides the usual, a header it cannot parse
+    raises SyntaxError or tokenize's TokenError (numpy reads the header with ``ast.literal_eval``)."""
+    import tokenize
+    import zipfile
+
+    return (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RecursionError, SyntaxError,
+            tokenize.TokenError, MemoryError)
+
+
+def load_npy(path: str | os.PathLike, made_by: str, what: str = "file") -> Any:
+    """One ``.npy`` array (no pickles), or one ArtifactError naming the file."""
+    import numpy as np
+
+    p = regular_file(path, made_by)
+    try:
+        return np.load(p, allow_pickle=False)
+    except _numpy_read_errors() as exc:
+        raise ArtifactError(f"{p}: unreadable {what} ({str(exc)[:200] or 'empty file'}) "
+                            f"(made by rule '{made_by}')") from None
+
+
 def load_npz(path: str | os.PathLike, made_by: str, what: str = "file") -> dict[str, Any]:
     """Every array of an ``.npz`` (no pickles, numpy's bound on header sizes), or one ArtifactError
     naming the file: truncated, not a zip, a header too large, a member that is no array."""
-    import zipfile
-
     import numpy as np
 
     p = regular_file(path, made_by)
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RecursionError) as exc:
+    except _numpy_read_errors() as exc:
         raise ArtifactError(f"{p}: unreadable {what} ({str(exc)[:200] or type(exc).__name__}) "
                             f"(made by rule '{made_by}'); delete it and rerun the pipeline") from None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.artifacts import atomic_path, read_json, regular_file, sha256_file, write_json
+from ..core.artifacts import atomic_path, load_npy, read_json, sha256_file, write_json
 from .backdoor import (POISON_FILE, Poison, draw_poisoned, load_poison, make_poison, resolve_trigger, save_poison,
                        trigger_problem)
 from ..core.scenarios import parse_scenario
@@ -165,11 +165,7 @@ def load_split(split_dir: str | os.PathLike, n_train: int | None = None, y_train
             )
         if name == POISON_FILE:
             continue  # checked here, read by load_split_poison
-        try:
-            arrays[name] = np.load(regular_file(path, "split"), allow_pickle=False)
-        except (ValueError, EOFError, OSError) as exc:
-            raise ArtifactError(f"{path}: unreadable index file ({exc or 'empty file'}) "
-                                "(made by rule 'split')") from exc
+        arrays[name] = load_npy(path, "split", "index file")
     for name in ("forget.npy", "retain.npy"):
         if name not in arrays:
             raise ArtifactError(f"{d / MANIFEST}: field 'files' lists no checksum for {name} (made by rule "
