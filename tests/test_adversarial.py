@@ -9,6 +9,7 @@ import copy
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -372,6 +373,52 @@ def test_verify_loads_every_checkpoint_even_when_its_sidecar_matches(tmp_path):
     assert not (tmp_path / "code-ran").exists()
 
 
+def test_verify_refuses_a_checkpoint_of_another_width_whose_sidecar_describes_that_width(tmp_path):
+    """docs/reliability.md promises make verify checks checkpoints against the config, not only themselves."""
+    from unlearn_da.tools.provenance import expected_artifacts, verify
+
+    config = validate_config(load_config([REPO / "tests" / "config" / "tiny.yaml"],
+                                         base=REPO / "config" / "config.yaml"),
+                             sources=[*SOURCES, str(REPO / "tests" / "config" / "tiny.yaml")])
+    rel, rule, params, code = next(a for a in expected_artifacts(config) if a[0].endswith(".pt"))
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True)
+    wide = model_spec("smallcnn", 10, 1, 8, 16)  # the tiny config builds width 8
+    torch.save(build_model(wide).state_dict(), path)
+    write_sidecar(path, rule, {"params": params, "code": code, "spec": wide})
+    problems, checked = verify(config, tmp_path)
+    assert checked == 1 and len(problems) == 1, problems
+    assert "a model of another shape than the config builds (width 16, the config's 8" in problems[0]
+
+
+def test_verify_checks_the_splits_against_the_data_set(tmp_path, digits_file):
+    """A split folder copied from another seed, and one of another data set, are found by make verify."""
+    import shutil
+
+    from unlearn_da import pipeline as P
+    from unlearn_da.data.prepared import load_prepared
+    from unlearn_da.tools.provenance import verify
+
+    config = validate_config(load_config([REPO / "tests" / "config" / "tiny.yaml"],
+                                         base=REPO / "config" / "config.yaml"),
+                             sources=[*SOURCES, str(REPO / "tests" / "config" / "tiny.yaml")])
+    prepared = tmp_path / P.prepared_dir(config)
+    prepared.mkdir(parents=True)
+    shutil.copy(digits_file, prepared / "dataset.npz")
+    shutil.copy(f"{digits_file}.meta.json", prepared / "dataset.npz.meta.json")
+    y = load_prepared(prepared / "dataset.npz").y_train
+    for scenario in config["scenarios"]:
+        write_split(make_split(y, scenario, 0), prepared / "splits" / scenario / "seed0", prepared / "dataset.npz")
+    problems, checked = verify(config, tmp_path)  # (the fixture's data set was prepared with other params)
+    assert [p for p in problems if "splits" in p] == [] and checked == len(config["scenarios"]) + 1
+    shutil.rmtree(prepared / "splits" / "class0" / "seed0")
+    shutil.copytree(prepared / "splits" / "random10" / "seed0", prepared / "splits" / "class0" / "seed0")
+    problems, _ = verify(config, tmp_path)
+    split_problems = [p for p in problems if "splits" in p]
+    assert len(split_problems) == 1
+    assert "the split of 'random10' seed 0, in the folder of 'class0' seed 0" in split_problems[0]
+
+
 # ------------------------------------------------------------------ feature files
 def _features(tmp_path: Path, **arrays) -> Path:
     path = tmp_path / "features.npz"
@@ -439,3 +486,139 @@ def test_a_scenario_with_two_spellings_is_refused_by_the_split_job_too():
 
 def test_data_errors_are_pipeline_errors():
     assert issubclass(DataError, PipelineError) and issubclass(ConfigError, PipelineError)
+
+
+# ------------------------------------------------------------------ identity: every file is what its job expects
+def _reseal(d: Path, **fields) -> None:
+    manifest = read_json(d / MANIFEST)
+    manifest.update(fields)
+    write_json(d / MANIFEST, manifest)
+
+
+def test_a_split_folder_copied_from_another_scenario_or_seed_is_refused(tmp_path):
+    """The manifest names its scenario and seed; the pipeline's folder for them is .../<scenario>/seed<N>."""
+    y = np.arange(N) % 4
+    dataset = tmp_path / "dataset.npz"
+    dataset.write_bytes(b"stand-in")
+    src = tmp_path / "splits" / "random25" / "seed0"
+    src.mkdir(parents=True)
+    write_split(make_split(y, "random25", 0), src, dataset)
+    assert load_split(src, N).seed == 0
+    for scenario, seed in (("random25", 1), ("random10", 0)):
+        dst = tmp_path / "splits" / scenario / f"seed{seed}"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        import shutil
+
+        shutil.copytree(src, dst)
+        with pytest.raises(ArtifactError, match=f"the split of 'random25' seed 0, in the folder of '{scenario}' seed {seed}"):
+            load_split(dst, N)
+
+
+def test_a_class_split_whose_forget_set_is_not_that_class_is_refused(tmp_path):
+    y = np.arange(N) % 4
+    dataset = tmp_path / "dataset.npz"
+    dataset.write_bytes(b"stand-in")
+    d = tmp_path / "class1"
+    d.mkdir()
+    write_split(make_split(y, "class1", 0), d, dataset)
+    other = make_split(y, "class2", 0)
+    _tamper(d, "forget.npy", other.forget)
+    _tamper(d, "retain.npy", other.retain)
+    assert len(load_split(d, N).forget) == N // 4  # a partition, and the counts agree: only the labels tell
+    with pytest.raises(DataError, match="the forget set of class1 is not exactly the training samples of class 1"):
+        load_split(d, N, y_train=y)
+
+
+def test_a_split_of_another_data_set_is_refused(tmp_path):
+    d = _split_dir(tmp_path)
+    other = tmp_path / "other.npz"
+    other.write_bytes(b"another data set")
+    with pytest.raises(DataError, match="the split was drawn from another data set than"):
+        load_split(d, N, data_file=other)
+    load_split(d, N, data_file=tmp_path / "dataset.npz")
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"files": {"/dev/zero": "0" * 64}}, "field 'files' names '/dev/zero'"),
+    ({"files": {"../../etc/passwd": "0" * 64}}, "field 'files' names '../../etc/passwd'"),
+    ({"seed": "0"}, "field 'seed' is '0', not a int"),
+    ({"forgotten_class": 2}, "scenario 'random25' with forgotten class 2"),
+    ({"n_forget": 3}, "indices where"),
+], ids=["device", "traversal", "seed as text", "class of a random split", "count"])
+def test_a_forged_manifest_is_refused_before_any_file_is_read(tmp_path, fields, expected):
+    d = _split_dir(tmp_path)
+    _reseal(d, **fields)
+    start = time.perf_counter()
+    with pytest.raises(ArtifactError, match=re.escape(expected)):
+        load_split(d, N)
+    assert time.perf_counter() - start < 2  # /dev/zero would be read forever
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+def test_an_artifact_that_is_not_a_regular_file_is_refused_not_read(tmp_path, kind):
+    from unlearn_da.core.artifacts import regular_file
+
+    path = tmp_path / "x.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    expected = {"fifo": "a FIFO", "device": "a device", "directory": "a directory"}[kind]
+    with pytest.raises(ArtifactError, match=f"x.json: {expected}, not a regular file"):
+        read_json(path, "metrics")
+    with pytest.raises(ArtifactError, match="not a regular file"):
+        sha256_file(path)
+    with pytest.raises(ArtifactError, match=r"bytes, more than the 10 such a file may hold"):
+        (tmp_path / "big").write_bytes(b"x" * 11)
+        regular_file(tmp_path / "big", max_bytes=10)
+
+
+def test_a_deeply_nested_json_artifact_is_one_line(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(ArtifactError, match=r"m\.json: nested too deeply .*\(made by rule 'metrics'\)"):
+        read_json(path, "metrics")
+
+
+def _feature_file(tmp_path: Path, **over) -> Path:
+    arrays = {f"{s}_{k}": np.zeros((n, 4 if k == "logits" else 8), dtype=np.float32)
+              for s, n in (("train", 6), ("val", 3), ("test", 5)) for k in ("features", "logits")}
+    arrays.update(over)
+    path = tmp_path / "ft.npz"
+    save_npz(path, arrays)
+    write_sidecar(path, "unlearn", {})
+    return path
+
+
+ROWS = {"train": 6, "val": 3, "test": 5}
+
+
+@pytest.mark.parametrize("over, expected", [
+    ({"val_logits": np.zeros((3, 11), np.float32)}, "val_logits has 11 columns for 4 classes"),
+    ({"test_features": np.zeros((4, 8), np.float32), "test_logits": np.zeros((4, 4), np.float32)},
+     "test: 4 feature and 4 logit rows where the data set has 5"),
+    ({"train_logits": np.zeros((6, 4, 1), np.float32)}, "train_logits is a float32 array of shape (6, 4, 1)"),
+    ({"train_features": np.zeros((6, 8), np.int64)}, "train_features is a int64 array"),
+], ids=["11 logit columns", "rows", "rank", "dtype"])
+def test_a_feature_file_of_the_wrong_shape_is_refused_not_scored(tmp_path, over, expected):
+    """11 logit columns for 10 classes gave silently wrong metrics."""
+    path = _feature_file(tmp_path, **over)
+    with pytest.raises(ArtifactError, match=re.escape(expected)):
+        load_features(path, ROWS, 4)
+    (tmp_path / "ok").mkdir()
+    assert set(load_features(_feature_file(tmp_path / "ok"), ROWS, 4)) == {f"{s}_{k}" for s in ROWS for k in
+                                                                          ("features", "logits")}
+
+
+def test_an_npz_with_a_huge_header_is_one_line(tmp_path):
+    import zipfile
+
+    path = tmp_path / "ft.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        header = b"\x93NUMPY\x02\x00" + (200000).to_bytes(4, "little") + b"{" + b" " * 200000
+        zf.writestr("train_features.npy", header)
+    write_sidecar(path, "unlearn", {})
+    with pytest.raises(ArtifactError, match=r"ft\.npz: unreadable feature file"):
+        load_features(path)

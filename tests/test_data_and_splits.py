@@ -1,4 +1,6 @@
 import gzip
+import os
+import re
 
 import numpy as np
 import pytest
@@ -58,6 +60,45 @@ def test_fashion_mnist_from_idx_dir(tmp_path):
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 20))
     raw = load_raw("fashion_mnist", {"fashion_mnist_dirs": [str(tmp_path / "nope"), str(tmp_path)]})
     assert raw["x"].shape == (50, 1, 28, 28) and raw["x_test"].shape == (20, 1, 28, 28)
+
+
+def _fashion_dir(tmp_path, train=(50, 28, 28), labels=50, top_label=9):
+    rng = np.random.default_rng(0)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.integers(0, 255, train), gz=True)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (20, 28, 28)), gz=True)
+    y = rng.integers(0, 10, labels)
+    y[0] = top_label
+    _write_idx(tmp_path / "train-labels-idx1-ubyte", y)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 20))
+    return tmp_path
+
+
+@pytest.mark.parametrize("over, expected", [
+    ({"labels": 49}, "train-labels-idx1-ubyte: 49 labels for the 50 images of train-images-idx3-ubyte.gz"),
+    ({"train": (50, 32, 32), "labels": 50}, "train-images-idx3-ubyte.gz: holds images of shape (50, 32, 32); "
+                                            "fashion_mnist has 28x28 images"),
+    ({"top_label": 12}, "train-labels-idx1-ubyte: label 12 outside fashion_mnist's classes 0..9"),
+], ids=["a label short", "32x32", "label range"])
+def test_fashion_mnist_files_are_checked_for_shape_count_and_labels(tmp_path, over, expected):
+    """One label short silently dropped an image; 32x32 images and label 12 were accepted."""
+    with pytest.raises(DataError, match=re.escape(expected)):
+        load_raw("fashion_mnist", {"fashion_mnist_dirs": [str(_fashion_dir(tmp_path, **over))]})
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_an_idx_file_that_is_not_a_regular_file_is_refused_before_reading(tmp_path, kind):
+    """A FIFO blocked the reader; a link to /dev/zero read until memory ran out."""
+    path = tmp_path / "train-images-idx3-ubyte"
+    os.mkfifo(path) if kind == "fifo" else path.symlink_to("/dev/zero")
+    with pytest.raises(DataError, match="not a regular file"):
+        read_idx(path)
+
+
+def test_an_idx_file_past_the_size_bound_is_refused(tmp_path):
+    path = tmp_path / "big.idx.gz"
+    _write_idx(path, np.zeros((1000, 28, 28)), gz=True)
+    with pytest.raises(DataError, match="more than 1,000 bytes decompressed"):
+        read_idx(path, max_bytes=1000)
 
 
 def test_missing_fashion_mnist_names_three_ways(tmp_path):

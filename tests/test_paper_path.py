@@ -88,7 +88,13 @@ def test_malformed_cifar_files_name_the_file(tmp_path: Path):
     with pytest.raises(DataError, match="test_batch.*uint8 N x 3072"):
         from unlearn_da.data.cifar import _batch
 
-        _batch(bad, "labels")
+        _batch(bad, "labels", 10)
+    for labels, data, expected in (([3, 10], np.zeros((2, 3072), np.uint8), "label 10 outside the 10 classes"),
+                                   ([-1, 0], np.zeros((2, 3072), np.uint8), "label -1 outside"),
+                                   ([], np.zeros((0, 3072), np.uint8), "an empty batch")):
+        bad.write_bytes(py2_dumps({"labels": labels, "data": data}))
+        with pytest.raises(DataError, match=f"test_batch: {expected}"):
+            _batch(bad, "labels", 10)
     truncated = tmp_path / "data_batch_2"
     truncated.write_bytes(py2_dumps({"labels": [1]})[:-5])
     with pytest.raises(DataError, match="data_batch_2: not a readable CIFAR pickle"):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import subprocess
 import sys
 import time
@@ -89,12 +90,35 @@ class FileRecord(dict):
         return (dict, (dict(self),))
 
 
-def read_json(path: str | os.PathLike, made_by: str | None = None) -> Any:
-    """Read a JSON file, naming the file and the rule that makes it on failure (a missing field too)."""
+#: bytes a JSON file the pipeline reads may hold (the largest it writes, a tuning selection, is under 1 MB)
+MAX_JSON_BYTES = 64 << 20
+
+
+def regular_file(path: str | os.PathLike, made_by: str | None = None, max_bytes: int | None = None) -> Path:
+    """``path`` if it is a regular file (through symlinks) of at most ``max_bytes``; else an ArtifactError
+    naming it. Checked before any read: a FIFO blocks a reader forever, a link to /dev/zero feeds it
+    until memory runs out."""
     p = Path(path)
     hint = f" (made by rule '{made_by}')" if made_by else ""
-    if not p.exists():
-        raise ArtifactError(f"{p}: file not found{hint}")
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ArtifactError(f"{p}: file not found{hint}") from None
+    except OSError as exc:
+        raise ArtifactError(f"{p}: cannot be read ({exc.strerror}){hint}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a special file")
+        raise ArtifactError(f"{p}: {kind}, not a regular file{hint}")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise ArtifactError(f"{p}: {st.st_size:,} bytes, more than the {max_bytes:,} such a file may hold{hint}")
+    return p
+
+
+def read_json(path: str | os.PathLike, made_by: str | None = None) -> Any:
+    """Read a JSON file, naming the file and the rule that makes it on failure (a missing field too)."""
+    hint = f" (made by rule '{made_by}')" if made_by else ""
+    p = regular_file(path, made_by, MAX_JSON_BYTES)
     try:
         return json.loads(p.read_text(encoding="utf-8"),
                           object_pairs_hook=lambda pairs: FileRecord(pairs, str(p), hint))
@@ -102,6 +126,45 @@ def read_json(path: str | os.PathLike, made_by: str | None = None) -> Any:
         raise ArtifactError(
             f"{p}: not valid JSON ({exc}){hint}; delete it and rerun the pipeline"
         ) from exc
+    except RecursionError:
+        raise ArtifactError(f"{p}: nested too deeply to be a file the pipeline writes{hint}; delete it and "
+                            "rerun the pipeline") from None
+
+
+def _numpy_read_errors() -> tuple[type[BaseException], ...]:
+    """What numpy raises on a damaged ``.npy``/``.npz``: besides the usual, a header it cannot parse
+    raises SyntaxError or tokenize's TokenError (numpy reads the header with ``ast.literal_eval``)."""
+    import tokenize
+    import zipfile
+
+    return (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, RecursionError, SyntaxError,
+            tokenize.TokenError, MemoryError)
+
+
+def load_npy(path: str | os.PathLike, made_by: str, what: str = "file") -> Any:
+    """One ``.npy`` array (no pickles), or one ArtifactError naming the file."""
+    import numpy as np
+
+    p = regular_file(path, made_by)
+    try:
+        return np.load(p, allow_pickle=False)
+    except _numpy_read_errors() as exc:
+        raise ArtifactError(f"{p}: unreadable {what} ({str(exc)[:200] or 'empty file'}) "
+                            f"(made by rule '{made_by}')") from None
+
+
+def load_npz(path: str | os.PathLike, made_by: str, what: str = "file") -> dict[str, Any]:
+    """Every array of an ``.npz`` (no pickles, numpy's bound on header sizes), or one ArtifactError
+    naming the file: truncated, not a zip, a header too large, a member that is no array."""
+    import numpy as np
+
+    p = regular_file(path, made_by)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except _numpy_read_errors() as exc:
+        raise ArtifactError(f"{p}: unreadable {what} ({str(exc)[:200] or type(exc).__name__}) "
+                            f"(made by rule '{made_by}'); delete it and rerun the pipeline") from None
 
 
 def save_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
@@ -126,7 +189,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 of a file, read once per process per file version: a job checks its data set against
     its sidecar and then records it, and a CIFAR data set is 184 MB. The version is the file's
     device, inode, size and modification time (ns), so a rewritten or replaced file is read again."""
-    st = os.stat(path)
+    st = os.stat(regular_file(path))
     key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
         digest = hashlib.sha256()
@@ -228,9 +291,7 @@ def write_sidecar(artifact: str | os.PathLike, made_by: str, meta: dict[str, Any
 
 def verify_artifact(path: str | os.PathLike, made_by: str) -> dict[str, Any]:
     """Check that ``path`` exists and matches the checksum in its sidecar; return the sidecar."""
-    p = Path(path)
-    if not p.exists():
-        raise ArtifactError(f"{p}: file not found (made by rule '{made_by}')")
+    p = regular_file(path, made_by)
     meta_file = sidecar_path(p)
     if not meta_file.exists():
         raise ArtifactError(

@@ -127,11 +127,13 @@ def save_poison(path: str | os.PathLike, poison: Poison) -> None:
 def load_poison(path: str | os.PathLike, info: dict[str, Any]) -> Poison:
     """Read ``poison.npz`` (already checksummed by the split loader); ``info`` is the manifest's
     ``backdoor`` entry."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("train_index", "train_images", "test_index", "test_images")}
-    except (OSError, ValueError, EOFError, KeyError) as exc:
-        raise ArtifactError(f"{path}: unreadable poison file ({exc}) (made by rule 'split')") from exc
+    from ..core.artifacts import load_npz
+
+    every = load_npz(path, "split", "poison file")
+    missing = [k for k in ("train_index", "train_images", "test_index", "test_images") if k not in every]
+    if missing:
+        raise ArtifactError(f"{path}: missing arrays {missing} (made by rule 'split')")
+    arrays = {k: every[k] for k in ("train_index", "train_images", "test_index", "test_images")}
     return Poison(int(info["target"]), Trigger(**info["trigger"]), **arrays)
 
 

@@ -157,7 +157,7 @@ def verify_md5(name: str, base: Path, allow_unverified: bool) -> list[str]:
     return bad
 
 
-def _batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+def _batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     entry = load_pickle(path)
     if not isinstance(entry, dict) or "data" not in entry or label_key not in entry:
         keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
@@ -169,6 +169,11 @@ def _batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels, dtype=np.int64)
     if y.shape != (len(data),):
         raise DataError(f"{path}: {len(y)} labels for {len(data)} images")
+    if len(y) == 0:
+        raise DataError(f"{path}: an empty batch (no image)")
+    if y.min() < 0 or y.max() >= num_classes:
+        bad = int(y[(y < 0) | (y >= num_classes)][0])
+        raise DataError(f"{path}: label {bad} outside the {num_classes} classes 0..{num_classes - 1}")
     return data.reshape(-1, 3, 32, 32), y
 
 
@@ -179,8 +184,9 @@ def read_cifar(name: str, base: Path, allow_unverified: bool = False) -> dict[st
     """
     layout = CIFAR[name]
     unverified = verify_md5(name, base, allow_unverified)
-    parts = [_batch(base / f, layout.label_key) for f in layout.train]
-    x_test, y_test = _batch(base / layout.test, layout.label_key)
+    classes = 10 if name == "cifar10" else 100
+    parts = [_batch(base / f, layout.label_key, classes) for f in layout.train]
+    x_test, y_test = _batch(base / layout.test, layout.label_key, classes)
     return {
         "x": np.ascontiguousarray(np.concatenate([p[0] for p in parts])),
         "y": np.concatenate([p[1] for p in parts]),

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core.artifacts import save_npz, verify_artifact, write_sidecar
+from ..core.artifacts import load_npz, regular_file, save_npz, verify_artifact, write_sidecar
 from .datasets import DatasetInfo, dataset_info
-from ..core.errors import DataError
+from ..core.errors import ArtifactError, DataError
 
 FASHION_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -48,15 +48,25 @@ class PreparedData:
 
 
 # --------------------------------------------------------------------------- raw loaders
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a numpy array."""
-    p = Path(path)
+#: bytes an IDX file may hold once decompressed (Fashion-MNIST's largest holds 47 MB)
+MAX_IDX_BYTES = 256 << 20
+
+
+def read_idx(path: str | os.PathLike, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a numpy array: a regular file only (a FIFO or a link to
+    a device is refused before reading), at most ``max_bytes`` decompressed."""
+    try:
+        p = regular_file(path, max_bytes=max_bytes)
+    except ArtifactError as exc:
+        raise DataError(str(exc)) from None
     opener = gzip.open if p.suffix == ".gz" else open
     try:
         with opener(p, "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(max_bytes + 1)
     except (OSError, EOFError) as exc:
         raise DataError(f"{p}: cannot read IDX file ({exc})") from exc
+    if len(raw) > max_bytes:
+        raise DataError(f"{p}: more than {max_bytes:,} bytes decompressed; not an IDX file of this data set")
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{p}: not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
@@ -66,6 +76,21 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw) - offset != expected:
         raise DataError(f"{p}: truncated IDX file ({len(raw) - offset} of {expected} bytes)")
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _check_idx_pair(images: np.ndarray, labels: np.ndarray, images_file: Path, labels_file: Path,
+                    info: DatasetInfo) -> None:
+    """An image file of N size x size images and a label file of N labels within the data set's classes.
+    No checksum: the publisher's MD5s are of its gzip files, and Debian re-gzipped them."""
+    if images.ndim != 3 or images.shape[1:] != (info.size, info.size) or len(images) == 0:
+        raise DataError(f"{images_file}: holds images of shape {images.shape}; {info.name} has "
+                        f"{info.size}x{info.size} images")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{labels_file}: {labels.shape[0] if labels.ndim else 0} labels for the {len(images)} images "
+                        f"of {images_file.name}; each image needs one")
+    if labels.max() >= info.num_classes:
+        raise DataError(f"{labels_file}: label {int(labels.max())} outside {info.name}'s classes "
+                        f"0..{info.num_classes - 1}")
 
 
 def _find_fashion_dir(dirs: list[str]) -> Path | None:
@@ -132,12 +157,14 @@ def load_raw(name: str, params: dict[str, Any], raw_dir: str | os.PathLike = "da
                 "x_test": te.data.numpy()[:, None],
                 "y_test": te.targets.numpy().astype(np.int64),
             }
-        return {
-            "x": read_idx(_fashion_file(base, FASHION_FILES["train_images"]))[:, None],
-            "y": read_idx(_fashion_file(base, FASHION_FILES["train_labels"])).astype(np.int64),
-            "x_test": read_idx(_fashion_file(base, FASHION_FILES["test_images"]))[:, None],
-            "y_test": read_idx(_fashion_file(base, FASHION_FILES["test_labels"])).astype(np.int64),
-        }
+        out = {}
+        for part, key in (("train", "x"), ("test", "x_test")):
+            images_file = _fashion_file(base, FASHION_FILES[f"{part}_images"])
+            labels_file = _fashion_file(base, FASHION_FILES[f"{part}_labels"])
+            images, labels = read_idx(images_file), read_idx(labels_file)
+            _check_idx_pair(images, labels, images_file, labels_file, dataset_info(name))
+            out[key], out[key.replace("x", "y")] = images[:, None], labels.astype(np.int64)
+        return out
     if name in ("cifar10", "cifar100"):
         return _load_cifar(name, params, raw_dir)
     dataset_info(name)  # raises the 'unknown dataset' error
@@ -269,10 +296,12 @@ def load_prepared(path: str | os.PathLike, verify: bool = True) -> PreparedData:
     """Load a prepared data set, checking its checksum first."""
     meta = verify_artifact(path, "prepare_data") if verify else {}
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read prepared data set ({exc}) (made by rule 'prepare_data')") from exc
+        arrays = load_npz(path, "prepare_data", "prepared data set")
+    except ArtifactError as exc:
+        raise DataError(str(exc)) from None
+    missing = [k for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing arrays {missing} (made by rule 'prepare_data')")
     name = meta.get("dataset") or Path(path).parent.name
     return PreparedData(
         info=dataset_info(name),

@@ -7,18 +7,18 @@ triggered test images, checksummed in the same manifest.
 from __future__ import annotations
 
 import json
-
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..core.artifacts import atomic_path, read_json, sha256_file, write_json
+from ..core.artifacts import atomic_path, load_npy, read_json, sha256_file, write_json
 from .backdoor import (POISON_FILE, Poison, draw_poisoned, load_poison, make_poison, resolve_trigger, save_poison,
                        trigger_problem)
 from ..core.scenarios import parse_scenario
-from ..core.errors import ArtifactError, DataError
+from ..core.errors import ArtifactError, DataError, short
 
 MANIFEST = "manifest.json"
 
@@ -33,6 +33,7 @@ class Split:
     retain: np.ndarray
     forgotten_class: int | None  # set for class-wise scenarios
     backdoor: dict | None = None  # backdoor scenarios: target, trigger and counts (``Poison.describe``)
+    dataset_sha256: str | None = None  # the prepared data set it was drawn from (its manifest's)
 
 
 def make_split(y_train: np.ndarray, scenario: str, seed: int, backdoor_target: int = 0) -> Split:
@@ -112,10 +113,46 @@ def split_hash(split_dir: str | os.PathLike) -> str:
     return manifest["files"]["forget.npy"]
 
 
-def load_split(split_dir: str | os.PathLike, n_train: int | None = None) -> Split:
-    """Load a split, verifying both index files against the manifest (and against ``n_train``)."""
+SPLIT_FILES = ("forget.npy", "retain.npy", POISON_FILE)
+_MANIFEST_TYPES = {"scenario": (str,), "seed": (int,), "forgotten_class": (int, type(None)), "n_forget": (int,),
+                   "n_retain": (int,), "dataset_sha256": (str,), "files": (dict,)}
+_SEED_FOLDER = re.compile(r"seed([0-9]+)")
+
+
+def _check_manifest(manifest: dict, d: Path) -> None:
+    """Fields of the types ``write_split`` writes, files named as it names them (never a path of the
+    manifest's choosing), and the scenario and seed the folder's path names (``.../<scenario>/seed<N>``):
+    a split folder copied from another scenario or seed is refused, not used."""
+    where = d / MANIFEST
+    for key, types in _MANIFEST_TYPES.items():
+        value = manifest[key]
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise ArtifactError(f"{where}: field '{key}' is {short(value, 80)}, not a "
+                                f"{' or '.join(t.__name__ for t in types)} (made by rule 'split'); delete the "
+                                "folder and rerun the pipeline")
+    for name, checksum in manifest["files"].items():
+        if name not in SPLIT_FILES or not isinstance(checksum, str):
+            raise ArtifactError(f"{where}: field 'files' names {short(name, 80)}; a split holds only "
+                                f"{', '.join(SPLIT_FILES)} (made by rule 'split')")
+    kind, value = parse_scenario(manifest["scenario"])
+    if (kind == "class") != (manifest["forgotten_class"] is not None) or \
+            (kind == "class" and int(value) != manifest["forgotten_class"]):
+        raise ArtifactError(f"{where}: scenario {short(manifest['scenario'], 40)} with forgotten class "
+                            f"{manifest['forgotten_class']} (made by rule 'split'); delete the folder and rerun")
+    folder = _SEED_FOLDER.fullmatch(d.name)
+    if folder and (int(folder.group(1)) != manifest["seed"] or d.parent.name != manifest["scenario"]):
+        raise ArtifactError(f"{where}: the split of {short(manifest['scenario'], 40)} seed {manifest['seed']}, in the "
+                            f"folder of {short(d.parent.name, 40)} seed {folder.group(1)}; it was copied from another "
+                            "scenario or seed: delete the folder and rerun the pipeline")
+
+
+def load_split(split_dir: str | os.PathLike, n_train: int | None = None, y_train: np.ndarray | None = None,
+               data_file: str | os.PathLike | None = None) -> Split:
+    """Load a split, verifying both index files against the manifest (and against ``n_train``, the data
+    set's labels and the data set itself: ``check_split``)."""
     d = Path(split_dir)
     manifest = read_json(d / MANIFEST, "split")
+    _check_manifest(manifest, d)
     arrays = {}
     for name, expected in manifest["files"].items():
         path = d / name
@@ -128,11 +165,7 @@ def load_split(split_dir: str | os.PathLike, n_train: int | None = None) -> Spli
             )
         if name == POISON_FILE:
             continue  # checked here, read by load_split_poison
-        try:
-            arrays[name] = np.load(path, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as exc:
-            raise ArtifactError(f"{path}: unreadable index file ({exc or 'empty file'}) "
-                                "(made by rule 'split')") from exc
+        arrays[name] = load_npy(path, "split", "index file")
     for name in ("forget.npy", "retain.npy"):
         if name not in arrays:
             raise ArtifactError(f"{d / MANIFEST}: field 'files' lists no checksum for {name} (made by rule "
@@ -144,8 +177,15 @@ def load_split(split_dir: str | os.PathLike, n_train: int | None = None) -> Spli
         arrays["retain.npy"],
         manifest["forgotten_class"],
         manifest.get("backdoor"),
+        manifest["dataset_sha256"],
     )
-    return split if n_train is None else check_split(split, n_train, str(d))
+    if n_train is not None:
+        check_split(split, n_train, str(d), y_train, data_file)
+    for name, count in (("forget", manifest["n_forget"]), ("retain", manifest["n_retain"])):
+        if len(getattr(split, name)) != count:
+            raise ArtifactError(f"{d / f'{name}.npy'}: {len(getattr(split, name))} indices where {d / MANIFEST} "
+                                f"records {count} (made by rule 'split')")
+    return split
 
 
 def load_split_poison(split_dir: str | os.PathLike, n_train: int | None = None) -> tuple[Split, Poison | None]:
@@ -187,13 +227,19 @@ def run_split(data_path: str | os.PathLike, scenario: str, seed: int, params: di
     return write_split(split, out_dir, data_path, poison)
 
 
-def check_split(split: Split, n_train: int, where: str) -> Split:
+def check_split(split: Split, n_train: int, where: str, y_train: np.ndarray | None = None,
+                data_file: str | os.PathLike | None = None) -> Split:
     """Refuse index sets that are not an exact partition of a train set of ``n_train`` samples.
 
     Forget and retain indices must be 1-D integers, each unique, disjoint, and together exactly
     ``0..n_train-1``; anything else (a duplicated index leaves another sample in neither set) is
-    refused naming the file and the first offending index as it is stored.
+    refused naming the file and the first offending index as it is stored. With ``data_file``, the
+    split must have been drawn from that prepared data set (its manifest's checksum); with
+    ``y_train``, a class-wise split's forget set must be exactly that class.
     """
+    if data_file is not None and split.dataset_sha256 is not None and sha256_file(data_file) != split.dataset_sha256:
+        raise DataError(f"{Path(where) / MANIFEST}: the split was drawn from another data set than {data_file} "
+                        "(its checksum differs); delete the folder and rerun the pipeline")
     d = Path(where)
     files = {"forget": split.forget, "retain": split.retain}
     for name, arr in files.items():
@@ -224,4 +270,10 @@ def check_split(split: Split, n_train: int, where: str) -> Split:
         missing = np.setdiff1d(np.arange(n_train), np.concatenate([f, r]))
         raise DataError(f"{d}: index {int(missing[0])} is in neither forget.npy nor retain.npy; together they "
                         f"must hold every one of the {n_train} training indices (rule 'split')")
+    if y_train is not None and split.forgotten_class is not None:
+        wanted = np.flatnonzero(np.asarray(y_train) == split.forgotten_class)
+        if not np.array_equal(np.sort(f), wanted):
+            raise DataError(f"{d / 'forget.npy'}: the forget set of {split.scenario} is not exactly the training "
+                            f"samples of class {split.forgotten_class} ({len(f)} indices, the class has {len(wanted)}) "
+                            "(rule 'split'); delete the folder and rerun the pipeline")
     return split

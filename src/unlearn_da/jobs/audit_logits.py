@@ -54,7 +54,7 @@ def run_audit_logits(data: str, split_dir: str, models: list[str], train_seeds: 
     if split.backdoor is not None:
         raise ArtifactError(f"{split_dir}: the audit runs on random and class-wise scenarios only")
     session = open_session(data, params, threads)
-    check_split(split, len(session.y["train"]), split_dir)
+    check_split(split, len(session.y["train"]), split_dir, session.y["train"].cpu().numpy(), data)
     index = {"forget": np.sort(split.forget),
              "retain": retain_sample(split.retain, int(params["retain_sample"]), int(params["split_seed"]))}
     inputs = {s: session.subset("train", index[s]) for s in ("forget", "retain")}
@@ -103,12 +103,10 @@ def load_audit_logits(path: str) -> dict[str, np.ndarray]:
     """Verify and load one model kind's audit logits."""
     from ..core.artifacts import verify_artifact
 
+    from ..core.artifacts import load_npz
+
     verify_artifact(path, "audit_logits")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ArtifactError(f"{path}: unreadable audit logits ({exc}) (made by rule 'audit_logits')") from exc
+    arrays = load_npz(path, "audit_logits", "audit logits file")
     missing = [f"{s}_{k}" for s in AUDIT_SETS + MIA_SETS for k in ("logits", "labels") if f"{s}_{k}" not in arrays]
     if missing:
         raise ArtifactError(f"{path}: missing arrays {missing} (made by rule 'audit_logits')")

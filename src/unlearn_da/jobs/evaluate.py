@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.artifacts import environment_record, read_json, verify_artifact, write_json
+from ..core.artifacts import environment_record, load_npz, read_json, verify_artifact, write_json
 from ..data.backdoor import attack_success_rate
 from ..core.errors import ArtifactError
 from .features import load_features, rule_for_model
@@ -36,8 +36,11 @@ def timing_of(meta: dict[str, Any]) -> dict[str, Any]:
 def load_labels(data: str) -> tuple[dict[str, np.ndarray], int]:
     """Only the label arrays of a prepared data set (npz members load lazily), and the class count."""
     meta = verify_artifact(data, "prepare_data")
-    with np.load(data, allow_pickle=False) as z:
-        return {s: z[f"y_{s}"] for s in ("train", "val", "test")}, int(meta["num_classes"])
+    arrays = load_npz(data, "prepare_data", "prepared data set")
+    missing = [f"y_{s}" for s in ("train", "val", "test") if f"y_{s}" not in arrays]
+    if missing:
+        raise ArtifactError(f"{data}: missing arrays {missing} (made by rule 'prepare_data')")
+    return {s: arrays[f"y_{s}"] for s in ("train", "val", "test")}, int(meta["num_classes"])
 
 
 def mia_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], forget: np.ndarray,
@@ -177,11 +180,8 @@ def compute_metrics(data: str, split_dir: str, features: str, model_meta: str, m
                     scenario: str, seed: int, params: dict[str, Any], code: str | None = None) -> dict[str, Any]:
     """Every metric of one model, and what made them (the metrics file's content)."""
     labels, num_classes = load_labels(data)
-    split = load_split(split_dir, len(labels["train"]))
-    arrays = load_features(features)
-    if len(arrays["train_logits"]) != len(labels["train"]):
-        raise ArtifactError(f"{features}: {len(arrays['train_logits'])} train rows but the data set has "
-                            f"{len(labels['train'])}; it was made from another data set (rule '{rule_for_model(model)}')")
+    split = load_split(split_dir, len(labels["train"]), labels["train"], data)
+    arrays = load_features(features, {s: len(y) for s, y in labels.items()}, num_classes)
     meta = read_json(model_meta, rule_for_model(model))
     trained = labels if split.backdoor is None else backdoor_labels(labels, split.forget, int(split.backdoor["target"]))
     args = (trained, split.forget, split.retain, split.forgotten_class)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core import startup
-from ..core.artifacts import save_npz, sha256_file, verify_artifact, write_sidecar
+from ..core.artifacts import load_npz, save_npz, sha256_file, verify_artifact, write_sidecar
 from ..core.errors import ArtifactError
 
 SPLITS = ("train", "val", "test")
@@ -102,19 +102,31 @@ def extract_features(model_path: str, session, params: dict[str, Any], out: str,
     }, startup_s=startup_s)
 
 
-def load_features(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Verify and load a feature file; refuse non-finite values."""
+def load_features(path: str | os.PathLike, rows: dict[str, int] | None = None,
+                  num_classes: int | None = None) -> dict[str, np.ndarray]:
+    """Verify and load a feature file: per split a 2-D float array of features and one of logits with as
+    many rows (``rows``: the data set's, when the caller knows them) and ``num_classes`` logit columns;
+    non-finite values refused. A file of another shape gives wrong metrics, not an error, downstream."""
     made_by = rule_for_model(os.path.basename(path).removesuffix(".npz"))
     verify_artifact(path, made_by)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ArtifactError(f"{path}: unreadable feature file ({exc}) (made by rule '{made_by}')") from exc
+    arrays = load_npz(path, made_by, "feature file")
     missing = [f"{s}_{kind}" for s in SPLITS for kind in ("features", "logits") if f"{s}_{kind}" not in arrays]
     if missing:
         raise ArtifactError(f"{path}: missing arrays {missing} (made by rule '{made_by}')")
+    for s in SPLITS:
+        feats, logits = arrays[f"{s}_features"], arrays[f"{s}_logits"]
+        for key, arr in ((f"{s}_features", feats), (f"{s}_logits", logits)):
+            if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+                raise ArtifactError(f"{path}: {key} is a {arr.dtype} array of shape {arr.shape}, not a 2-D float "
+                                    f"array (made by rule '{made_by}')")
+        if len(feats) != len(logits) or (rows is not None and len(logits) != rows[s]):
+            want = rows[s] if rows is not None else len(feats)
+            raise ArtifactError(f"{path}: {s}: {len(feats)} feature and {len(logits)} logit rows where the data set "
+                                f"has {want}; it was made from another data set (rule '{made_by}')")
+        if num_classes is not None and logits.shape[1] != num_classes:
+            raise ArtifactError(f"{path}: {s}_logits has {logits.shape[1]} columns for {num_classes} classes; it was "
+                                f"made by a model of another data set (rule '{made_by}')")
     for key, arr in arrays.items():
-        if not np.isfinite(arr).all():
+        if np.issubdtype(arr.dtype, np.number) and not np.isfinite(arr).all():
             raise ArtifactError(f"{path}: {key} holds NaN or inf values (made by rule '{made_by}')")
     return arrays

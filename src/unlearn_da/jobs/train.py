@@ -58,7 +58,7 @@ def run_train(
     session = open_session(data, params, threads, poison=poison, timed=True)  # the oracle's seconds: RTE
     recipe = params["train"]
     if split is not None:
-        check_split(split, len(session.y["train"]), split_dir)
+        check_split(split, len(session.y["train"]), split_dir, session.y["train"].cpu().numpy(), data)
     if role == "original":  # the whole train set (with a backdoor split: including the poisoned samples)
         x, y = session.x["train"], session.y["train"]
         split_sha = sha256_file(Path(split_dir) / POISON_FILE) if poison is not None else None

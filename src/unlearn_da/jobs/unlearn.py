@@ -89,7 +89,7 @@ def run_unlearn(
     counted = images_counted()  # the sidecar's ``images``: what this job pushes through models
     split, poison = load_split_poison(split_dir)  # backdoor: D_f = the poisoned samples, their target labels
     session = open_session(data, params, threads, poison=poison, timed=True)  # seconds -> Time, RTE
-    check_split(split, len(session.y["train"]), split_dir)
+    check_split(split, len(session.y["train"]), split_dir, session.y["train"].cpu().numpy(), data)
     base_model, base_meta = load_checkpoint(original, "train_original", session.device)
     _check_original_matches(original, base_meta, split_dir, poisoned=poison is not None)
     if session.channels_last:

@@ -108,10 +108,54 @@ def _checkpoint_problem(path: Path, rule: str, meta: dict) -> str | None:
     return None
 
 
+def _spec_problem(rel: str, rule: str, spec: Any, config: dict) -> str | None:
+    """A checkpoint's model (architecture, width, classes, input) against the one the config builds: a
+    checkpoint of another width whose sidecar describes that width loads, and is still not this run's."""
+    from ..data.datasets import DATASETS
+
+    info = DATASETS[config["dataset"]]
+    want = {"arch": config["arch"], "num_classes": info.num_classes, "in_channels": info.channels,
+            "image_size": info.size, "width": int(config["model"]["width"])}
+    spec = spec if isinstance(spec, dict) else {}
+    wrong = [f"{k} {spec.get(k)!r}, the config's {v!r}" for k, v in want.items()
+             if spec.get(k) != v and not (k == "width" and config["arch"] != "smallcnn")]
+    return f"{rel}: a model of another shape than the config builds ({'; '.join(wrong)}; rule '{rule}')" \
+        if wrong else None
+
+
+def _split_problems(config: dict, root: Path) -> tuple[list[str], int]:
+    """Every split the config uses, checked against the run's prepared data set (identity, partition,
+    a class's forget set), as the jobs check it."""
+    from ..core.errors import PipelineError
+    from ..data.splits import load_split
+    from ..jobs.evaluate import load_labels
+
+    data = root / P.prepared_dir(config) / "dataset.npz"
+    folders = {f"{P.prepared_dir(config)}/splits/{s}/seed{seed}" for s in config["scenarios"]
+               for seed in config["seeds"]}
+    if P.audit_enabled(config):
+        folders |= {f"{P.prepared_dir(config)}/splits/{s}/seed{config['audit']['split_seed']}"
+                    for s in config["audit"]["scenarios"]}
+    present = sorted(f for f in folders if (root / f / "manifest.json").exists())
+    if not present or not data.exists():
+        return [], 0
+    try:
+        labels, _ = load_labels(str(data))
+    except PipelineError as exc:
+        return [str(exc)], 0
+    problems = []
+    for rel in present:
+        try:
+            load_split(root / rel, len(labels["train"]), labels["train"], data)
+        except PipelineError as exc:
+            problems.append(str(exc))
+    return problems, len(present)
+
+
 def verify(config: dict, root: str | Path = ".") -> tuple[list[str], int]:
     """(problems, number of artifacts checked); artifacts that do not exist yet are skipped."""
     root = Path(root)
-    problems, checked = [], 0
+    problems, checked = _split_problems(config, root)
     for rel, rule, params, code in expected_artifacts(config):
         path = root / rel
         if not path.exists():
@@ -128,7 +172,7 @@ def verify(config: dict, root: str | Path = ".") -> tuple[list[str], int]:
         if rule != "metrics" and meta.get("sha256") != sha256_file(path):
             problems.append(f"{rel}: checksum does not match its sidecar (corrupted or replaced; rule '{rule}')")
         elif rel.endswith(".pt"):
-            problem = _checkpoint_problem(path, rule, meta)
+            problem = _checkpoint_problem(path, rule, meta) or _spec_problem(rel, rule, meta.get("spec"), config)
             if problem:
                 problems.append(problem)
         diffs = differences(meta.get("params"), params)
