@@ -354,7 +354,7 @@ def test_tiny_audit_runs_and_its_oracle_passes_while_its_original_fails(pristine
     from unlearn_da.tools.provenance import verify
 
     problems, checked = verify(config, root)
-    assert problems == [] and checked == K * 4 + 4 + 1  # originals, 2 oracles, ft; 4 logits; the data set
+    assert problems == [] and checked == K * 4 + 4 + 1 + 1  # originals, 2 oracles, ft; 4 logits; the data set; the split
     # the audit's own commands import only what their rules' code hashes cover
     for line in (root / "trace.jsonl").read_text().splitlines():
         rec = json.loads(line)

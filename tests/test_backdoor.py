@@ -302,7 +302,7 @@ def test_tiny_backdoor_run_matches_an_independent_recomputation(tmp_path: Path):
     verified = subprocess.run([sys.executable, "-m", "unlearn_da", "verify", "--configfile",
                                "tests/config/tiny-backdoor.yaml"], cwd=root, env=env_with_venv(),
                               capture_output=True, text=True, check=True)
-    assert "verified 10 artifacts" in verified.stdout and "all match" in verified.stdout
+    assert "verified 11 artifacts" in verified.stdout and "all match" in verified.stdout  # 10 files and the split
     assert dry_run_jobs(root, "--configfile", "tests/config/tiny-backdoor.yaml") == {}
     # each job pushed through its models the images workload_images counts (the poisoned original, the
     # triggered test images of every model's features; tests/test_workload.py)

@@ -154,7 +154,7 @@ def test_changing_a_param_after_pull_is_detected(shared, tmp_path):
     proc = sh(clone, str(BIN / "python"), "-m", "unlearn_da", "verify", "--configfile", TINY, str(overlay),
               check=False)
     assert proc.returncode == 2
-    assert "2 of 35 artifacts do not match" in proc.stderr  # ga in both scenarios, nothing else
+    assert "2 of 37 artifacts do not match" in proc.stderr  # ga in both scenarios, nothing else (of 35 files and 2 splits)
     assert "seed0/models/ga.pt: made with other parameters" in proc.stderr
     assert "in the sidecar, 0.5 now" in proc.stderr
 
