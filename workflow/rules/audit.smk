@@ -25,9 +25,9 @@ rule audit_train_oracle:
         split=lambda wc, input: os.path.dirname(input.manifest),
         seed=lambda wc: P.audit_oracle_seed(wc.oracle, wc.train_seed),
     shell:
-        "python -m unlearn_da train --data {input.data} --split {params.split}"
-        " --role {wildcards.oracle} --seed {params.seed} --threads {threads}"
-        " --params {params.hp:q} --code {params.code} --out {output.model} > {log} 2>&1"
+        "python -m unlearn_da train --data {input.data:q} --split {params.split:q}"
+        " --role {wildcards.oracle:q} --seed {params.seed:q} --threads {threads}"
+        " --params {params.hp:q} --code {params.code:q} --out {output.model:q} > {log:q} 2>&1"
 
 
 rule audit_unlearn:
@@ -56,10 +56,10 @@ rule audit_unlearn:
         code=lambda wc: P.code_hash(*P.method_sources(config, wc.method)),
         split=lambda wc, input: os.path.dirname(input.manifest),
     shell:
-        "python -m unlearn_da unlearn --data {input.data} --split {params.split}"
-        " --original {input.original} --method {wildcards.method:q}"
-        " --seed {wildcards.train_seed} --threads {threads} --params {params.hp:q}"
-        " --code {params.code} --out {output.model} --steps {output.steps} > {log:q} 2>&1"
+        "python -m unlearn_da unlearn --data {input.data:q} --split {params.split:q}"
+        " --original {input.original:q} --method {wildcards.method:q}"
+        " --seed {wildcards.train_seed:q} --threads {threads} --params {params.hp:q}"
+        " --code {params.code:q} --out {output.model:q} --steps {output.steps:q} > {log:q} 2>&1"
 
 
 rule audit_logits:
@@ -86,9 +86,9 @@ rule audit_logits:
         split=lambda wc, input: os.path.dirname(input.manifest),
         seeds=P.audit_train_seeds(config),
     shell:
-        "python -m unlearn_da audit-logits --data {input.data} --split {params.split}"
-        " --models {input.models:q} --train-seeds {params.seeds} --threads {threads}"
-        " --params {params.hp:q} --code {params.code} --out {output.logits:q} > {log:q} 2>&1"
+        "python -m unlearn_da audit-logits --data {input.data:q} --split {params.split:q}"
+        " --models {input.models:q} --train-seeds {params.seeds:q} --threads {threads}"
+        " --params {params.hp:q} --code {params.code:q} --out {output.logits:q} > {log:q} 2>&1"
 
 
 rule audit:
@@ -130,5 +130,5 @@ rule audit:
         out_dir=lambda wc, output: os.path.dirname(output.json),
     shell:
         "python -m unlearn_da audit --reference {input.reference:q} --inputs {input.rows:q}"
-        " --rows {params.rows:q} --scenario {wildcards.scenario} --title '{params.title}'"
-        " --params {params.hp:q} --code {params.code} --out-dir {params.out_dir} > {log:q} 2>&1"
+        " --rows {params.rows:q} --scenario {wildcards.scenario:q} --title {params.title:q}"
+        " --params {params.hp:q} --code {params.code:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -13,8 +13,8 @@ rule prepare_data:
         hp=P.as_json(P.data_params(config)),
         code=P.rule_code("prepare_data"),
     shell:
-        "python -m unlearn_da prepare-data --dataset {params.dataset}"
-        " --params {params.hp:q} --code {params.code} --out {output.data} > {log} 2>&1"
+        "python -m unlearn_da prepare-data --dataset {params.dataset:q}"
+        " --params {params.hp:q} --code {params.code:q} --out {output.data:q} > {log:q} 2>&1"
 
 
 rule split:
@@ -35,8 +35,8 @@ rule split:
         code=P.rule_code("split"),
         out_dir=lambda wc, output: os.path.dirname(output.manifest),
     shell:
-        "python -m unlearn_da split --data {input.data} --scenario {wildcards.scenario}"
-        " --seed {wildcards.seed} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m unlearn_da split --data {input.data:q} --scenario {wildcards.scenario:q}"
+        " --seed {wildcards.seed:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule split_backdoor:
@@ -60,5 +60,5 @@ rule split_backdoor:
         code=P.rule_code("split"),
         out_dir=lambda wc, output: os.path.dirname(output.manifest),
     shell:
-        "python -m unlearn_da split --data {input.data} --scenario {wildcards.scenario}"
-        " --seed {wildcards.seed} --params {params.hp:q} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m unlearn_da split --data {input.data:q} --scenario {wildcards.scenario:q}"
+        " --seed {wildcards.seed:q} --params {params.hp:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

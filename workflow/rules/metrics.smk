@@ -17,8 +17,8 @@ rule metrics:
         code=P.rule_code("metrics"),
         split=lambda wc, input: os.path.dirname(input.manifest),
     shell:
-        "python -m unlearn_da metrics --data {input.data} --split {params.split}"
+        "python -m unlearn_da metrics --data {input.data:q} --split {params.split:q}"
         " --features {input.features:q} --model-meta {input.model_meta:q}"
-        " --model {wildcards.model:q} --scenario {wildcards.scenario}"
-        " --seed {wildcards.seed} --params {params.hp:q} --code {params.code}"
+        " --model {wildcards.model:q} --scenario {wildcards.scenario:q}"
+        " --seed {wildcards.seed:q} --params {params.hp:q} --code {params.code:q}"
         " --out {output:q} > {log:q} 2>&1"

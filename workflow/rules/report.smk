@@ -41,9 +41,9 @@ rule aggregate:
         ),
     shell:
         "python -m unlearn_da aggregate --inputs {input.metrics:q} --models {params.models:q}"
-        " --scenario {wildcards.scenario} --dataset {params.dataset} --arch {params.arch}"
-        " --title '{params.title}'"
-        " --reference-dir {params.reference_dir:q} --out-dir {params.out_dir} > {log} 2>&1"
+        " --scenario {wildcards.scenario:q} --dataset {params.dataset:q} --arch {params.arch:q}"
+        " --title {params.title:q}"
+        " --reference-dir {params.reference_dir:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule plots:
@@ -73,7 +73,7 @@ rule plots:
         ENV
     params:
         models=MODELS,
-        title=TITLE,
+        title=lambda wc: f"{TITLE} — {wc.scenario}",
         code=P.rule_code("plots"),
         split=lambda wc, input: os.path.dirname(input.manifest),
         out_dir=lambda wc, output: os.path.dirname(output.pdfs[0]),
@@ -83,12 +83,12 @@ rule plots:
         da_k_out=lambda wc, output: output.da_k_csv.removesuffix(".csv"),
     shell:
         "python -m unlearn_da plot --long-csv {input.long:q} --metrics {input.metrics:q}"
-        " --steps {input.steps:q} --embed-features {input.embed:q} --data {input.data}"
-        " --split {params.split} --models {params.models:q}"
-        " --title '{params.title} — {wildcards.scenario}'"
-        " --max-points {params.max_points} --seed {params.seed}"
+        " --steps {input.steps:q} --embed-features {input.embed:q} --data {input.data:q}"
+        " --split {params.split:q} --models {params.models:q}"
+        " --title {params.title:q}"
+        " --max-points {params.max_points:q} --seed {params.seed:q}"
         " --da-k-features {input.da_k:q} --da-params {params.da:q} --da-k-out {params.da_k_out:q}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule backdoor_figure:
@@ -112,9 +112,9 @@ rule backdoor_figure:
         ENV
     params:
         models=MODELS,
-        title=TITLE,
+        title=lambda wc: f"{TITLE} — {wc.scenario}",
         code=P.rule_code("backdoor_figure"),
     shell:
         "python -m unlearn_da backdoor-figure --long-csv {input.long:q} --models {params.models:q}"
-        " --title '{params.title} — {wildcards.scenario}'"
-        " --out {output.png:q} > {log} 2>&1"
+        " --title {params.title:q}"
+        " --out {output.png:q} > {log:q} 2>&1"

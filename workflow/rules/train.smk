@@ -21,10 +21,10 @@ rule train_original:
         code=P.rule_code("train"),
         features=P.as_json(P.features_params(config)),
     shell:
-        "python -m unlearn_da train --data {input.data} --role original"
-        " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
-        " --code {params.code} --out {output.model}"
-        " --features-out {output.features} --features-params {params.features:q} > {log} 2>&1"
+        "python -m unlearn_da train --data {input.data:q} --role original"
+        " --seed {wildcards.seed:q} --threads {threads} --params {params.hp:q}"
+        " --code {params.code:q} --out {output.model:q}"
+        " --features-out {output.features:q} --features-params {params.features:q} > {log:q} 2>&1"
 
 
 rule train_original_backdoor:
@@ -55,10 +55,10 @@ rule train_original_backdoor:
         features=P.as_json(P.features_params(config)),
         split=lambda wc, input: os.path.dirname(input.manifest),
     shell:
-        "python -m unlearn_da train --data {input.data} --split {params.split} --role original"
-        " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
-        " --code {params.code} --out {output.model}"
-        " --features-out {output.features} --features-params {params.features:q} > {log} 2>&1"
+        "python -m unlearn_da train --data {input.data:q} --split {params.split:q} --role original"
+        " --seed {wildcards.seed:q} --threads {threads} --params {params.hp:q}"
+        " --code {params.code:q} --out {output.model:q}"
+        " --features-out {output.features:q} --features-params {params.features:q} > {log:q} 2>&1"
 
 
 rule train_retrain:
@@ -86,7 +86,7 @@ rule train_retrain:
         features=P.as_json(P.features_params(config)),
         split=lambda wc, input: os.path.dirname(input.manifest),
     shell:
-        "python -m unlearn_da train --data {input.data} --split {params.split}"
-        " --role {wildcards.oracle} --seed {wildcards.seed} --threads {threads}"
-        " --params {params.hp:q} --code {params.code} --out {output.model}"
-        " --features-out {output.features} --features-params {params.features:q} > {log} 2>&1"
+        "python -m unlearn_da train --data {input.data:q} --split {params.split:q}"
+        " --role {wildcards.oracle:q} --seed {wildcards.seed:q} --threads {threads}"
+        " --params {params.hp:q} --code {params.code:q} --out {output.model:q}"
+        " --features-out {output.features:q} --features-params {params.features:q} > {log:q} 2>&1"

@@ -27,8 +27,8 @@ checkpoint plan_round2:
         code=P.rule_code("plan_tuning"),
     shell:
         "python -m unlearn_da plan-round2 --inputs {input:q} --space {params.space:q}"
-        " --candidates {params.candidates:q} --budget {params.budget} --widen {params.widen}"
-        " --seed {params.seed} --out {output} > {log} 2>&1"
+        " --candidates {params.candidates:q} --budget {params.budget:q} --widen {params.widen:q}"
+        " --seed {params.seed:q} --out {output:q} > {log:q} 2>&1"
 
 
 # the DA variants' weights (of each name+da), at their base method's choice over both rounds
@@ -51,8 +51,8 @@ checkpoint plan_da_weights:
         code=P.rule_code("plan_tuning"),
     shell:
         "python -m unlearn_da plan-da --inputs {input.round1:q} {input.round2:q}"
-        " --candidates {params.candidates:q} --round2 {input.plan} --methods {params.methods}"
-        " --weights {params.weights} --out {output} > {log} 2>&1"
+        " --candidates {params.candidates:q} --round2 {input.plan:q} --methods {params.methods:q}"
+        " --weights {params.weights:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule select_hyperparameters:
@@ -82,7 +82,7 @@ rule select_hyperparameters:
     shell:
         "python -m unlearn_da select --inputs {input.round1:q} {input.round2:q} {input.da:q}"
         " --candidates {params.candidates:q} --plans {input.plans:q} --provenance {params.provenance:q}"
-        " --figures-dir {output.figures} --out-prefix {params.prefix} > {log} 2>&1"
+        " --figures-dir {output.figures:q} --out-prefix {params.prefix:q} > {log:q} 2>&1"
 
 
 # The DA metric's eigenspace size (`make da-energy`): the energy rule that best separates the
@@ -120,4 +120,4 @@ rule choose_da_energy:
         prefix=lambda wc, output: output.md.removesuffix(".md"),
     shell:
         "python -m unlearn_da choose-da-energy --pairs {params.pairs:q} --params {params.da:q}"
-        " --seed {params.seed} --provenance {params.provenance:q} --out-prefix {params.prefix} > {log} 2>&1"
+        " --seed {params.seed:q} --provenance {params.provenance:q} --out-prefix {params.prefix:q} > {log:q} 2>&1"

@@ -29,8 +29,8 @@ rule unlearn:
         split=lambda wc, input: os.path.dirname(input.manifest),
         features=P.as_json(P.features_params(config)),
     shell:
-        "python -m unlearn_da unlearn --data {input.data} --split {params.split}"
-        " --original {input.original} --method {wildcards.method:q}"
-        " --seed {wildcards.seed} --threads {threads} --params {params.hp:q}"
-        " --code {params.code} --out {output.model} --steps {output.steps}"
+        "python -m unlearn_da unlearn --data {input.data:q} --split {params.split:q}"
+        " --original {input.original:q} --method {wildcards.method:q}"
+        " --seed {wildcards.seed:q} --threads {threads} --params {params.hp:q}"
+        " --code {params.code:q} --out {output.model:q} --steps {output.steps:q}"
         " --features-out {output.features:q} --features-params {params.features:q} > {log:q} 2>&1"
