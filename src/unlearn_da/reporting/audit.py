@@ -186,12 +186,15 @@ def min_p_adjusted(observed: dict[str, float], null: dict[str, np.ndarray],
 def bootstrap_intervals(row: dict[str, np.ndarray], reference: dict[str, np.ndarray], params: dict[str, Any],
                         draws: int, seed: int) -> dict[str, list[float]]:
     """95 % intervals of ``INTERVAL_STATS`` from ``draws`` bootstrap draws of the row's K models and of
-    the K reference oracles, both with replacement."""
+    the K reference oracles, both with replacement (a draw of one model K times, which leaves nothing to
+    fit a leave-one-out Gaussian on, is drawn again: it happens only at a toy K)."""
     rng = np.random.default_rng(seed)
     k_row, k_ref = len(row["forget"]), len(reference["forget"])
     values: dict[str, list[float]] = {name: [] for name in INTERVAL_STATS}
     for _ in range(draws):
         ir, io = rng.integers(0, k_row, size=k_row), rng.integers(0, k_ref, size=k_ref)
+        while len(set(ir.tolist())) < 2 or len(set(io.tolist())) < 2:  # one model drawn K times: nothing
+            ir, io = rng.integers(0, k_row, size=k_row), rng.integers(0, k_ref, size=k_ref)  # left to fit on
         stats, _ = row_statistics(_draw(row, ir), _draw(reference, io), params, ids_row=ir, ids_ref=io)
         for name in INTERVAL_STATS:
             values[name].append(stats[name])
