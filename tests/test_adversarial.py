@@ -622,3 +622,25 @@ def test_an_npz_with_a_huge_header_is_one_line(tmp_path):
     write_sidecar(path, "unlearn", {})
     with pytest.raises(ArtifactError, match=r"ft\.npz: unreadable feature file"):
         load_features(path)
+
+
+def test_verify_refuses_features_of_another_data_set_whose_sidecar_matches(tmp_path):
+    """A feature file with a logit column too many (a model of 11 classes) passes its own checksum and
+    params; make verify reads it as the metrics jobs do and names what does not fit the config."""
+    from unlearn_da.tools.provenance import expected_artifacts, verify
+
+    config = validate_config(load_config([REPO / "tests" / "config" / "tiny.yaml"],
+                                         base=REPO / "config" / "config.yaml"),
+                             sources=[*SOURCES, str(REPO / "tests" / "config" / "tiny.yaml")])
+    rel, rule, params, code = next(a for a in expected_artifacts(config) if "/features/" in a[0])
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for classes, expect in ((10, []), (11, ["train_logits has 11 columns for 10 classes"])):
+        arrays = {f"{s}_{k}": rng.normal(size=(5, 4 if k == "features" else classes)).astype(np.float32)
+                  for s in ("train", "val", "test") for k in ("features", "logits")}
+        np.savez(path, **arrays)
+        write_sidecar(path, rule, {"params": params, "code": code})
+        problems, checked = verify(config, tmp_path)
+        assert checked == 1 and [p for p in problems if not any(e in p for e in expect)] == [], problems
+        assert len(problems) == len(expect), problems

@@ -189,7 +189,7 @@ def test_a_model_job_extracts_the_features_a_job_of_their_own_would(digits_file,
     assert "startup_s" not in meta  # counted once, in the checkpoint's sidecar
 
 
-def _unlearn(digits_file: Path, split_dir: Path, original: Path, tmp_path: Path, monkeypatch) -> dict:
+def _unlearn(digits_file: Path, split_dir: Path, original: Path, tmp_path: Path, monkeypatch, seed: int = 0) -> dict:
     """run_unlearn with a spy in place of the method: the context it would have been given."""
     import unlearn_da.jobs.unlearn as unlearn_mod
 
@@ -197,7 +197,7 @@ def _unlearn(digits_file: Path, split_dir: Path, original: Path, tmp_path: Path,
     monkeypatch.setattr(unlearn_mod, "get_method", lambda base: lambda ctx, hp: seen.update(ctx=ctx))
     params = {"method": "ft", "base": "ft", "hp": {}, "log_every": 100, "probe_size": 8, "device": "cpu",
               "deterministic": True, "precision": {"amp": "off", "channels_last": "off"}}
-    unlearn_mod.run_unlearn(str(digits_file), str(split_dir), str(original), "ft", 0, 1, params,
+    unlearn_mod.run_unlearn(str(digits_file), str(split_dir), str(original), "ft", seed, 1, params,
                             str(tmp_path / "ft.pt"), str(tmp_path / "ft.steps.csv"))
     return seen
 
@@ -223,6 +223,29 @@ def test_a_scenario_refuses_the_other_kind_of_original(digits_file, backdoor_spl
         _unlearn(digits_file, backdoor_split, tmp_path / "clean.pt", tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="trained on poisoned data"):
         _unlearn(digits_file, clean_split, tmp_path / "poisoned.pt", tmp_path, monkeypatch)
+
+
+def test_unlearning_refuses_an_original_of_another_seed_role_or_data_set(digits_file, tmp_path, monkeypatch):
+    """A checkpoint copied into another seed's folder, an oracle renamed original.pt or an original of
+    another prepared data set each pass their own checksum; the job compares what the sidecar records
+    (seed, role, data checksum, the spec's input and classes) with what it is about to do."""
+    from unlearn_da.data.prepared import prepare
+
+    split = tmp_path / "random10"
+    run_split(digits_file, "random10", 0, {}, split)
+    _train("original", digits_file, None, tmp_path / "original.pt", monkeypatch)
+    _train("retrain", digits_file, split, tmp_path / "retrain.pt", monkeypatch)
+    other = tmp_path / "other" / "dataset.npz"
+    other.parent.mkdir()
+    prepare("digits", {"val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 1}, other)
+    _train("original", other, None, tmp_path / "other.pt", monkeypatch)
+    assert "ctx" in _unlearn(digits_file, split, tmp_path / "original.pt", tmp_path, monkeypatch)
+    with pytest.raises(ArtifactError, match=r"original.pt: not the model this job expects: seed 0 \(this job: 1\)"):
+        _unlearn(digits_file, split, tmp_path / "original.pt", tmp_path, monkeypatch, seed=1)
+    with pytest.raises(ArtifactError, match=r"role 'retrain' \(this job needs: original\)"):
+        _unlearn(digits_file, split, tmp_path / "retrain.pt", tmp_path, monkeypatch)
+    with pytest.raises(ArtifactError, match="trained on data with checksum"):
+        _unlearn(digits_file, split, tmp_path / "other.pt", tmp_path, monkeypatch)
 
 
 def test_a_backdoor_manifest_without_the_poison_checksum_is_refused(backdoor_split: Path, tmp_path: Path):

@@ -41,6 +41,7 @@ class PreparedData:
     y_test: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    sha256: str | None = None  # the file's checksum from its sidecar: a model records the data it was trained on
 
     @property
     def num_classes(self) -> int:
@@ -306,4 +307,5 @@ def load_prepared(path: str | os.PathLike, verify: bool = True) -> PreparedData:
     return PreparedData(
         info=dataset_info(name),
         **{k: arrays[k] for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")},
+        sha256=meta.get("sha256") if isinstance(meta.get("sha256"), str) else None,
     )

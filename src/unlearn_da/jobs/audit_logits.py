@@ -68,7 +68,8 @@ def run_audit_logits(data: str, split_dir: str, models: list[str], train_seeds: 
     shas = []
     for path in models:
         name = path.rsplit("/", 1)[-1].removesuffix(".pt")
-        model, _meta = load_checkpoint(path, rule_for_model(name), session.device)
+        model, meta = load_checkpoint(path, rule_for_model(name), session.device)
+        session.check_model(path, meta, rule_for_model(name))
         if session.channels_last:
             model = model.to(memory_format=torch.channels_last)
         for s in AUDIT_SETS + MIA_SETS:

@@ -69,6 +69,7 @@ def extract_features(model_path: str, session, params: dict[str, Any], out: str,
     name = os.path.basename(model_path).removesuffix(".pt")
     made_by = rule_for_model(name)
     model, meta = load_checkpoint(model_path, made_by, session.device)
+    session.check_model(model_path, meta, made_by)
     if session.channels_last:
         model = model.to(memory_format=torch.channels_last)
     prep = session.preprocessor()

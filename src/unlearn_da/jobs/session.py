@@ -11,6 +11,7 @@ import torch
 from ..core import device_pool
 
 from ..core import runtime
+from ..core.errors import ArtifactError, short
 from ..data.backdoor import Poison, poisoned_train
 from ..data.prepared import PreparedData, load_prepared
 from ..core.training import Preprocessor
@@ -32,6 +33,26 @@ class Session:
             self.data.mean, self.data.std, self.data.info.scale, self.device,
             augment=augment, padding=padding, channels_last=self.channels_last, crop_fill=crop_fill,
         )
+
+    def check_model(self, path: str, meta: dict[str, Any], made_by: str, seed: int | None = None,
+                    role: str | None = None) -> None:
+        """Refuse a checkpoint that is not the one this job expects: made for another data set (its
+        spec's classes, channels or image size, or the data checksum it records), another seed or
+        another role (a copied or renamed file passes its own checksum but not this)."""
+        info = self.data.info
+        spec = meta.get("spec", {})
+        expected = {"num_classes": info.num_classes, "in_channels": info.channels, "image_size": info.size}
+        wrong = [f"{k} {short(spec.get(k))} (this data set: {v})" for k, v in expected.items() if spec.get(k) != v]
+        recorded = meta.get("data_sha256")
+        if recorded is not None and self.data.sha256 is not None and recorded != self.data.sha256:
+            wrong.append(f"trained on data with checksum {short(recorded, 20)} (this data set: {self.data.sha256[:16]}…)")
+        if seed is not None and meta.get("seed") != seed:
+            wrong.append(f"seed {short(meta.get('seed'))} (this job: {seed})")
+        if role is not None and meta.get("role") != role:
+            wrong.append(f"role {short(meta.get('role'))} (this job needs: {role})")
+        if wrong:
+            raise ArtifactError(f"{path}: not the model this job expects: " + "; ".join(wrong)
+                                + f" (made by rule '{made_by}'); delete it and rerun the pipeline")
 
     def subset(self, split: str, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(idx, dtype=torch.long, device=self.device)

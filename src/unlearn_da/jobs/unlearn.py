@@ -91,6 +91,7 @@ def run_unlearn(
     session = open_session(data, params, threads, poison=poison, timed=True)  # seconds -> Time, RTE
     check_split(split, len(session.y["train"]), split_dir, session.y["train"].cpu().numpy(), data)
     base_model, base_meta = load_checkpoint(original, "train_original", session.device)
+    session.check_model(original, base_meta, "train_original", seed=seed, role="original")
     _check_original_matches(original, base_meta, split_dir, poisoned=poison is not None)
     if session.channels_last:
         base_model = base_model.to(memory_format=torch.channels_last)

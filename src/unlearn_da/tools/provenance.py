@@ -152,10 +152,43 @@ def _split_problems(config: dict, root: Path) -> tuple[list[str], int]:
     return problems, len(present)
 
 
+def _data_rows(config: dict, root: Path) -> dict[str, int] | str | None:
+    """Rows per split of the run's prepared data set (None when it is absent; a message when unreadable)."""
+    from ..core.errors import PipelineError
+    from ..jobs.evaluate import load_labels
+
+    data = root / P.prepared_dir(config) / "dataset.npz"
+    if not data.exists():
+        return None
+    try:
+        labels, _ = load_labels(str(data))
+    except PipelineError as exc:
+        return str(exc)
+    return {s: len(y) for s, y in labels.items()}
+
+
+def _features_problem(path: Path, config: dict, rows: dict[str, int] | None) -> str | None:
+    """A feature file against the config's data set: as many rows per split as the prepared data set
+    has (when it is present) and a logit column per class, as the metrics jobs read it."""
+    from ..core.errors import PipelineError
+    from ..data.datasets import DATASETS
+    from ..jobs.features import load_features
+
+    try:
+        load_features(path, rows, DATASETS[config["dataset"]].num_classes)
+    except PipelineError as exc:
+        return str(exc)
+    return None
+
+
 def verify(config: dict, root: str | Path = ".") -> tuple[list[str], int]:
     """(problems, number of artifacts checked); artifacts that do not exist yet are skipped."""
     root = Path(root)
     problems, checked = _split_problems(config, root)
+    rows = _data_rows(config, root)
+    if isinstance(rows, str):
+        problems.append(rows)
+        rows = None
     for rel, rule, params, code in expected_artifacts(config):
         path = root / rel
         if not path.exists():
@@ -173,6 +206,10 @@ def verify(config: dict, root: str | Path = ".") -> tuple[list[str], int]:
             problems.append(f"{rel}: checksum does not match its sidecar (corrupted or replaced; rule '{rule}')")
         elif rel.endswith(".pt"):
             problem = _checkpoint_problem(path, rule, meta) or _spec_problem(rel, rule, meta.get("spec"), config)
+            if problem:
+                problems.append(problem)
+        elif rel.endswith(".npz") and "/features/" in rel:
+            problem = _features_problem(path, config, rows)
             if problem:
                 problems.append(problem)
         diffs = differences(meta.get("params"), params)
