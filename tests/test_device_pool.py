@@ -9,6 +9,7 @@ than two jobs on a device and four in all, with the same metrics as a run withou
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -89,9 +90,11 @@ def test_a_killed_holder_frees_its_slot_and_a_waiting_job_gets_it(tmp_path):
 
 
 def test_settings_and_slot_count_from_the_config_block(tmp_path):
-    env = device_pool.environment_for_jobs({"devices": [0, 1], "jobs_per_device": 3, "wait_s": 10}, tmp_path)
+    env = device_pool.environment_for_jobs({"devices": [0, 1], "jobs_per_device": 3, "wait_s": 10,
+                                            "pool_dir": str(tmp_path)})
     settings = device_pool.settings_from_environment({**env, device_pool.ENV_FAKE: "4"})
     assert settings.devices == [0, 1] and settings.jobs_per_device == 3 and settings.wait_s == 10.0
+    assert settings.pool_dir == tmp_path
     assert device_pool.slot_count(settings) == 6
     assert [k for _, k in device_pool.device_ids(settings)] == ["fake-0", "fake-1"]
 
@@ -117,11 +120,11 @@ def test_tiny_run_through_a_two_device_pool_matches_the_serial_run(tiny_project,
     root = tiny_copy(tiny_project, tmp_path / "pooled")
     for scenario, model in POOLED:
         remove_model_chain(root, scenario, model)
-    (root / "pool.yaml").write_text("gpu: {devices: [0, 1], jobs_per_device: 2}\n")
+    (root / "pool.yaml").write_text(f"gpu: {{devices: [0, 1], jobs_per_device: 2, pool_dir: {tmp_path / 'pool'}}}\n")
     targets = [f"results/digits-smallcnn/{s}/seed0/metrics/{m}.json" for s, m in POOLED]
     env = {**env_with_venv(), device_pool.ENV_FAKE: "2"}
     snakemake(root, "--cores", "6", "--configfile", "tests/config/tiny.yaml", "pool.yaml", "--", *targets, env=env)
-    summary = device_pool.overlap_summary(log_file(root / ".device-pool"))
+    summary = device_pool.overlap_summary(log_file(tmp_path / "pool"))
     print("acquisition log:", summary)
     assert summary["acquisitions"] == 6
     assert max(summary["most_per_device"].values()) <= 2 and summary["most_overall"] <= 4
@@ -220,3 +223,44 @@ print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith("to
         imported[timed] = json.loads(proc.stdout.splitlines()[-1])
     assert imported[True] == []
     assert "torch._dynamo" in imported[False]  # what a job that is not timed (features) never needs
+
+
+def test_the_default_pool_is_per_machine_outside_the_project(tmp_path, monkeypatch):
+    """Slots belong to a machine's GPUs: the default folder is local (the system's temporary directory),
+    one per user, whichever clone the jobs come from; a path in the config is taken as given."""
+    import tempfile
+
+    monkeypatch.chdir(tmp_path)
+    env = device_pool.environment_for_jobs({})
+    assert Path(env[device_pool.ENV_POOL]) == Path(tempfile.gettempdir()) / f"unlearn-da-device-pool-{os.getuid()}"
+    assert device_pool.settings_from_environment({}).pool_dir == Path(env[device_pool.ENV_POOL])
+    assert Path(device_pool.environment_for_jobs({"pool_dir": "locks"})[device_pool.ENV_POOL]) == tmp_path / "locks"
+
+
+@pytest.mark.parametrize("code", ["ENOLCK", "ENOSYS", "EOPNOTSUPP"])
+def test_a_file_system_that_cannot_lock_is_refused_at_once_not_read_as_busy(tmp_path, monkeypatch, code):
+    """Lustre without flock or NFSv3 without lockd: flock fails with ENOLCK/ENOSYS/EOPNOTSUPP. Read as
+    "slot taken", every GPU job waited its hour and failed with a misleading message."""
+    import errno as errno_mod
+
+    def no_locks(fd, op):
+        raise OSError(getattr(errno_mod, code), os.strerror(getattr(errno_mod, code)))
+
+    monkeypatch.setattr(device_pool.fcntl, "flock", no_locks)
+    settings = device_pool.PoolSettings(devices="auto", jobs_per_device=1, pool_dir=tmp_path, wait_s=3600.0, fake=1)
+    start = time.monotonic()
+    with pytest.raises(device_pool.PoolError, match=f"cannot lock files \\(flock: ({code}|ENOTSUP),.*set gpu.pool_dir"):
+        device_pool.acquire(settings)
+    assert time.monotonic() - start < 5
+
+
+def test_a_busy_slot_still_reads_as_busy(tmp_path, monkeypatch):
+    import errno as errno_mod
+
+    def busy(fd, op):
+        raise BlockingIOError(errno_mod.EWOULDBLOCK, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(device_pool.fcntl, "flock", busy)
+    settings = device_pool.PoolSettings(devices="auto", jobs_per_device=1, pool_dir=tmp_path, wait_s=0.3, fake=1)
+    with pytest.raises(TimeoutError, match="no free GPU slot"):
+        device_pool.acquire(settings)

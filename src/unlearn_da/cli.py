@@ -191,7 +191,7 @@ def cmd_gpu_slots(a: argparse.Namespace) -> None:
     from .core import device_pool
 
     config = _run_config(a.configfile)
-    env = {**os.environ, **device_pool.environment_for_jobs(config.get("gpu") or {}, ".device-pool")}
+    env = {**os.environ, **device_pool.environment_for_jobs(config.get("gpu") or {})}
     settings = device_pool.settings_from_environment(env)
     slots = 0 if config["device"] == "cpu" and not settings.fake else device_pool.slot_count(settings)
     if a.explain:

@@ -22,14 +22,13 @@ from .core.scenarios import is_backdoor
 
 # config keys that say where jobs run, not what they compute: in no job's params, no digest
 EXECUTION_KEYS = ("gpu",)
-DEVICE_POOL_DIR = ".device-pool"
 
 
 def device_pool_environment(config: dict[str, Any]) -> dict[str, str]:
     """The variables that hand the config's ``gpu`` block to every job (device_pool.py)."""
     from .core.device_pool import environment_for_jobs
 
-    return environment_for_jobs(config.get("gpu") or {}, DEVICE_POOL_DIR)
+    return environment_for_jobs(config.get("gpu") or {})
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ORACLES = ("retrain", "retrain_alt")

@@ -10,8 +10,11 @@ A job that finds every slot taken waits (``wait_s``, with a message every minute
 fails with a message, instead of oversubscribing a device.
 
 Lock files are named by the device's UUID and live in a folder per host, so jobs that see the
-same GPU under different indices (``CUDA_VISIBLE_DEVICES``, SLURM) still share its slots, and a
-pool directory on a shared file system never mixes two machines.
+same GPU under different indices (``CUDA_VISIBLE_DEVICES``, SLURM) still share its slots. The pool
+folder (``gpu.pool_dir``) is by default on the machine's own temporary file system, not in the
+project: slots belong to a machine's GPUs, every clone on it shares them, and a shared file system
+may not lock at all (Lustre without ``flock``, NFSv3 without lockd). A file system that cannot
+lock is refused at once, by name, instead of read as "every slot taken".
 
 The Snakefile passes the config's ``gpu`` block to every job through the environment (not its
 params: where a job runs does not change what it computes, so it does not rerun anything).
@@ -22,6 +25,7 @@ locking, the computation stays on the CPU.
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import json
 import os
@@ -33,13 +37,15 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
+from .errors import PipelineError
+
 ENV_DEVICES = "UNLEARN_DA_GPU_DEVICES"  # "auto" or "0,1,..."
 ENV_JOBS = "UNLEARN_DA_JOBS_PER_DEVICE"
 ENV_POOL = "UNLEARN_DA_DEVICE_POOL"  # the pool directory
 ENV_WAIT = "UNLEARN_DA_POOL_WAIT_S"
 ENV_FAKE = "UNLEARN_DA_FAKE_GPUS"  # tests: this many fake device ids on the CPU
 ENV_EXCLUSIVE = "UNLEARN_DA_EXCLUSIVE_TIMING"  # "1": timed jobs take every slot of their device
-DEFAULT_POOL = ".device-pool"
+POOL_AUTO = "auto"
 DEFAULT_WAIT_S = 3600.0
 POLL_S = 0.2
 LOG_FILE = "acquisitions.jsonl"
@@ -83,15 +89,28 @@ def settings_from_environment(env: dict[str, str] | None = None) -> PoolSettings
     raw = env.get(ENV_DEVICES, "auto").strip() or "auto"
     devices: str | list[int] = "auto" if raw == "auto" else [int(d) for d in raw.split(",") if d.strip()]
     return PoolSettings(devices=devices, jobs_per_device=max(1, int(env.get(ENV_JOBS, "1"))),
-                        pool_dir=Path(env.get(ENV_POOL, DEFAULT_POOL)), wait_s=float(env.get(ENV_WAIT, DEFAULT_WAIT_S)),
+                        pool_dir=Path(env.get(ENV_POOL) or default_pool_dir()), wait_s=float(env.get(ENV_WAIT, DEFAULT_WAIT_S)),
                         fake=int(env.get(ENV_FAKE, "0") or 0), exclusive_timing=env.get(ENV_EXCLUSIVE) == "1")
 
 
-def environment_for_jobs(gpu: dict[str, Any], pool_dir: str | os.PathLike) -> dict[str, str]:
+def default_pool_dir() -> Path:
+    """``gpu.pool_dir: auto``: this user's folder in the machine's temporary directory (local, per host)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"unlearn-da-device-pool-{os.getuid()}"
+
+
+def pool_dir_of(gpu: dict[str, Any]) -> Path:
+    """The pool folder the config's ``gpu.pool_dir`` names (``auto``: :func:`default_pool_dir`)."""
+    value = gpu.get("pool_dir", POOL_AUTO)
+    return default_pool_dir() if value in (None, POOL_AUTO) else Path(str(value)).expanduser().resolve()
+
+
+def environment_for_jobs(gpu: dict[str, Any]) -> dict[str, str]:
     """The variables the Snakefile sets for its jobs from the config's ``gpu`` block."""
     devices = gpu.get("devices", "auto")
     return {ENV_DEVICES: "auto" if devices == "auto" else ",".join(str(int(d)) for d in devices),
-            ENV_JOBS: str(int(gpu.get("jobs_per_device", 1))), ENV_POOL: str(Path(pool_dir).resolve()),
+            ENV_JOBS: str(int(gpu.get("jobs_per_device", 1))), ENV_POOL: str(pool_dir_of(gpu)),
             ENV_WAIT: str(float(gpu.get("wait_s", DEFAULT_WAIT_S))),
             ENV_EXCLUSIVE: "1" if gpu.get("exclusive_timing", False) else "0"}
 
@@ -129,7 +148,11 @@ def slot_count(settings: PoolSettings) -> int:
 
 def _host_dir(pool_dir: Path) -> Path:
     d = Path(pool_dir) / socket.gethostname()
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PoolError(f"cannot make the GPU pool folder {d}: {exc.strerror}; set gpu.pool_dir to a writable "
+                        "folder on a local file system") from None
     return d
 
 
@@ -137,13 +160,31 @@ def _lock_path(pool_dir: Path, key: str, slot: int) -> Path:
     return _host_dir(pool_dir) / f"{key}.slot{slot}.lock"
 
 
+class PoolError(PipelineError):
+    """The pool cannot work here (its folder cannot be written or locked): a setup error, not a busy GPU."""
+
+
+#: errno values of flock that mean "another process holds the lock"; any other is the file system's refusal
+BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+
+
 def _try_lock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """The locked file's descriptor, or None when another process holds it; a file system that cannot
+    lock (ENOLCK, ENOSYS, EOPNOTSUPP, ...) raises :class:`PoolError` instead of reading as busy."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise PoolError(f"cannot open the GPU pool's lock file {path}: {exc.strerror}; set gpu.pool_dir to a "
+                        "writable folder on a local file system") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as exc:
         os.close(fd)
-        return None
+        if exc.errno in BUSY:
+            return None
+        raise PoolError(f"the file system of the GPU pool folder {path.parent} cannot lock files "
+                        f"(flock: {errno.errorcode.get(exc.errno, exc.errno)}, {exc.strerror}); set gpu.pool_dir "
+                        "to a folder on a local file system, e.g. under /tmp (the default, auto)") from None
     return fd
 
 
