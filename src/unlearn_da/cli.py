@@ -13,7 +13,7 @@ import sys
 from typing import Any
 from collections.abc import Callable
 
-from .core.errors import PipelineError
+from .core.errors import ConfigError, PipelineError
 
 
 def _params(text: str) -> dict[str, Any]:
@@ -194,8 +194,14 @@ def cmd_gpu_slots(a: argparse.Namespace) -> None:
     env = {**os.environ, **device_pool.environment_for_jobs(config.get("gpu") or {})}
     settings = device_pool.settings_from_environment(env)
     slots = 0 if config["device"] == "cpu" and not settings.fake else device_pool.slot_count(settings)
+    if config["device"] == "cuda" and slots == 0:
+        from .core.cuda_check import cuda_diagnosis
+
+        raise ConfigError(f"device: cuda (the profile needs a GPU), but this machine has none: {cuda_diagnosis()}. "
+                          "Run on a GPU node, or put device: cpu in an overlay after the profile to run on the CPU on purpose")
     if a.explain:
-        print(f"{slots} GPU slot(s): {dataclasses.asdict(settings)}", file=sys.stderr)
+        print(f"{slots} GPU slot(s): {dataclasses.asdict(settings)}; NVIDIA driver "
+              f"{device_pool.driver_version() or 'none'}", file=sys.stderr)
     print(slots if slots > 0 else UNBOUNDED_GPU_JOBS)
 
 

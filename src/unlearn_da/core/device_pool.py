@@ -141,6 +141,18 @@ def nvidia_driver_present() -> bool:
     return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/dxg")
 
 
+def driver_version() -> str | None:
+    """The loaded NVIDIA kernel driver's version (Linux: /proc/driver/nvidia/version), or None."""
+    try:
+        text = Path("/proc/driver/nvidia/version").read_text(errors="replace")[:4096]
+    except OSError:
+        return None
+    import re
+
+    found = re.search(r"Kernel Module(?: for [\w-]+)?\s+(\d+\.\d+(?:\.\d+)?)", text)
+    return found.group(1) if found else None
+
+
 def slot_count(settings: PoolSettings) -> int:
     """devices x jobs_per_device: what Snakemake's ``gpu`` resource is bounded by (0 without GPUs)."""
     return len(device_ids(settings)) * settings.jobs_per_device

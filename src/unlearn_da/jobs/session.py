@@ -11,6 +11,7 @@ import torch
 from ..core import device_pool
 
 from ..core import runtime
+from ..core.cuda_check import require_cuda
 from ..core.errors import ArtifactError, short
 from ..data.backdoor import Poison, poisoned_train
 from ..data.prepared import PreparedData, load_prepared
@@ -92,6 +93,7 @@ def open_session(data_path: str, params: dict[str, Any], threads: int, poison: P
     """
     # a GPU job takes a free (device, slot) of the machine's pool before it touches CUDA
     # (``timed``: its seconds are reported, so with gpu.exclusive_timing it holds its whole GPU)
+    require_cuda(params.get("device", "auto"))  # a GPU profile never trains on the CPU without a word
     device = device_pool.place_job(runtime.select_device(params.get("device", "auto")), timed=timed)
     runtime.setup(threads, device, bool(params.get("deterministic", True)))
     if timed:  # torch.optim's lazy import, paid before the job's clock starts (Time and RTE)

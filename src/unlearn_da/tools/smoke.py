@@ -55,7 +55,7 @@ def copy_project(dest: Path, root: Path = REPO_ROOT) -> Path:
 def smoke_overlay(dataset: str, raw_dir: Path, train: int, test: int, methods: list[str] | None = None,
                   scenarios: list[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The generated part of the smoke config: where the synthetic files are, and how many to use."""
-    overlay: dict[str, Any] = {**(extra or {}),
+    overlay: dict[str, Any] = {"device": "cpu", **(extra or {}),
                                "data": {"cifar_dirs": [str(raw_dir)], "subset": {"train": train, "test": test}}}
     if methods is not None:
         overlay["unlearn"] = {"methods": list(methods)}

@@ -1,0 +1,56 @@
+"""What would break a first GPU run before CUDA is reached, checked on the CPU with fakes: a GPU profile
+on a machine without a usable GPU is refused with the reason, not run on the CPU without a word."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import env_with_venv
+from unlearn_da.core.errors import ConfigError
+from unlearn_da.core import cuda_check, runtime
+from unlearn_da.settings.config import load_config
+
+
+def test_the_paper_profiles_ask_for_a_gpu_and_the_cpu_profiles_do_not():
+    assert load_config(["config/cifar10.yaml"])["device"] == "cuda"
+    assert load_config(["config/cifar10.yaml", "config/cifar100.yaml"])["device"] == "cuda"
+    assert load_config([])["device"] != "cuda"
+
+
+@pytest.mark.parametrize("env, driver, build, reason", [
+    ({}, None, "13.0", "no NVIDIA driver is loaded"),
+    ({}, "570.133.20", "13.0", "the NVIDIA driver 570.133.20 is older than the 580.65.06 that torch's CUDA 13.0"),
+    ({}, "570.133.20", "12.6", "NVIDIA driver 570.133.20, torch built for CUDA 12.6"),
+    ({"CUDA_VISIBLE_DEVICES": ""}, "580.65.06", "13.0", "CUDA_VISIBLE_DEVICES='' hides every GPU"),
+    ({}, "580.65.06", None, "is a CPU-only build"),
+], ids=["login node", "old driver", "fitting build", "hidden", "cpu build"])
+def test_the_reason_torch_sees_no_gpu_is_named(env, driver, build, reason):
+    assert reason in cuda_check.cuda_diagnosis(env, driver=driver, build=build)
+
+
+def test_device_cuda_without_a_gpu_is_refused_with_what_to_do(monkeypatch):
+    from unlearn_da.jobs.session import open_session
+
+    monkeypatch.setattr(runtime.torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device: cuda, but torch sees no CUDA GPU: .*put device: cpu"):
+        open_session("never-read.npz", {"device": "cuda"}, 1)
+    cuda_check.require_cuda("auto")  # auto and cpu pass
+
+
+def test_gpu_slots_refuses_a_gpu_profile_on_a_machine_without_a_gpu(tmp_path):
+    """Before: gpu-slots printed 1,000,000 (no bound) and every ResNet-18 job trained on the CPU."""
+    cmd = [sys.executable, "-m", "unlearn_da", "gpu-slots", "--configfile", "config/cifar10.yaml"]
+    env = {**env_with_venv(), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode == 0 and runtime.torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert done.returncode == 2, done.stdout
+    assert "device: cuda (the profile needs a GPU), but this machine has none" in done.stderr
+    assert "device: cpu" in done.stderr and "Traceback" not in done.stderr
+    overlay = tmp_path / "cpu.yaml"
+    overlay.write_text("device: cpu\n")
+    on_purpose = subprocess.run(cmd + [str(overlay)], env=env, capture_output=True, text=True, timeout=120)
+    assert on_purpose.returncode == 0 and on_purpose.stdout.strip() == "1000000", on_purpose.stderr
