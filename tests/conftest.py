@@ -7,6 +7,12 @@ from __future__ import annotations
 import os  # isort: skip
 
 os.environ["UNLEARN_DA_CPU_KERNELS"] = "portable"
+# the suite checks exact CPU results (expected/, portable kernels): on a GPU machine `device: auto` would
+# train in bf16 on CUDA and fake-GPU tests would reach a real device, so every test and every process
+# it starts sees no GPU, unless UNLEARN_DA_TEST_GPU=1 (then only the tests marked `gpu` are meant to run)
+TEST_GPU = os.environ.get("UNLEARN_DA_TEST_GPU") == "1"
+if not TEST_GPU:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 import unlearn_da  # noqa: F401,E402  isort: skip
 
 import fcntl
@@ -32,6 +38,11 @@ FIRST_MODULES = ("test_pipeline_e2e.py", "test_audit.py", "test_reliability.py",
 def pytest_collection_modifyitems(session, config, items) -> None:
     rank = {name: i for i, name in enumerate(FIRST_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a module's own order kept
+    if not TEST_GPU:
+        skip = pytest.mark.skip(reason="needs a GPU: UNLEARN_DA_TEST_GPU=1 on a GPU machine (make gpu-check)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
 
 
 def copy_project(dest: Path) -> Path:
