@@ -77,3 +77,39 @@ def test_a_job_on_a_real_gpu_places_itself_on_a_pool_device(tmp_path):
     slot = device_pool.held()
     assert device.type == "cuda" and slot is not None and not slot.key.startswith("fake-")
     device_pool.release()
+
+
+def test_gpu_check_gives_each_stage_s_slot_back_so_its_real_jobs_can_run(tmp_path, monkeypatch):
+    """A fake one-GPU machine: gpu-check's stages run in its own process and each took the pool's only
+    slot for the life of the process; the start-up measurement's real jobs then waited an hour for it."""
+    from unlearn_da.core import device_pool
+    from unlearn_da.tools.gpucheck import Checker
+
+    monkeypatch.setenv(device_pool.ENV_FAKE, "1")
+    monkeypatch.setenv(device_pool.ENV_POOL, str(tmp_path))
+    monkeypatch.setenv(device_pool.ENV_WAIT, "3")
+    chk = Checker(log=lambda *_: None)
+    chk.stage("a job in this process", device_pool.place_job, runtime.torch.device("cpu"))
+    assert device_pool.held() is None
+    other = subprocess.run([sys.executable, "-c", "import json; from unlearn_da.core import device_pool as dp; "
+                            "print(json.dumps(dp.acquire(dp.settings_from_environment()).record()))"],
+                           env={**env_with_venv(), device_pool.ENV_FAKE: "1", device_pool.ENV_POOL: str(tmp_path),
+                                device_pool.ENV_WAIT: "3"}, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr[-500:]
+
+
+def test_gpu_check_s_measured_jobs_wait_minutes_for_a_slot_not_an_hour(tmp_path, monkeypatch):
+    from unlearn_da.core import device_pool
+    from unlearn_da.tools import devicecost
+
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+        seen.update(kwargs)
+        return subprocess.CompletedProcess(cmd, 1, "", "no")
+
+    monkeypatch.setattr(devicecost.subprocess, "run", fake_run)
+    monkeypatch.setenv(device_pool.ENV_WAIT, "3600")
+    with pytest.raises(RuntimeError):
+        devicecost._job(["train"], tmp_path / "x.meta.json")
+    assert float(seen["env"][device_pool.ENV_WAIT]) <= 120 and seen["timeout"] <= 1800

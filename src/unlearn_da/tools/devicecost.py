@@ -66,9 +66,24 @@ def measure_da_step(spec: dict[str, Any], plain_row: dict[str, Any], da: dict[st
     return out
 
 
+#: how long a measured job may wait for a GPU slot, and run (a busy pool is a failure here, not a wait)
+JOB_SLOT_WAIT_S = 120.0
+JOB_TIMEOUT_S = 1800.0
+
+
 def _job(args: list[str], sidecar: Path) -> dict[str, float]:
+    import os
+
+    from ..core import device_pool
+
+    env = {**os.environ, device_pool.ENV_WAIT: str(min(JOB_SLOT_WAIT_S, float(os.environ.get(device_pool.ENV_WAIT,
+                                                                                              JOB_SLOT_WAIT_S))))}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "unlearn_da", *args], capture_output=True, text=True)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "unlearn_da", *args], capture_output=True, text=True, env=env,
+                              timeout=JOB_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"job {args[0]} ran past {JOB_TIMEOUT_S:.0f} s") from None
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"job {' '.join(args[:1])} failed:\n{proc.stderr[-2000:]}")

@@ -85,6 +85,11 @@ class Checker:
         self.log = log
 
     def stage(self, name: str, fn, *args, **kwargs) -> Any:
+        """Run one stage. A stage is one job run in this process: the GPU slot its session takes is
+        given back when it ends (else the later stages' real jobs, in their own processes, wait
+        for the only slot of a one-GPU machine until ``gpu.wait_s`` and fail)."""
+        from ..core import device_pool
+
         t0 = time.perf_counter()
         try:
             out = fn(*args, **kwargs)
@@ -92,6 +97,8 @@ class Checker:
         except Exception as exc:  # every failure is reported, then the check goes on
             out, problem = None, f"{type(exc).__name__}: {exc}"
             self.log(traceback.format_exc())
+        finally:
+            device_pool.release()
         seconds = time.perf_counter() - t0
         self.rows.append({"stage": name, "seconds": seconds, "ok": problem is None, "problem": problem})
         self.log(f"[{'ok' if problem is None else 'FAIL'}] {name} ({seconds:.1f} s){'' if problem is None else ': ' + problem}")
