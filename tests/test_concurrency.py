@@ -28,8 +28,9 @@ def test_concurrent_workers_train_the_profiles_step_in_one_window(tmp_path):
 
 
 def test_the_da_step_counts_the_paired_batch_as_the_workload_does(tmp_path):
-    """``+da``: each step trains the batch and a DA batch of the profile's size (``workload.Unlearning.da_paired``
-    counts both); the worker reports its warm-up and its steps."""
+    """``+da``: each step is the method's forward of the batch and the pair's forward of the batch again beside
+    a DA batch of the profile's size, counted as the workload counts them (``workload.Unlearning.da_paired``);
+    the worker reports its warm-up and its steps."""
     from unlearn_da.tools.devicecost import da_settings
 
     config = load_config()
@@ -39,5 +40,10 @@ def test_the_da_step_counts_the_paired_batch_as_the_workload_does(tmp_path):
     # the epoch basis (computed once in the worker) runs the most code; the step is the same for every source
     row = measure({**spec, "da": {**da, "basis_source": "epoch", "epoch_subset": 32}}, 1)
     per_step = row["aggregate_img_s"] * row["ms_per_step"] / 1000
-    assert per_step == pytest.approx(spec["batch_size"] + da["batch_size"])
+    from unlearn_da.tools.workload import Unlearning, fb
+
+    batch = spec["batch_size"]
+    job = Unlearning(hp={"batch_size": batch}, n_forget=10**6, n_retain=10**6, da=da)
+    counted = fb(batch) + job.da_paired(batch, "retain")  # one step of UnlearnContext.fit with +da
+    assert per_step == pytest.approx(counted.forward_backward)  # 2 x batch + DA batch (it counted batch + DA batch)
     assert row["warmup_s"] > 0

@@ -60,7 +60,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     trainer = Trainer(model, hp, 10**9, 10**6)
     model.train()
     da_step = _da_step(spec["da"], model, x8, prep, gen, device, bool(spec["amp"])) if spec.get("da") else None
-    counted = batch + (int(spec["da"]["batch_size"]) if da_step else 0)  # images per step, as the workload counts
+    # images per step, as the workload counts them (``workload.Unlearning.da_paired``): the method's forward
+    # of the batch, and with DA a second forward of the batch beside a DA batch
+    counted = batch + (batch + int(spec["da"]["batch_size"]) if da_step else 0)
 
     def step(i: int) -> None:
         sl = slice((i % 4) * batch, (i % 4 + 1) * batch)

@@ -175,7 +175,7 @@ def report_lines(compile_rows: list[dict] | None, da: dict | None, startup: list
         lines += ["", "## The DA step (one process)", "",
                   f"`+da` with the profile's settings ({da['basis_source']} basis, DA batch {da['da_batch']}): "
                   f"{da['da_ms']:.1f} ms a step against {da['plain_ms']:.1f} ms without; "
-                  f"{da['da_img_s']:.0f} img/s counted as the workload counts them (batch + DA batch) against "
+                  f"{da['da_img_s']:.0f} img/s counted as the workload counts them (the batch, then the batch again beside a DA batch) against "
                   f"{da['plain_img_s']:.0f} img/s plain: ratio {da['rate_ratio']:.2f} (the projection runs the DA jobs' "
                   "images at this ratio of the chosen rate)."]
     if startup:
