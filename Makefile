@@ -38,13 +38,28 @@ SUBMAKE = $(MAKE)
 SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) \
 	--resources gpu=$$gpu_slots $(CONFIGFILES)
 
-.PHONY: venv dev reproduce pipeline check-reproduction expected-results readme-tables docs test test-paper test-remotes test-slurm test-cpu-models test-compile lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+.PHONY: venv torch dev reproduce pipeline check-reproduction expected-results readme-tables docs test test-paper test-remotes test-slurm test-cpu-models test-compile lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+
+# TORCH_CUDA=cu126 (cu128, ...): torch and torchvision at the pinned versions, built for that CUDA, from
+# PyTorch's own index: the PyPI wheel is the CUDA 13.0 build (NVIDIA driver 580 or later); a 12.x build runs on
+# driver 525 or later (docs/gpu.md). `make venv TORCH_CUDA=cu126` in a fresh clone, `make torch TORCH_CUDA=cu126`
+# to switch an existing .venv.
+TORCH_CUDA ?=
+TORCH_INSTALL = $(BIN)/python -m pip install --quiet -c constraints.txt \
+	--index-url https://download.pytorch.org/whl/$(TORCH_CUDA) --extra-index-url https://pypi.org/simple
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(if $(strip $(TORCH_CUDA)),$(TORCH_INSTALL) torch torchvision)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
 	touch $@
+
+torch:
+	@test -n "$(strip $(TORCH_CUDA))" || { echo "make torch needs TORCH_CUDA, e.g. TORCH_CUDA=cu126 (docs/gpu.md)" >&2; exit 2; }
+	@test -x $(BIN)/python || { echo "no $(VENV) yet: make venv TORCH_CUDA=$(TORCH_CUDA) makes one with that build" >&2; exit 2; }
+	$(TORCH_INSTALL) --force-reinstall --no-deps torch torchvision
+	python -c "import torch; print('torch', torch.__version__, 'built for CUDA', torch.version.cuda)"
 
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'

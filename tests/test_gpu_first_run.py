@@ -113,3 +113,20 @@ def test_gpu_check_s_measured_jobs_wait_minutes_for_a_slot_not_an_hour(tmp_path,
     with pytest.raises(RuntimeError):
         devicecost._job(["train"], tmp_path / "x.meta.json")
     assert float(seen["env"][device_pool.ENV_WAIT]) <= 120 and seen["timeout"] <= 1800
+
+
+def test_a_torch_build_for_an_older_driver_installs_from_pytorch_s_index(tmp_path):
+    """The PyPI wheel is the CUDA 13.0 build (driver 580+); TORCH_CUDA picks another build of the pinned
+    versions (the constraints file still pins them). `make -n` only prints."""
+    from conftest import REPO
+
+    dry = subprocess.run(["make", "-n", "venv", "TORCH_CUDA=cu126", f"VENV={tmp_path / 'v'}"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    torch_line = next(line for line in dry.stdout.splitlines() if "torch torchvision" in line)
+    assert "-c constraints.txt" in torch_line and "--index-url https://download.pytorch.org/whl/cu126" in torch_line
+    assert not (tmp_path / "v").exists()
+    plain = subprocess.run(["make", "-n", "venv", f"VENV={tmp_path / 'v'}"], cwd=REPO, capture_output=True, text=True,
+                           timeout=60)
+    assert "download.pytorch.org" not in plain.stdout
+    refused = subprocess.run(["make", "torch"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "make torch needs TORCH_CUDA" in refused.stderr
