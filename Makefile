@@ -116,7 +116,7 @@ push: venv
 	dvc push
 
 # pull, then check every pulled artifact against the current config and code, and
-# only then mark the outputs current for Snakemake (see README, "Sharing artifacts")
+# only then mark the outputs current for Snakemake (docs/sharing.md)
 pull: venv
 	@stage=$$(python -m unlearn_da dvc-stage --no-add $(CONFIGFILES)) || exit $$?; dvc pull $$stage
 	dvc status

@@ -52,3 +52,27 @@ def test_readme_is_a_front_page_that_links_every_docs_page(pristine: Path):
             assert f"(docs/{page.name})" in readme, page.name
     for line in readme.splitlines():
         assert "this session" not in line.lower() and "earlier session" not in line.lower(), line
+
+
+def test_every_reference_to_a_readme_section_or_a_project_file_exists(pristine: Path):
+    """A pointer to a README section that moved to docs/, or to a file the project does not have (a
+    specification kept outside the repository), is found here, in code, configs, the Makefile and docs."""
+    import re
+
+    headings = {m.group(1).strip() for m in re.finditer(r"^#+\s+(.+)$", (pristine / "README.md").read_text(), re.M)}
+    section = re.compile(r"""README(?:\.md)?(?:'s)?(?:,\s*|:\s*|\s+\(?)["“']([^"”'\n{}]{3,80})["”']""")
+    path = re.compile(r"(?<![\w/.-])((?:docs|src/unlearn_da|workflow|tests)/[\w./-]*\w)")
+    sources = [*pristine.glob("src/unlearn_da/**/*.py"), *pristine.glob("config/**/*.yaml"),
+               *pristine.glob("config/*.md"), *pristine.glob("workflow/**/*"), pristine / "Snakefile",
+               pristine / "Makefile", *pristine.glob("docs/*.md"), pristine / "README.md", pristine / "CHANGELOG.md"]
+    dangling = []
+    for source in (s for s in sources if s.is_file()):
+        text = source.read_text(errors="replace")
+        name = source.relative_to(pristine)
+        dangling += [f"{name}: README section {m.group(1)!r}" for m in section.finditer(text)
+                     if m.group(1).strip() not in headings]
+        dangling += [f"{name}: {m.group(1)}" for m in path.finditer(text)
+                     if not (pristine / m.group(1).rstrip(".")).exists() and text[m.end():m.end() + 1] not in "<*{"]
+        dangling += [f"{name}: PAPER.md" for _ in re.finditer(r"\bPAPER\.md\b", text)]
+    assert not dangling, "\n".join(sorted(set(dangling)))
+    assert (pristine / "LICENSE").is_file()

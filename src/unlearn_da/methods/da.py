@@ -1,7 +1,7 @@
 """The DA regulariser: L_DA = 1 - DA_frob^2 (``form: frobenius``, default) or 1 - DA (``form: energy``),
 a plug-in for MUDA and every ``<method>+da``.
 
-docs/methods.md (the `<name>+da` paragraph) and docs/metrics.md (DA): the retain
+docs/muda.md ("Dimensional alignment", "The objective"): the retain
 eigenspace comes from the current model with eigenvectors detached (``detach_basis``); its
 source is ``basis_source``:
 - ``batch``: the paired retain mini-batch. Its second moment has rank <= batch size, so a

@@ -1,4 +1,4 @@
-"""MUDA (Seo, Kim and Han, WACV 2025), as specified in docs/methods.md (its MUDA paragraphs).
+"""MUDA (Seo, Kim and Han, WACV 2025), as specified in docs/muda.md.
 
 Forget step: a forget batch paired with a retain batch;
     loss = lambda_da * L_DA(Z_f, Z_r) + forget_weight * forget_loss(forget batch)

@@ -1,6 +1,6 @@
 """Dimensional alignment (DA): how far the forget features lie in the retain eigenspace.
 
-Definitions (docs/metrics.md, the DA row; docs/methods.md for MUDA):
+Definitions (docs/muda.md, "Dimensional alignment"; docs/metrics.md, the DA row):
     C_r = Z_r^T Z_r / n_r (uncentred second moment by default; ``center`` subtracts the
     retain mean mu_r, and the forget features are then centred by mu_r too, so both sides
     live in the same frame), U_k = top-k eigenvectors of C_r (k the smallest count holding

@@ -213,7 +213,7 @@ def _methods(record: dict[str, Any]) -> list[str]:
 
 
 # ResNet-18 training rates the cost block turns into hours: measured by `make bench` on 2 CPU cores (two
-# runs, README "Benchmark"), and two GPU rates for orientation only (not measured)
+# runs, docs/gpu.md, "Benchmark"), and two GPU rates for orientation only (not measured)
 CPU_RATES = (101, 117)
 GPU_RATES = (5_000, 20_000)
 

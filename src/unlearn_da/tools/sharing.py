@@ -112,7 +112,7 @@ def stage_for(run: str, configfiles: Sequence[str], dvc_yaml: str | Path = "dvc.
         return None, (f"note: results/{run} belongs to the DVC stage '{run}', which runs with "
                       f"[{' '.join(stages[run])}], not [{' '.join(given)}]: Snakemake runs directly and "
                       f"`dvc status` will list the stage as changed. Set a run_tag in your overlay to give "
-                      f"it its own folder (README, 'Sharing artifacts').")
+                      f"it its own folder (docs/sharing.md).")
     return run, ""
 
 
