@@ -76,3 +76,16 @@ def test_every_reference_to_a_readme_section_or_a_project_file_exists(pristine: 
         dangling += [f"{name}: PAPER.md" for _ in re.finditer(r"\bPAPER\.md\b", text)]
     assert not dangling, "\n".join(sorted(set(dangling)))
     assert (pristine / "LICENSE").is_file()
+
+
+def test_help_lists_the_commands_a_user_runs_and_names_the_plumbing_apart():
+    """28 commands flat, 19 of them run only by rules or the Makefile; now --help lists what a user runs."""
+    done = subprocess.run([sys.executable, "-m", "unlearn_da", "--help"], capture_output=True, text=True, timeout=60)
+    listed, _, epilog = done.stdout.partition("run by the pipeline's rules")
+    for command in ("verify", "check-config", "apply-selection", "check-reproduction", "gpu-check"):
+        assert f"\n    {command}" in listed, command
+    for command in ("prepare-data", "unlearn", "metrics", "dvc-stage", "concurrency-worker"):
+        assert f"\n    {command}" not in listed and command in epilog, command
+    inner = subprocess.run([sys.executable, "-m", "unlearn_da", "unlearn", "--help"], capture_output=True, text=True,
+                           timeout=60)
+    assert inner.returncode == 0 and "--original" in inner.stdout

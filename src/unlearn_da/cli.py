@@ -1,4 +1,4 @@
-"""Command line: one sub-command per pipeline rule (``python -m unlearn_da <command> ...``).
+"""Command line: the commands a user runs, and one per pipeline rule (``python -m unlearn_da <command> ...``).
 
 Only argument parsing lives here; each command calls one function of the
 package. Errors a user can fix (PipelineError) print one line and exit 2.
@@ -278,12 +278,24 @@ def cmd_gpu_check(a: argparse.Namespace) -> None:
         sys.exit(code)
 
 
+#: the commands a user runs by hand (``--help`` lists these; the rules and the Makefile run the others)
+USER_COMMANDS = ("check-config", "verify", "apply-selection", "check-reproduction", "expected-results",
+                 "readme-tables", "bench", "smoke-paper", "gpu-check")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m unlearn_da", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="python -m unlearn_da", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    plumbing: list[str] = []
 
     def add(name: str, func: Callable[[argparse.Namespace], None], help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_)
+        """A command: listed in ``--help`` when a user runs it, else (run by the rules and the Makefile)
+        named only in the epilog; ``<command> --help`` describes either."""
+        user = name in USER_COMMANDS
+        p = sub.add_parser(name, help=help_, description=help_) if user else sub.add_parser(name, description=help_)
+        if not user:
+            plumbing.append(name)
         p.set_defaults(func=func)
         return p
 
@@ -478,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "compile, start-up, projection), not every method's stages")
     p.add_argument("--skip-compile", action="store_true",
                    help="no compile on/off measurement (Inductor compiles C++ or Triton code: minutes)")
+    import textwrap
+
+    parser.epilog = textwrap.fill("run by the pipeline's rules and the Makefile (each has --help): "
+                                  + ", ".join(plumbing), 78, break_on_hyphens=False)
     return parser
 
 
