@@ -64,7 +64,8 @@ def test_every_reference_to_a_readme_section_or_a_project_file_exists(pristine: 
     path = re.compile(r"(?<![\w/.-])((?:docs|src/unlearn_da|workflow|tests)/[\w./-]*\w)")
     sources = [*pristine.glob("src/unlearn_da/**/*.py"), *pristine.glob("config/**/*.yaml"),
                *pristine.glob("config/*.md"), *pristine.glob("workflow/**/*"), pristine / "Snakefile",
-               pristine / "Makefile", *pristine.glob("docs/*.md"), pristine / "README.md", pristine / "CHANGELOG.md"]
+               pristine / "Makefile", *pristine.glob("docs/*.md"), pristine / "README.md", pristine / "CHANGELOG.md",
+               pristine / "dvc.yaml", pristine / "pyproject.toml"]
     dangling = []
     for source in (s for s in sources if s.is_file()):
         text = source.read_text(errors="replace")
