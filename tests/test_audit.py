@@ -440,7 +440,7 @@ def test_min_p_adjusts_for_the_four_criteria():
 
 
 def test_intervals_resample_models_of_both_ensembles_and_have_width():
-    """A bootstrap over the models of the row and of the reference: a spread of models gives a spread of
+    """Half-samples of the models of the row and of the reference: a spread of models gives a spread of
     the statistic; with every model of each ensemble alike there is nothing to resample."""
     from unlearn_da.reporting.audit import INTERVAL_STATS, bootstrap_intervals, row_statistics
 
