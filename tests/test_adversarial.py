@@ -60,6 +60,8 @@ BAD_YAML = [
     ("a: " + "[" * 5000 + "]" * 5000 + "\n", ["line 1", "nested more than 32 levels deep"]),  # was a RecursionError
     ("a: " + "[" * 40 + "]" * 40 + "\n", ["nested more than 32 levels deep"]),
     ("run_tag: a\x07b\n", ["not valid YAML", "unacceptable character #x0007"]),  # was a ReaderError traceback
+    ("b: &b {lr: 0.1}\nc: &c {epochs: 2}\nunlearn:\n  ft:\n    <<: *b\n    <<: *c\n",
+     ["line 6", "`<<` is given twice (lines 5 and 6)"]),  # the last `<<` won silently
 ]
 
 
@@ -541,7 +543,7 @@ def test_a_split_of_another_data_set_is_refused(tmp_path):
 @pytest.mark.parametrize("fields, expected", [
     ({"files": {"/dev/zero": "0" * 64}}, "field 'files' names '/dev/zero'"),
     ({"files": {"../../etc/passwd": "0" * 64}}, "field 'files' names '../../etc/passwd'"),
-    ({"seed": "0"}, "field 'seed' is '0', not a int"),
+    ({"seed": "0"}, "field 'seed' is '0', not an integer"),
     ({"forgotten_class": 2}, "scenario 'random25' with forgotten class 2"),
     ({"n_forget": 3}, "indices where"),
 ], ids=["device", "traversal", "seed as text", "class of a random split", "count"])
@@ -620,8 +622,9 @@ def test_an_npz_with_a_huge_header_is_one_line(tmp_path):
         header = b"\x93NUMPY\x02\x00" + (200000).to_bytes(4, "little") + b"{" + b" " * 200000
         zf.writestr("train_features.npy", header)
     write_sidecar(path, "unlearn", {})
-    with pytest.raises(ArtifactError, match=r"ft\.npz: unreadable feature file"):
+    with pytest.raises(ArtifactError, match=r"ft\.npz: unreadable feature file") as err:
         load_features(path)
+    assert "\n" not in str(err.value)  # numpy's own reason spans three lines
 
 
 def test_verify_refuses_features_of_another_data_set_whose_sidecar_matches(tmp_path):
@@ -644,3 +647,24 @@ def test_verify_refuses_features_of_another_data_set_whose_sidecar_matches(tmp_p
         problems, checked = verify(config, tmp_path)
         assert checked == 1 and [p for p in problems if not any(e in p for e in expect)] == [], problems
         assert len(problems) == len(expect), problems
+
+
+def test_a_yaml_merge_key_override_is_read_as_yaml_means_it(tmp_path):
+    """`<<: *base` then a key of its own: valid YAML whose own key wins (not a key given twice)."""
+    path = tmp_path / "overlay.yaml"
+    path.write_text("base: &base {lr: 0.1, epochs: 3}\nft:\n  <<: *base\n  lr: 0.2\n")
+    assert read_yaml(path)["ft"] == {"lr": 0.2, "epochs": 3}
+
+
+def test_every_value_a_rule_puts_on_a_command_line_is_quoted():
+    """A path or value with a space or a quote (a run_tag, a scenario, a file name) cannot split an argument:
+    every placeholder in the rules' shell commands is quoted (`:q`), the thread count aside."""
+    import re
+
+    unquoted = []
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        text = smk.read_text()
+        for block in re.findall(r"shell:\n((?:\s+\".*\"\n)+)", text):
+            unquoted += [f"{smk.name}: {m}" for m in re.findall(r"\{[^{}]+\}", block)
+                         if not m.endswith(":q}") and m != "{threads}"]
+    assert not unquoted, unquoted

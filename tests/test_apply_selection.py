@@ -94,7 +94,8 @@ def test_a_forged_or_invalid_selection_is_refused_and_the_profile_left_alone(tmp
     written through a YAML emitter, and the whole resulting config validated before the file is replaced."""
     profile = tmp_path / "profile.yaml"
     profile.write_text(PROFILE)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as err:
         apply_selection(_selection(tmp_path, chosen), profile)
+    assert ".tmp" not in str(err.value)  # the user's file is named, never the temporary copy
     assert profile.read_text() == PROFILE
     assert not list(tmp_path.glob(".profile.yaml.*"))  # no temporary file left behind

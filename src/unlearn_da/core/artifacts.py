@@ -163,7 +163,8 @@ def load_npz(path: str | os.PathLike, made_by: str, what: str = "file") -> dict[
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except _numpy_read_errors() as exc:
-        raise ArtifactError(f"{p}: unreadable {what} ({str(exc)[:200] or type(exc).__name__}) "
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__  # one line: numpy's own text has newlines
+        raise ArtifactError(f"{p}: unreadable {what} ({reason}) "
                             f"(made by rule '{made_by}'); delete it and rerun the pipeline") from None
 
 

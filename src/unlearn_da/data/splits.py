@@ -114,6 +114,8 @@ def split_hash(split_dir: str | os.PathLike) -> str:
 
 
 SPLIT_FILES = ("forget.npy", "retain.npy", POISON_FILE)
+TYPE_WORDS = {int: "an integer", str: "a string", dict: "a mapping", list: "a list", float: "a number",
+              type(None): "null"}
 _MANIFEST_TYPES = {"scenario": (str,), "seed": (int,), "forgotten_class": (int, type(None)), "n_forget": (int,),
                    "n_retain": (int,), "dataset_sha256": (str,), "files": (dict,)}
 _SEED_FOLDER = re.compile(r"seed([0-9]+)")
@@ -127,8 +129,8 @@ def _check_manifest(manifest: dict, d: Path) -> None:
     for key, types in _MANIFEST_TYPES.items():
         value = manifest[key]
         if not isinstance(value, types) or isinstance(value, bool):
-            raise ArtifactError(f"{where}: field '{key}' is {short(value, 80)}, not a "
-                                f"{' or '.join(t.__name__ for t in types)} (made by rule 'split'); delete the "
+            raise ArtifactError(f"{where}: field '{key}' is {short(value, 80)}, not "
+                                f"{' or '.join(TYPE_WORDS.get(t, t.__name__) for t in types)} (made by rule 'split'); delete the "
                                 "folder and rerun the pipeline")
     for name, checksum in manifest["files"].items():
         if name not in SPLIT_FILES or not isinstance(checksum, str):

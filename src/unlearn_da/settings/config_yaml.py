@@ -40,8 +40,13 @@ class _StrictLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:  # type: ignore[override]
         seen: dict[Any, int] = {}
+        merges: list[int] = []
         for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`, then keys that override it: valid
+                merges.append(key_node.start_mark.line + 1)
+                if len(merges) > 1:  # a second `<<` replaces the first: list both in one `<<: [*a, *b]`
+                    self._fail(key_node, f"`<<` is given twice (lines {merges[0]} and {merges[1]}); YAML would "
+                                         "keep only the last: merge both with `<<: [*first, *second]`")
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 self._fail(key_node, "a key must be a plain value, not a list or a mapping")

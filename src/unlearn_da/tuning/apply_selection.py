@@ -239,8 +239,9 @@ def _validate_written(written: Path, target: Path) -> None:
     try:
         validate_config(config, sources=sources)
     except ConfigError as exc:
+        problems = str(exc).replace(str(written), str(target))  # the temporary copy is not the user's file
         raise ConfigError(f"{target}: the selection would make an invalid config; the file is left as it "
-                          f"was:\n{exc}") from exc
+                          f"was:\n{problems}") from exc
 
 
 def _check(doc: dict, wanted: dict[tuple[str, ...], dict[str, Any]], path: Path) -> None:
