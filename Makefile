@@ -25,7 +25,11 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 CORES ?= all
 PROFILE ?=
-CONFIGFILES := $(if $(strip $(PROFILE)),--configfile $(PROFILE))
+# params.yaml (DVC's parameters file: `dvc exp run -S ++key=value` writes there) is read last, after the
+# profile's overlays; the DVC stage of a run names the profile only (STAGEFILES) and tracks params.yaml
+PARAMS_FILE := $(wildcard params.yaml)
+STAGEFILES := $(if $(strip $(PROFILE)),--configfile $(PROFILE))
+CONFIGFILES := $(if $(strip $(PROFILE) $(PARAMS_FILE)),--configfile $(PROFILE) $(PARAMS_FILE))
 # Snakemake evaluates a config file that sets __use_yte__ as a YTE template (Python) before the
 # Snakefile can validate it: every target that hands a profile to Snakemake reads it first with the
 # project's safe loader (python -m unlearn_da gpu-slots validates the config first), which refuses that and
@@ -76,7 +80,7 @@ dev: $(VENV)/.installed-dev
 # and records the outputs in dvc.lock; an overlay that writes into another stage's folder runs
 # `make pipeline` directly (with a note).
 reproduce: venv
-	@stage=$$(python -m unlearn_da dvc-stage $(CONFIGFILES)) || exit $$?; \
+	@stage=$$(python -m unlearn_da dvc-stage $(STAGEFILES)) || exit $$?; \
 	if [ -n "$$stage" ]; then echo "dvc repro $$stage"; dvc repro "$$stage"; \
 	else $(SUBMAKE) --no-print-directory pipeline; fi
 
@@ -118,7 +122,7 @@ push: venv
 # pull, then check every pulled artifact against the current config and code, and
 # only then mark the outputs current for Snakemake (docs/sharing.md)
 pull: venv
-	@stage=$$(python -m unlearn_da dvc-stage --no-add $(CONFIGFILES)) || exit $$?; dvc pull $$stage
+	@stage=$$(python -m unlearn_da dvc-stage --no-add $(STAGEFILES)) || exit $$?; dvc pull $$stage
 	dvc status
 	$(SUBMAKE) --no-print-directory verify
 	$(SNAKEMAKE) --touch --forceall

@@ -113,6 +113,32 @@ def test_repro_then_status_is_clean_and_metrics_show(shared):
     assert "class0/summary.json" in shown and "retrain.UA.mean" in shown
 
 
+def test_an_experiment_sets_its_value_in_params_yaml_and_reruns_what_a_direct_change_reruns(shared, tmp_path):
+    """`dvc exp run -S ++unlearn.ft.lr=0.2` writes DVC's own parameters file, which every make target reads
+    last: config/ stays byte-identical (the stage once tracked config/config.yaml, and DVC rewrote its 147
+    commented lines), `dvc params diff` shows the value, and the experiment's Snakemake plans exactly the
+    jobs that the same value given as an overlay plans."""
+    import re
+
+    origin, _, _ = shared
+    repo = tmp_path / "exp"
+    shutil.copytree(origin, repo, symlinks=True)
+    config_before = {p: p.read_bytes() for p in (repo / "config").rglob("*") if p.is_file()}
+    overlay = tmp_path / "ft.yaml"
+    overlay.write_text("unlearn: {ft: {lr: 0.2}}\n")
+    planned = dry_run_jobs(repo, "--configfile", TINY, str(overlay))
+    assert planned.get("unlearn") and "train_original" not in planned, planned
+    proc = dvc(repo, "exp", "run", "-S", "++unlearn.ft.lr=0.2")
+    steps = [int(m.group(1)) for m in re.finditer(r"\d+ of (\d+) steps", proc.stdout + proc.stderr)]
+    assert steps and steps[0] == sum(planned.values()), (steps[:1], planned)
+    assert {p: p.read_bytes() for p in (repo / "config").rglob("*") if p.is_file()} == config_before
+    assert yaml.safe_load((repo / "params.yaml").read_text()) == {"unlearn": {"ft": {"lr": 0.2}}}
+    diff = dvc(repo, "params", "diff").stdout
+    assert "params.yaml" in diff and "unlearn.ft.lr" in diff and "0.2" in diff
+    ft = json.loads((repo / "results/digits-smallcnn/random10/seed0/models/ft.pt.meta.json").read_text())
+    assert ft["params"]["hp"]["lr"] == 0.2
+
+
 def test_pull_into_fresh_clone_reuses_every_model(shared):
     origin, clone, _ = shared
     assert not (clone / "results").exists()

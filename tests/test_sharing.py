@@ -116,3 +116,25 @@ def test_a_broken_dvc_yaml_is_one_line_naming_it(repo, text):
                           text=True, env=env_with_venv())
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert "dvc.yaml: not a readable dvc.yaml" in proc.stderr and "git checkout dvc.yaml" in proc.stderr
+
+
+def test_params_yaml_is_read_last_and_may_not_rename_the_run(tmp_path):
+    """DVC's parameters file (what `dvc exp run -S` writes) overlays the profile, and may not set the keys
+    that name the run's folders (the stage's outputs)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, env_with_venv
+
+    params = tmp_path / "params.yaml"
+    params.write_text("unlearn: {ft: {lr: 0.2}}\n")
+    ok = subprocess.run([sys.executable, "-m", "unlearn_da", "check-config", "--configfile", "config/quick.yaml",
+                         str(params)], cwd=REPO, env=env_with_venv(), capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    params.write_text("run_tag: other\n")
+    bad = subprocess.run([sys.executable, "-m", "unlearn_da", "check-config", "--configfile", str(params)], cwd=REPO,
+                         env=env_with_venv(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "sets run_tag, which name(s) the run's folders" in bad.stderr
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "pipeline", "PROFILE=config/quick.yaml"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert "--configfile config/quick.yaml params.yaml" in dry.stdout

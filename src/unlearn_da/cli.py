@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
@@ -160,9 +161,19 @@ def cmd_verify(a: argparse.Namespace) -> None:
     print(f"verified {checked} artifacts against the config and code: all match")
 
 
-def _run_config(configfiles: list[str]) -> dict:
-    from .settings.config import load_config, validate_config
+#: keys that name a run's folders: DVC's params.yaml (a stage's parameters, set by experiments) may not set them
+RUN_NAME_KEYS = ("dataset", "arch", "run_tag")
 
+
+def _run_config(configfiles: list[str]) -> dict:
+    from .settings.config import load_config, read_yaml, validate_config
+
+    for path in configfiles:
+        if Path(path).name == "params.yaml":
+            named = [k for k in RUN_NAME_KEYS if k in (read_yaml(path) or {})]
+            if named:
+                raise ConfigError(f"{path}: sets {', '.join(named)}, which name(s) the run's folders: DVC's "
+                                  "parameters file changes values within a run; set them in a profile")
     return validate_config(load_config(configfiles), sources=["config/config.yaml"] + list(configfiles))
 
 

@@ -24,7 +24,7 @@ from ..core.errors import ConfigError, short
 
 COMMAND = "make --no-print-directory pipeline PROFILE="
 DEPS = ("Snakefile", "workflow", "src/unlearn_da", "config")
-PARAMS = "config/config.yaml:"
+PARAMS = "params.yaml:"  # DVC's parameters file, read last by every make target (`dvc exp run -S ++key=value`)
 
 
 def _normalise(configfiles: Sequence[str]) -> list[str]:
