@@ -188,7 +188,8 @@ def test_tables_say_when_time_was_measured_on_a_shared_gpu(tmp_path):
 
 @pytest.mark.slow
 def test_every_job_records_its_start_up_and_bench_reports_it_per_rule(tiny_project, monkeypatch):
-    """startup_s: process start to the first training step (or feature pass), per job, in its sidecar."""
+    """startup_s: process start to the first training step (or feature pass), per job, in its sidecar; tail_s:
+    the end of the work to each later file; make bench's breakdown per rule."""
     from unlearn_da.tools.bench import startup_times
 
     sidecars = {p: json.loads(p.read_text()) for p in (tiny_project / "results").rglob("*.meta.json")}
@@ -202,6 +203,17 @@ def test_every_job_records_its_start_up_and_bench_reports_it_per_rule(tiny_proje
     starts = {r["rule"]: r["count"] for r in startup_times()}
     assert {"train_original", "train_retrain", "unlearn"} <= set(starts)
     assert sum(starts.values()) == len(models)
+    # the tail: from the end of the work to the job's last file (its features' sidecar)
+    assert all(m["tail_s"] >= 0.0 for m in features) and all("tail_s" in m for m in models)
+    assert all(f["tail_s"] >= 0.0 for f in features)
+    from unlearn_da.tools.bench import breakdown_lines, job_breakdown
+
+    parts = {r["rule"]: r for r in job_breakdown()}
+    assert {"train_original", "train_retrain", "unlearn"} <= set(parts)
+    for r in parts.values():  # each part's sum fits in the jobs' wall time
+        assert r["tail"] is not None and r["wall"] is not None, r
+        assert r["startup"][1] + r["work"][1] + r["tail"][1] <= r["wall"][1], r
+    assert breakdown_lines(list(parts.values()))[0].startswith("| run | rule | jobs | start-up | work | tail")
 
 
 def test_a_timed_job_has_imported_before_its_clock_starts_what_its_first_optimizer_imports(digits_file):

@@ -177,3 +177,22 @@ def test_every_method_pushes_through_models_what_workload_counts(tiny_project, t
                        str(tmp_path / "model.pt"), str(tmp_path / "steps.csv"))
     assert meta["images"] == unlearn_job(params, n_f, sizes.n_train - n_f).as_dict()
 
+
+
+def test_the_tail_counts_from_the_end_of_the_work():
+    """startup.work_done marks where a job's work ends; every later sidecar records the seconds since."""
+    import time
+
+    from unlearn_da.core import startup
+
+    saved = dict(startup._state)
+    try:
+        startup._state["work_end"] = None
+        assert startup.tail_seconds() is None
+        startup.work_done()
+        time.sleep(0.05)
+        first = startup.tail_seconds()
+        startup.work_done()  # once: a second call does not move the mark
+        assert first is not None and 0.0 < first <= startup.tail_seconds()
+    finally:
+        startup._state.update(saved)

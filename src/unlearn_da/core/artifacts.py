@@ -286,6 +286,9 @@ def write_sidecar(artifact: str | os.PathLike, made_by: str, meta: dict[str, Any
     }
     if startup_s and startup.seconds() is not None:  # process start -> the job's first unit of work (make bench)
         record["startup_s"] = round(float(startup.seconds()), 3)
+    tail = startup.tail_seconds()
+    if tail is not None:  # the job's work's end -> this file written (save, reload, features, checksum)
+        record["tail_s"] = round(tail, 3)
     write_json(sidecar_path(artifact), record)
     return record
 

@@ -1,4 +1,5 @@
-"""How long a job took from its process start to its first unit of work (its fixed cost).
+"""How long a job took from its process start to its first unit of work (its fixed cost), and after
+its work until its last file was written (its tail).
 
 Each GPU job is a new process: interpreter, imports, CUDA context, reading and hashing its inputs,
 moving data to the device. ``mark()`` is called where the timed work begins (a training or
@@ -12,7 +13,7 @@ import os
 import time
 
 _IMPORTED_AT = time.time()
-_state: dict[str, float | None] = {"startup_s": None}
+_state: dict[str, float | None] = {"startup_s": None, "work_end": None}
 
 
 def process_age() -> float:
@@ -36,3 +37,17 @@ def mark() -> float:
 
 def seconds() -> float | None:
     return _state["startup_s"]
+
+
+def work_done() -> None:
+    """Record (once) where the job's work ends: what follows (saving, reloading, features, checksums) is
+    its tail, which every sidecar written afterwards records (``tail_s``; the job's last sidecar holds it
+    whole)."""
+    if _state["work_end"] is None:
+        _state["work_end"] = process_age()
+
+
+def tail_seconds() -> float | None:
+    """Seconds since :func:`work_done`, or None before it."""
+    end = _state["work_end"]
+    return None if end is None else max(0.0, process_age() - end)

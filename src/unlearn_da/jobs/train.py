@@ -81,6 +81,7 @@ def run_train(
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     val_acc = accuracy(model, session.x["val"], session.y["val"], prep, amp=session.amp)
+    startup.work_done()  # the tail (save, features, checksums) starts here (sidecars: tail_s)
     log(f"train {role}: {seconds:.1f}s, val accuracy {val_acc:.2f} %")
     meta = {
         "role": role,

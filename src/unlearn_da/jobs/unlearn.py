@@ -137,6 +137,7 @@ def run_unlearn(
     log(f"unlearn {method}: |D_f|={len(yf)} |D_r|={len(yr)} on {session.device}, seed {seed}")
     seconds = method_seconds(run, ctx, params["hp"], recorder, session.device)
     final = recorder.probe_accuracy()
+    startup.work_done()  # the tail (save, features, checksums) starts here (sidecars: tail_s)
     log(f"unlearn {method}: {seconds:.2f}s (probe evaluation excluded), probe {final}")
     write_steps(recorder.rows, steps_out)
     meta = {

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -210,6 +211,74 @@ def startup_times(pattern: str = "results/*/**/*.meta.json") -> list[dict]:
             for (run, rule), v in sorted(groups.items())]
 
 
+def _benchmark_wall(checkpoint: Path, made_by: str) -> float | None:
+    """The job's wall time from Snakemake's benchmark file (``results/<run>/benchmarks/...``), if any."""
+    parts = checkpoint.parts
+    try:
+        run_at = parts.index("results") + 1
+    except ValueError:
+        return None
+    mid = parts[run_at + 1:-2]  # between the run and "models"
+    prefix = "unlearn" if made_by == "unlearn" else "train"
+    tsv = Path(*parts[:run_at + 1], "benchmarks", *mid, f"{prefix}_{checkpoint.stem}.tsv")
+    try:
+        rows = tsv.read_text().splitlines()
+        return float(rows[1].split("\t")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def job_breakdown(pattern: str = "results/*/**/models/*.pt.meta.json") -> list[dict]:
+    """Per run and model rule, where a job's time goes, from its sidecars and Snakemake's benchmark file:
+    start-up (process start to the first step: ``startup_s``), the work (``seconds``), the tail (saving,
+    reloading, features and checksums: the job's last sidecar's ``tail_s``) and the rest of the job's wall
+    time (interpreter exit, Snakemake's job start). Medians and sums over the rule's jobs."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for path in glob.glob(pattern, recursive=True):
+        try:
+            meta = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict) or meta.get("startup_s") is None or meta.get("seconds") is None:
+            continue
+        checkpoint = Path(path[: -len(".meta.json")])
+        features = Path(str(checkpoint).replace("/models/", "/features/")[: -len(".pt")] + ".npz.meta.json")
+        tail = meta.get("tail_s")
+        try:
+            tail = json.loads(features.read_text()).get("tail_s", tail)
+        except (OSError, ValueError):
+            pass
+        row = {"startup": float(meta["startup_s"]), "work": float(meta["seconds"])}
+        if tail is not None:
+            row["tail"] = float(tail)
+        wall = _benchmark_wall(checkpoint, str(meta.get("made_by")))
+        if wall is not None:
+            row["wall"] = wall
+        run = Path(path).parts[1] if len(Path(path).parts) > 1 else "?"
+        groups.setdefault((run, str(meta.get("made_by"))), []).append(row)
+    out = []
+    for (run, rule), rows in sorted(groups.items()):
+        entry: dict[str, Any] = {"run": run, "rule": rule, "jobs": len(rows)}
+        for part in ("startup", "work", "tail", "wall"):
+            values = [r[part] for r in rows if part in r]
+            entry[part] = (statistics.median(values), sum(values)) if values else None
+        out.append(entry)
+    return out
+
+
+def breakdown_lines(rows: list[dict]) -> list[str]:
+    """The Markdown table of :func:`job_breakdown`: median (sum) seconds per part."""
+    def cell(value: tuple[float, float] | None) -> str:
+        return "–" if value is None else f"{value[0]:.2f} ({value[1]:.0f})"
+
+    lines = ["| run | rule | jobs | start-up | work | tail | wall (Snakemake) |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['run']} | {r['rule']} | {r['jobs']} | {cell(r['startup'])} | {cell(r['work'])} | "
+              f"{cell(r['tail'])} | {cell(r['wall'])} |" for r in rows]
+    return lines
+
+
 def paper_estimate(throughput: list[dict]) -> list[str]:
     """Hours for the CIFAR-10 paper profile at the ResNet-18 throughput measured here."""
     from ..settings.config import load_config
@@ -286,6 +355,12 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
         lines += [f"| {r['run']} | {r['rule']} | {r['count']} | {r['median']:.2f} | {r['max']:.2f} |" for r in starts]
     else:
         lines.append("No sidecar records a start-up yet: run `make reproduce` first.")
+    lines.append("")
+    parts = job_breakdown()
+    lines += ["## Where a model job's time goes", "",
+              "Median (sum) seconds per rule, from the sidecars (`startup_s`, `seconds`, the last sidecar's "
+              "`tail_s`) and Snakemake's benchmark files (wall).", ""]
+    lines += breakdown_lines(parts) if parts else ["No model sidecar yet: run `make reproduce` first."]
     lines.append("")
     rows = rule_times()
     lines += ["## Time per rule (Snakemake benchmark files of earlier runs)", ""]
