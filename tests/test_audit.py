@@ -478,6 +478,19 @@ def test_each_interval_holds_its_estimate_kloms_too():
         assert lo <= stats[name] <= hi and hi - lo > 1e-3, (name, stats[name], lo, hi)
 
 
+def test_intervals_at_the_smallest_k_the_config_allows():
+    """audit.train_seeds may be 4: half of 4 models leaves 2, too few for a leave-one-out fit (the tiny
+    audit's job failed); the half-sample takes the 3 such a fit needs, its spread scaled to K."""
+    from unlearn_da.reporting.audit import INTERVAL_STATS, bootstrap_intervals
+
+    rng = np.random.default_rng(5)
+    difficulty = {s: rng.normal(0, 2, 20) for s in ("forget", "retain", "val", "heldout")}
+    row = {s: d + rng.normal(size=(4, 20)) for s, d in difficulty.items()}
+    ref = {s: d + rng.normal(size=(4, 20)) for s, d in difficulty.items()}
+    intervals = bootstrap_intervals(row, ref, _params(), draws=12, seed=0)
+    assert set(intervals) == set(INTERVAL_STATS) and all(hi > lo for lo, hi in intervals.values())
+
+
 def _exchangeable_flag(rng, k: int, draws: int, alpha: float) -> bool:
     """One simulated audit of two exchangeable oracle ensembles, through the project's own functions:
     per-example difficulty shared by all models, a per-model offset that moves every example of a model

@@ -194,11 +194,13 @@ def bootstrap_intervals(row: dict[str, np.ndarray], reference: dict[str, np.ndar
     values, so every bootstrap KLoM sits above the estimate (an interval of 4.40 to 5.93 around a KLoM of
     3.02). A half-sample repeats none. Its statistic scatters around its own mean as the full estimate
     scatters around its expectation (without replacement, m of K models vary as sigma^2 (K - m) / (m K),
-    sigma^2 / K at m = K/2; the spread is scaled by sqrt(m / (K - m)) for an odd K), while its mean carries
+    sigma^2 / K at m = K/2; the spread is scaled by sqrt(m / (K - m)) where m is not K/2: an odd K, or a toy
+    K whose half is below the 3 models a leave-one-out fit needs), while its mean carries
     the bias of a smaller ensemble: so the interval is the estimate plus the centred half-sample spread."""
     rng = np.random.default_rng(seed)
     k_row, k_ref = len(row["forget"]), len(reference["forget"])
-    m_row, m_ref = max(2, k_row // 2), max(2, k_ref // 2)
+    # K/2 models, but at least the 3 a leave-one-out Gaussian needs (K - 1 at most, so that draws differ)
+    m_row, m_ref = (min(k - 1, max(3, k // 2)) for k in (k_row, k_ref))
     if estimate is None:
         estimate, _ = row_statistics(row, reference, params)
     values: dict[str, list[float]] = {name: [] for name in INTERVAL_STATS}
@@ -208,7 +210,7 @@ def bootstrap_intervals(row: dict[str, np.ndarray], reference: dict[str, np.ndar
         stats, _ = row_statistics(_draw(row, ir), _draw(reference, io), params, ids_row=ir, ids_ref=io)
         for name in INTERVAL_STATS:
             values[name].append(stats[name])
-    scale = math.sqrt(m_row / max(1, k_row - m_row))
+    scale = math.sqrt(m_row / (k_row - m_row))
     out = {}
     for name, v in values.items():
         spread = (np.asarray(v) - np.mean(v)) * scale
