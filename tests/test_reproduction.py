@@ -92,6 +92,21 @@ def test_a_typed_number_in_a_generated_block_is_caught(pristine: Path, tmp_path:
     assert run_readme_tables(project)[0] == 0 and (project / page).read_text() == text
 
 
+def test_a_table_from_expected_results_of_an_earlier_config_says_so(pristine: Path, tmp_path: Path):
+    """A profile changed (re-tuned, say) without its expected results re-made: its generated tables still
+    render, headed by a line that says they are not today's numbers; re-made, the line goes."""
+    from unlearn_da.tools.smoke import copy_project
+
+    project = copy_project(tmp_path / "p", root=pristine)
+    assert run_readme_tables(project)[0] == 0
+    assert "Not today's numbers" not in (project / "docs/results.md").read_text().split("digits-avg-gap")[1][:600]
+    quick = project / "config" / "config.yaml"
+    quick.write_text(quick.read_text().replace("lr: 0.285", "lr: 0.286", 1))  # the digits FT rate, as a re-tune would
+    assert run_readme_tables(project)[0] == 0
+    block = (project / "docs/results.md").read_text().split("<!-- generated: digits-avg-gap -->")[1]
+    assert block.lstrip().startswith("**Not today's numbers**: `expected/digits-smallcnn.json`"), block[:300]
+
+
 def test_confidence_interval_and_paired_test_match_scipy():
     low, high = t_interval([1.0, 2.0, 3.0])
     half = stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3)

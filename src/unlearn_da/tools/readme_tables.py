@@ -429,6 +429,24 @@ FIGURES: dict[str, tuple[str, str]] = {
 }
 
 
+def stale_note(root: Path, record: dict[str, Any], source: str) -> str:
+    """A line for a block of expected results made with another config than its profile gives today
+    (``config_sha256``): the numbers are shown, and said not to be today's; "" when they are."""
+    from ..reporting.reproduction import config_digest
+    from ..settings.config import load_config
+
+    recorded, overlays = record.get("config_sha256"), record.get("overlays")
+    if not recorded or overlays is None:
+        return ""
+    now = config_digest(load_config([root / o for o in overlays], base=root / "config" / "config.yaml"))
+    if now == recorded:
+        return ""
+    profile = " ".join(overlays) or "config/config.yaml"
+    return _wrap(f"**Not today's numbers**: `{source}` was made with an earlier config of this profile "
+                 f"(config `{recorded[:8]}`; `{profile}` gives `{now[:8]}` today, e.g. after a re-tune). "
+                 "`make reproduce` and `make expected-results` with the profile re-make them.") + "\n\n"
+
+
 def render(readme: str, root: Path, name: str = "README.md") -> str:
     """``readme`` with every generated block rewritten; an unknown block name is an error."""
     cache: dict[str, dict[str, Any]] = {}
@@ -441,7 +459,8 @@ def render(readme: str, root: Path, name: str = "README.md") -> str:
         source, make = known[block]
         if source not in cache:
             cache[source] = _load(root, block)
-        return match.group(1) + make(cache[source], source) + match.group(4)
+        note = stale_note(root, cache[source], source) if block in GENERATORS else ""
+        return match.group(1) + note + make(cache[source], source) + match.group(4)
 
     return BLOCK.sub(body, readme)
 
