@@ -248,7 +248,7 @@ def test_gpu_check_measures_what_decides_the_tables_time(tmp_path: Path, monkeyp
     assert [r["processes"] for r in measured["jobs_per_device"]["rows"]] == [1, 2]
     assert measured["da_step"]["da_ms"] > 0 and measured["compile"] is None
     startup = {r["rule"]: r for r in measured["startup"]}
-    assert set(startup) == {"train_retrain", "unlearn"}
+    assert set(startup) == {"train_original", "unlearn"}
     for row in startup.values():  # each job's sidecar: process start to its first step, inside the job's wall time
         assert len(row["startup_s"]) == 2 and all(0 < s < w for s, w in zip(row["startup_s"], row["wall_s"], strict=True))
     hours = measured["projected_hours"]

@@ -95,17 +95,18 @@ def _job(args: list[str], sidecar: Path) -> dict[str, float]:
 
 def measure_startup(config: dict[str, Any], data: Path, split_dir: Path, work: Path, seed: int, threads: int,
                     repeats: int = 2, log=print) -> list[dict[str, Any]]:
-    """Real ``train`` (an oracle) and ``unlearn`` (FT from it) jobs, ``repeats`` times each, in new processes."""
+    """Real ``train`` (the original) and ``unlearn`` (FT from it) jobs, ``repeats`` times each, in new
+    processes (an unlearning job refuses to start from a checkpoint of another role)."""
     from .. import pipeline as P
 
     work.mkdir(parents=True, exist_ok=True)
     fp = json.dumps(P.features_params(config))
-    oracle = work / "retrain.pt"
+    original = work / "original.pt"
     rows = []
     for rule, args, out in (
-        ("train_retrain", ["train", "--data", str(data), "--split", str(split_dir), "--role", "retrain",
-                           "--params", json.dumps(P.train_params(config)), "--out", str(oracle)], oracle),
-        ("unlearn", ["unlearn", "--data", str(data), "--split", str(split_dir), "--original", str(oracle),
+        ("train_original", ["train", "--data", str(data), "--role", "original",
+                            "--params", json.dumps(P.train_params(config)), "--out", str(original)], original),
+        ("unlearn", ["unlearn", "--data", str(data), "--split", str(split_dir), "--original", str(original),
                      "--method", "ft", "--params", json.dumps(P.unlearn_params(config, "ft")),
                      "--out", str(work / "ft.pt"), "--steps", str(work / "ft.steps.csv")], work / "ft.pt"),
     ):
