@@ -439,16 +439,22 @@ def test_min_p_adjusts_for_the_four_criteria():
     assert adjusted == pytest.approx(1 - 0.99 ** 4, abs=0.01)
 
 
+def _two_ensembles(rng, k: int, n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A row and a reference of ``k`` models each on ``n`` examples per set: a shared per-example difficulty,
+    per-model noise (exchangeable ensembles)."""
+    difficulty = {s: rng.normal(0, 2, n) for s in ("forget", "retain", "val", "heldout")}
+    row = {s: d + rng.normal(size=(k, n)) for s, d in difficulty.items()}
+    ref = {s: d + rng.normal(size=(k, n)) for s, d in difficulty.items()}
+    return row, ref
+
+
 def test_intervals_resample_models_of_both_ensembles_and_have_width():
     """Half-samples of the models of the row and of the reference: a spread of models gives a spread of
     the statistic; with every model of each ensemble alike there is nothing to resample."""
     from unlearn_da.reporting.audit import INTERVAL_STATS, bootstrap_intervals, row_statistics
 
-    rng = np.random.default_rng(14)
     k = 12
-    difficulty = {s: rng.normal(0, 2, 25) for s in ("forget", "retain", "val", "heldout")}
-    row = {s: d + rng.normal(size=(k, 25)) for s, d in difficulty.items()}
-    ref = {s: d + rng.normal(size=(k, 25)) for s, d in difficulty.items()}
+    row, ref = _two_ensembles(np.random.default_rng(14), k, 25)
     stats, _ = row_statistics(row, ref, _params())
     intervals = bootstrap_intervals(row, ref, _params(), draws=40, seed=0)
     for name in INTERVAL_STATS:
@@ -466,11 +472,8 @@ def test_each_interval_holds_its_estimate_kloms_too():
     the histograms spikier: 3.02 [4.40, 5.93] on the digits oracle row); half-samples hold it."""
     from unlearn_da.reporting.audit import INTERVAL_STATS, bootstrap_intervals, row_statistics
 
-    rng = np.random.default_rng(3)
     k = 16
-    difficulty = {s: rng.normal(0, 2, 40) for s in ("forget", "retain", "val", "heldout")}
-    row = {s: d + rng.normal(size=(k, 40)) for s, d in difficulty.items()}
-    ref = {s: d + rng.normal(size=(k, 40)) for s, d in difficulty.items()}
+    row, ref = _two_ensembles(np.random.default_rng(3), k, 40)
     stats, _ = row_statistics(row, ref, _params())
     intervals = bootstrap_intervals(row, ref, _params(), draws=60, seed=0)
     for name in INTERVAL_STATS:
@@ -483,10 +486,7 @@ def test_intervals_at_the_smallest_k_the_config_allows():
     audit's job failed); the half-sample takes the 3 such a fit needs, its spread scaled to K."""
     from unlearn_da.reporting.audit import INTERVAL_STATS, bootstrap_intervals
 
-    rng = np.random.default_rng(5)
-    difficulty = {s: rng.normal(0, 2, 20) for s in ("forget", "retain", "val", "heldout")}
-    row = {s: d + rng.normal(size=(4, 20)) for s, d in difficulty.items()}
-    ref = {s: d + rng.normal(size=(4, 20)) for s, d in difficulty.items()}
+    row, ref = _two_ensembles(np.random.default_rng(5), 4, 20)
     intervals = bootstrap_intervals(row, ref, _params(), draws=12, seed=0)
     assert set(intervals) == set(INTERVAL_STATS) and all(hi > lo for lo, hi in intervals.values())
 
