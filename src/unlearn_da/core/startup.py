@@ -13,11 +13,19 @@ import os
 import time
 
 _IMPORTED_AT = time.time()
-_state: dict[str, float | None] = {"startup_s": None, "work_end": None}
+_state: dict[str, float | None] = {"startup_s": None, "work_end": None, "started": None}
+
+
+def set_process_start(epoch: float) -> None:
+    """Count this process's age from ``epoch`` (a warm-started job: its client's start, not the fork's)."""
+    _state["started"] = epoch
 
 
 def process_age() -> float:
     """Seconds since this process started: /proc on Linux (to 10 ms); elsewhere since this module loaded."""
+    started_at = _state.get("started")
+    if started_at is not None:
+        return max(0.0, time.time() - started_at)
     try:
         with open("/proc/self/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
