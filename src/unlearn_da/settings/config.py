@@ -436,23 +436,31 @@ def _variant_problems(config: dict, schema: dict, name: str, spec: dict,
 
     Problems are reported under ``where`` (default ``unlearn.variants.<name>``).
     """
-    import jsonschema
-
     where = list(where) if where is not None else ["unlearn", "variants", name]
     base = spec["base"]
     if base not in config["unlearn"]:
         return [_problem(where + ["base"] if where[0] == "unlearn" else where,
                          f"base method '{base}' has no hyper-parameter block 'unlearn.{base}'", sources)]
     overrides = {k: v for k, v in spec.items() if k != "base"}
-    probe = copy.deepcopy(config)
-    probe["unlearn"][base] = deep_merge(config["unlearn"][base], overrides)
-    validator = jsonschema.Draft202012Validator(schema)
-    out = []
-    for err in validator.iter_errors(probe):
-        path = list(err.absolute_path)
-        if path[:2] == ["unlearn", base]:
-            out.append(_problem(where + path[2:], _describe_error(err, schema), sources))
-    return out
+    block = deep_merge(config["unlearn"][base], overrides)
+    # the method's block alone, against its part of the schema ($refs still resolve against the whole):
+    # validating the whole config again for every variant and every tuning bound took most of a dry run
+    validator = _root_validator(schema).evolve(schema=schema["properties"]["unlearn"]["properties"][base])
+    return [_problem(where + list(err.absolute_path), _describe_error(err, schema), sources)
+            for err in validator.iter_errors(block)]
+
+
+_VALIDATORS: dict[int, Any] = {}
+
+
+def _root_validator(schema: dict) -> Any:
+    """One validator per schema object (building one walks the schema)."""
+    import jsonschema
+
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached.schema is not schema:
+        cached = _VALIDATORS[id(schema)] = jsonschema.Draft202012Validator(schema)
+    return cached
 
 
 def _backdoor_problems(config: dict, info, sources: Sequence[str | Path]) -> list[str]:
