@@ -85,14 +85,20 @@ reproduce: venv
 	else $(SUBMAKE) --no-print-directory pipeline; fi
 
 # Snakemake, then the HTML report when a result is newer than it (written aside, then moved).
-# The command of the DVC stages; it expects the venv (make reproduce builds it first).
+# The command of the DVC stages; it expects the venv (make reproduce builds it first). Snakemake's
+# records of the run's jobs travel in results/<run>/.snakemake-records (restored where .snakemake/
+# lacks them, saved after): a copy of the run (dvc exp run --temp/--queue, a clone after dvc pull)
+# then reruns only what changed, not every job whose files have new times.
 pipeline:
+	python -m unlearn_da snakemake-records restore $(CONFIGFILES)
 	$(SNAKEMAKE)
 	@run=$$(python -m unlearn_da run-name $(CONFIGFILES)) && out=results/$$run/report.html && \
-	if [ -e $$out ] && [ -z "$$(find results/$$run -type f -newer $$out -print -quit)" ]; then \
+	if [ -e $$out ] && [ -z "$$(find results/$$run -path results/$$run/.snakemake-records -prune -o -type f \
+	  -newer $$out -print -quit)" ]; then \
 	  echo "$$out is up to date"; \
 	else echo "writing $$out" && $(SNAKEMAKE) --report results/$$run/.report.tmp.html \
 	  && mv results/$$run/.report.tmp.html $$out; fi
+	python -m unlearn_da snakemake-records save $(CONFIGFILES)
 
 report: venv
 	@run=$$(python -m unlearn_da run-name $(CONFIGFILES)) && \

@@ -25,3 +25,10 @@ rule all:
     default_target: True
     input:
         FINAL_TARGETS,
+
+
+# Snakemake's own CPU (no job's) for `make bench`, after a run that ran jobs
+onsuccess:
+    from unlearn_da.tools import workflow_usage
+
+    workflow_usage.record(RUN)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -109,8 +110,11 @@ def test_repro_then_status_is_clean_and_metrics_show(shared):
     assert (origin / "results/digits-smallcnn/report.html").stat().st_size > 100_000
     again = make_reproduce(origin)
     assert "didn't change, skipping" in again.stdout + again.stderr
-    shown = dvc(origin, "metrics", "show").stdout
-    assert "class0/summary.json" in shown and "retrain.UA.mean" in shown
+    shown = json.loads(dvc(origin, "metrics", "show", "--json").stdout)
+    files = next(iter(shown.values()))["data"]  # the workspace's metrics files: the few headline numbers
+    head = files["results/digits-smallcnn/class0/headline.json"]["data"]
+    assert {"avg_gap_per_seed", "avg_gap", "noise_floor", "methods"} <= set(head)  # (muda_rank: null, no MUDA)
+    assert set(head["avg_gap_per_seed"]) == {"retrain_alt", "original", "ft", "ga", "ft+da"} and head["methods"] == 3
 
 
 def test_an_experiment_sets_its_value_in_params_yaml_and_reruns_what_a_direct_change_reruns(shared, tmp_path):
@@ -137,6 +141,59 @@ def test_an_experiment_sets_its_value_in_params_yaml_and_reruns_what_a_direct_ch
     assert "params.yaml" in diff and "unlearn.ft.lr" in diff and "0.2" in diff
     ft = json.loads((repo / "results/digits-smallcnn/random10/seed0/models/ft.pt.meta.json").read_text())
     assert ft["params"]["hp"]["lr"] == 0.2
+
+
+def _steps(proc: subprocess.CompletedProcess) -> int:
+    """The job count Snakemake planned, from its first "N of M steps" line (0 when it ran none)."""
+    import re
+
+    found = re.search(r"\d+ of (\d+) steps", proc.stdout + proc.stderr)
+    return int(found.group(1)) if found else 0
+
+
+def test_a_temp_experiment_reruns_what_a_workspace_one_does(shared, tmp_path):
+    """`dvc exp run --temp` (the mode of --queue) runs in a new folder where every file has a new time and
+    .snakemake/ is absent: the stage restores Snakemake's records carried in results/<run>/ and reruns only
+    the jobs the value reaches, as many as the same value as an overlay plans in the workspace."""
+    origin, _, _ = shared
+    repo = tmp_path / "exp"
+    shutil.copytree(origin, repo, symlinks=True)
+    assert list((repo / "results/digits-smallcnn/.snakemake-records").iterdir())  # saved by make pipeline
+    overlay = tmp_path / "ft.yaml"
+    overlay.write_text("unlearn: {ft: {lr: 0.3}}\n")
+    planned = dry_run_jobs(repo, "--configfile", TINY, str(overlay))
+    assert planned.get("unlearn") and "train_original" not in planned, planned
+    proc = dvc(repo, "exp", "run", "--temp", "-S", "++unlearn.ft.lr=0.3")
+    assert "snakemake-records:" in proc.stdout + proc.stderr and "restored" in proc.stdout + proc.stderr
+    assert _steps(proc) == sum(planned.values()), (_steps(proc), planned)
+    shown = dvc(repo, "exp", "show", "--only-changed", "--csv").stdout.splitlines()
+    header, rows = shown[0].split(","), [line.split(",") for line in shown[1:]]
+    column = header.index("unlearn.ft.lr")  # params.yaml's value beside the headline numbers that moved
+    assert "0.3" in [row[column] for row in rows] and any("avg_gap_per_seed.ft" in h for h in header)
+
+
+def test_a_copy_with_new_times_reruns_only_what_changed_content(shared, tmp_path):
+    """A copy of the run whose every file is new (as after a checkout) and which has no .snakemake/: with
+    the carried records restored nothing reruns; an artifact whose content changed reruns its readers
+    (its checksum is not the recorded one), which a profile without the mtime trigger would miss."""
+    origin, _, _ = shared
+    repo = tmp_path / "copy"
+    shutil.copytree(origin, repo, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
+    # new times, the data set's newest (what a checkout in another order gives), all before now
+    files = sorted((p for p in repo.rglob("*") if p.is_file() and not p.is_symlink()), reverse=True)
+    start = time.time() - len(files) - 60
+    for i, path in enumerate(files):
+        os.utime(path, (start + i, start + i))
+    before = dry_run_jobs(repo, "--configfile", TINY)
+    assert before.get("unlearn"), before  # no records: every job looks stale
+    sh(repo, str(BIN / "python"), "-m", "unlearn_da", "snakemake-records", "restore", "--configfile", TINY)
+    assert dry_run_jobs(repo, "--configfile", TINY) == {}
+    split = repo / "data/prepared/digits-smallcnn/splits/random10/seed0/forget.npy"
+    import numpy as np
+
+    np.save(split, np.load(split)[::-1].copy())  # the same indices in another order: other bytes
+    rerun = dry_run_jobs(repo, "--configfile", TINY)
+    assert rerun.get("unlearn") and rerun.get("train_retrain") and "train_original" not in rerun, rerun
 
 
 def test_pull_into_fresh_clone_reuses_every_model(shared):

@@ -19,7 +19,7 @@ TINY = ("--configfile", "tests/config/tiny.yaml")
 def test_every_rule_ran_and_wrote_tables(tiny_project: Path):
     run = tiny_project / "results" / "digits-smallcnn"
     for scenario in ("random10", "class0"):
-        names = ["table.md", "table.csv", "table_features.csv", "table.tex", "summary.json"]
+        names = ["table.md", "table.csv", "table_features.csv", "table.tex", "summary.json", "headline.json"]
         names += [f"figures/{fig}.{ext}" for fig in P.FIGURES for ext in ("png", "pdf")]
         for name in names:
             assert (run / scenario / name).stat().st_size > 0, name
@@ -31,6 +31,9 @@ def test_every_rule_ran_and_wrote_tables(tiny_project: Path):
     summary = json.loads((run / "class0" / "summary.json").read_text())
     # a class-wise oracle never saw the class: it cannot classify its train samples
     assert summary["models"]["retrain"]["forget_acc"]["mean"] <= 5.0
+    # Snakemake's own CPU, recorded by its onsuccess handler for `make bench`
+    usage = json.loads((run / "benchmarks" / "snakemake.json").read_text())
+    assert 0 < usage["cpu_s"] < usage["wall_s"] * 4
 
 
 def test_second_run_is_a_no_op(tiny_project: Path):

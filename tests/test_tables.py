@@ -60,6 +60,23 @@ def test_aggregate_writes_every_format(files, tmp_path):
     assert list(table["model"]) == ["retrain", "a", "b"]
     assert table.loc[1, "avg_gap_seed_ci95_low"] == pytest.approx(-1.4270, abs=1e-3)  # every metric's CI is in the CSV
     assert {"UA_ci95_low", "UA_ci95_high", "RA_ci95_high"} <= set(table.columns)
+    # what `dvc exp show` compares: per-seed and SalUn Avg. Gaps, MUDA's rank (none here: no muda model)
+    head = json.loads((tmp_path / "out" / "headline.json").read_text())
+    assert head["avg_gap_per_seed"] == {"a": 1.75, "b": 8.0} and head["muda_rank"] is None
+    assert head["avg_gap"]["a"] == pytest.approx(1.75)  # gaps of the seed means: UA 2, RA 1, TA 2, MIA 2
+
+
+def test_headline_ranks_muda_among_the_methods_not_the_reference_rows():
+    from unlearn_da.reporting.tables import headline
+
+    def model(per_seed, salun):
+        return {"avg_gap_seed": {"mean": per_seed}, "avg_gap": {"mean": salun}}
+
+    summary = {"retrain": model(0.0, 0.0), "retrain_alt": model(0.3, 0.2), "original": model(9.0, 9.0),
+               "ft": model(1.0, 0.9), "muda": model(0.5, 0.4), "ga": model(0.25, 0.3)}
+    head = headline(summary)
+    assert head["muda_rank"] == 2 and head["methods"] == 3 and head["noise_floor"] == 0.3
+    assert "retrain" not in head["avg_gap_per_seed"] and head["avg_gap_per_seed"]["original"] == 9.0
 
 
 def test_avg_gap_is_salun_s_gap_of_seed_means_beside_the_per_seed_form(tmp_path):

@@ -222,6 +222,17 @@ def cmd_run_name(a: argparse.Namespace) -> None:
     print(run_name(_run_config(a.configfile)))
 
 
+def cmd_snakemake_records(a: argparse.Namespace) -> None:
+    from .pipeline import run_name
+    from .tools import snakemake_records
+
+    run = run_name(_run_config(a.configfile))
+    count = getattr(snakemake_records, a.action)(run)
+    if count:
+        verb = "restored" if a.action == "restore" else "saved"
+        print(f"snakemake-records: {count} record(s) of results/{run} {verb}", file=sys.stderr)
+
+
 def cmd_dvc_stage(a: argparse.Namespace) -> None:
     from .pipeline import prepared_dir, run_name
     from .tools.sharing import ensure_stage, stage_for
@@ -458,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p.add_argument("--explain", action="store_true", help="say on stderr where the count comes from")
     p = add("run-name", cmd_run_name, "the run's folder name, results/<run name> (validates the config)")
+    p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p = add("snakemake-records", cmd_snakemake_records, "carry Snakemake's records of the run's jobs in "
+            "results/<run>/.snakemake-records (save) and put back those .snakemake/ lacks (restore)")
+    p.add_argument("action", choices=["save", "restore"])
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p = add("dvc-stage", cmd_dvc_stage, "the run's DVC stage (added to dvc.yaml if the run has none); an empty "
             "line when the run's stage runs other overlays")

@@ -23,6 +23,7 @@ rule aggregate:
         ),
         tex="results/{run}/{scenario}/table.tex",
         summary="results/{run}/{scenario}/summary.json",
+        headline="results/{run}/{scenario}/headline.json",
         long="results/{run}/{scenario}/metrics_long.csv",
     log:
         "results/{run}/logs/{scenario}/aggregate.log",

@@ -96,18 +96,6 @@ def apply(mode: str) -> str:
             warnings.warn(f"unlearn_da was imported after {', '.join(early)}: the CPU kernels of these are "
                           "not pinned to the portable level in this process (import unlearn_da first)",
                           stacklevel=3)
-    if mode == "portable":
-        missing = missing_x86_flags()
-        if missing:
-            raise RuntimeError(f"cpu_kernels: portable needs {' and '.join(f.upper() for f in missing)}, which this CPU "
-                               f"({cpu_model()}) lacks; set cpu_kernels: native (config) or "
-                               f"{ENV_MODE}=native, and expect other numbers than the shipped ones")
-    _set_variables(mode)
-    _state["mode"] = mode
-    return mode
-
-
-def _set_variables(mode: str) -> None:
     for key in ALL_VARIABLES:
         original = _state["saved"].get(key)
         if original is None:
@@ -115,14 +103,14 @@ def _set_variables(mode: str) -> None:
         else:
             os.environ[key] = original
     if mode == "portable":
+        missing = missing_x86_flags()
+        if missing:
+            raise RuntimeError(f"cpu_kernels: portable needs {' and '.join(f.upper() for f in missing)}, which this CPU "
+                               f"({cpu_model()}) lacks; set cpu_kernels: native (config) or "
+                               f"{ENV_MODE}=native, and expect other numbers than the shipped ones")
         os.environ.update(portable_env())
-
-
-def sync_environment() -> None:
-    """Set the variables of the mode in force again, after ``os.environ`` was replaced (a warm-started job
-    takes its client's environment; the libraries loaded with this mode's values)."""
-    if _state["mode"] is not None:
-        _set_variables(str(_state["mode"]))
+    _state["mode"] = mode
+    return mode
 
 
 def missing_x86_flags() -> list[str]:

@@ -22,7 +22,7 @@ What keeps a fork equal to a fresh process:
 - **Seeds are the job's.** Every job seeds torch, numpy and Python's ``random`` itself.
 
 Warm start is used on Linux for the commands of the pipeline's rules; never under SLURM (each job
-is its own allocation there) or with ``UNLEARN_DA_WARM_START=0``. Anything that fails before the request is sent falls back to
+is its own allocation there), with ``UNLEARN_DA_WARM_START=0`` or the kill test's hook set. Anything that fails before the request is sent falls back to
 running the command in this process. The server exits after ``IDLE_SECONDS`` without a job.
 """
 
@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 ENV_SWITCH = "UNLEARN_DA_WARM_START"
-ENV_JOB_PGID = "UNLEARN_DA_JOB_PGID"
 #: the commands of the pipeline's rules (workflow/rules/*.smk) that may run warm
 WARM_COMMANDS = frozenset({"train", "unlearn", "metrics", "audit-logits", "audit", "split", "aggregate",
                            "select", "plan-round", "plan-da", "choose-da-energy"})
@@ -70,6 +69,8 @@ def wanted(argv: list[str], env: dict[str, str] | None = None) -> bool:
         return False
     if sys.platform != "linux" or "SLURM_JOB_ID" in env:
         return False
+    if env.get("UNLEARN_DA_TEST_KILL_AFTER_EPOCH"):  # the test's power cut kills the job's process group,
+        return False                                 # Snakemake included: the job must be in it
     if not hasattr(socket, "send_fds") or not hasattr(os, "fork"):
         return False
     return _cpu_only(_job_params(argv), env)
@@ -236,8 +237,7 @@ def run_client(argv: list[str]) -> int | None:
         conn = _start_server(directory, server_key(mode, env), mode)
         if conn is None:
             return None
-        _send(conn, {"argv": argv, "cwd": os.getcwd(), "env": env, "started": started, "pgid": os.getpgid(0)},
-              [0, 1, 2])
+        _send(conn, {"argv": argv, "cwd": os.getcwd(), "env": env, "started": started}, [0, 1, 2])
         reply, _ = _recv(conn)
     except (OSError, ValueError, ConnectionError):
         return None  # nothing ran: the command runs here
@@ -288,10 +288,7 @@ def _run_child(request: dict[str, Any], fds: list[int], close: list[socket.socke
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    os.environ[ENV_JOB_PGID] = str(request["pgid"])  # the job's process group: its client's
-    from . import kernels
-
-    kernels.sync_environment()
+    _sync_kernel_variables()
     sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False))
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=os.isatty(1))
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), errors="backslashreplace",
@@ -323,6 +320,25 @@ def _run_child(request: dict[str, Any], fds: list[int], close: list[socket.socke
     except BaseException:  # noqa: BLE001
         pass
     return int(code) & 0xFF
+
+
+def _sync_kernel_variables() -> None:
+    """Set the dispatch variables of the kernel mode the server loaded the libraries with, as kernels.apply
+    left them in the server: the client's environment holds its own mode's values (a job whose
+    ``cpu_kernels`` param differs from the environment's mode)."""
+    from . import kernels
+
+    mode = kernels.current_mode()
+    if mode is None:
+        return
+    originals = json.loads(os.environ.get(kernels.ENV_ORIGINAL) or "{}")
+    for key in kernels.ALL_VARIABLES:
+        if originals.get(key) is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = originals[key]
+    if mode == "portable":
+        os.environ.update(kernels.portable_env())
 
 
 def serve(path: Path, mode: str) -> None:
@@ -423,6 +439,10 @@ def _fork_job(conn: socket.socket, close: list[socket.socket], selector: Any) ->
         try:
             selector.close()
             code = _run_child(request, fds, [*close, conn])
+        except BaseException:  # noqa: BLE001 - before the command ran (its directory gone, ...): say why
+            import traceback
+
+            traceback.print_exc()
         finally:
             os._exit(code)
     for fd in fds:

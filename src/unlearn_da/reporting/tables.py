@@ -334,6 +334,24 @@ def _finite(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
+def headline(summary: dict[str, Any], muda: str = "muda") -> dict[str, Any]:
+    """The few numbers a reader compares between two runs or experiments (``dvc exp show`` reads this file,
+    not the full summary): each model's Avg. Gap in SalUn's form and per seed (the ranking form), the
+    second oracle's (the noise floor), and MUDA's rank among the unlearning methods by the per-seed form."""
+    def mean(model: str, key: str) -> float | None:
+        value = (summary.get(model, {}).get(key) or {}).get("mean")
+        return None if value is None else round(float(value), 4)
+
+    models = [m for m in summary if m != ORACLE]
+    per_seed = {m: mean(m, "avg_gap_seed") for m in models if mean(m, "avg_gap_seed") is not None}
+    methods = sorted((m for m in per_seed if m not in REFERENCE_ROWS), key=lambda m: (per_seed[m], m))
+    return {"avg_gap_per_seed": per_seed,
+            "avg_gap": {m: mean(m, "avg_gap") for m in models if mean(m, "avg_gap") is not None},
+            "noise_floor": per_seed.get("retrain_alt"),
+            "muda_rank": methods.index(muda) + 1 if muda in methods else None,
+            "methods": len(methods)}
+
+
 def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: str, title: str,
                   out_dir: str, dataset: str = "", arch: str = "",
                   reference_dir: str | None = None) -> dict[str, Any]:
@@ -368,4 +386,5 @@ def run_aggregate(inputs: Sequence[str], model_order: Sequence[str], scenario: s
                + ("\n" + published if published else ""))
     write_json(out / "summary.json", {"scenario": scenario, "models": summary,
                                       "timing": {"most_jobs_on_device": sharing}})
+    write_json(out / "headline.json", headline(summary))
     return summary

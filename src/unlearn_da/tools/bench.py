@@ -362,6 +362,10 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
               "`tail_s`) and Snakemake's benchmark files (wall).", ""]
     lines += breakdown_lines(parts) if parts else ["No model sidecar yet: run `make reproduce` first."]
     lines.append("")
+    from .workflow_usage import usage_lines
+
+    lines += ["## Snakemake's own CPU (its last run that ran jobs)", "",
+              *(usage_lines() or ["No run has recorded it yet (the Snakefile's onsuccess writes it)."]), ""]
     rows = rule_times()
     lines += ["## Time per rule (Snakemake benchmark files of earlier runs)", ""]
     if rows:
