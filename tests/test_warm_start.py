@@ -53,7 +53,7 @@ def test_which_commands_run_warm():
     job = ["unlearn", "--params", json.dumps({"device": "cpu"})]
     on = {warm_start.ENV_SWITCH: "1"}
     assert warm_start.wanted(job, on)
-    assert not warm_start.wanted(job, {})  # off unless asked for
+    assert warm_start.wanted(job, {})  # on by default
     assert not warm_start.wanted(job, {warm_start.ENV_SWITCH: "0"})
     assert not warm_start.wanted(["verify"], on)  # not a rule's command
     assert not warm_start.wanted(job, {**on, "SLURM_JOB_ID": "7"})

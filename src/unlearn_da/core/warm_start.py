@@ -65,7 +65,7 @@ def wanted(argv: list[str], env: dict[str, str] | None = None) -> bool:
     env = os.environ if env is None else env
     if not argv or argv[0] not in WARM_COMMANDS:
         return False
-    if env.get(ENV_SWITCH, "0").strip().lower() in ("0", "off", "no", "false"):
+    if env.get(ENV_SWITCH, "1").strip().lower() in ("0", "off", "no", "false"):
         return False
     if sys.platform != "linux" or "SLURM_JOB_ID" in env:
         return False
