@@ -379,3 +379,36 @@ def test_ssh_remote_round_trip(shared, ssh, tmp_path, record_property):
         push_env={**ssh.env, "SSH_AUTH_SOCK": None}, pull_env={**ssh.env, "SSH_AUTH_SOCK": None},
         usage=usage)
     record_property("ssh_round_trip", stats)
+
+
+def test_records_are_saved_per_run_and_restored_only_where_missing(tmp_path):
+    """Snakemake's record files are named by their output's path (URL-safe base64, long names cut into
+    `@` folders): save keeps the run's own, drops those Snakemake no longer has; restore never replaces
+    a record the workspace has."""
+    import base64
+
+    from unlearn_da.tools import snakemake_records as R
+
+    def name(path: str) -> Path:
+        encoded = base64.urlsafe_b64encode(path.encode()).decode()
+        parts = [encoded[i:i + 254] for i in range(0, len(encoded), 254)]
+        return Path(*["@" + p for p in parts[:-1]], parts[-1])
+
+    meta = tmp_path / R.METADATA
+    mine = "results/run/class0/seed0/models/" + "m" * 300 + ".pt"  # a name long enough to be cut
+    other = "results/other-run/seed0/models/original.pt"
+    for path, text in ((mine, "mine"), (other, "other"), ("data/prepared/run/dataset.npz", "data")):
+        (meta / name(path)).parent.mkdir(parents=True, exist_ok=True)
+        (meta / name(path)).write_text(text)
+    assert R.record_path(name(mine)) == mine
+    assert R.save("run", tmp_path) == 2 and R.save("run", tmp_path) == 0  # the run's two; unchanged: none
+    carried = tmp_path / "results/run" / R.RECORDS
+    assert sorted(R.record_path(p.relative_to(carried)) for p in carried.rglob("*") if p.is_file()) == [
+        "data/prepared/run/dataset.npz", mine]
+    (meta / name(mine)).write_text("mine, rerun")
+    assert R.restore("run", tmp_path) == 0 and (meta / name(mine)).read_text() == "mine, rerun"
+    (meta / name("data/prepared/run/dataset.npz")).unlink()
+    assert R.restore("run", tmp_path) == 1 and (meta / name("data/prepared/run/dataset.npz")).read_text() == "data"
+    (meta / name("data/prepared/run/dataset.npz")).unlink()
+    assert R.save("run", tmp_path) == 2  # the changed record rewritten, the vanished one removed
+    assert not (carried / name("data/prepared/run/dataset.npz")).exists()

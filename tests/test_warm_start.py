@@ -1,4 +1,4 @@
-"""Warm start (core/warm_start.py): a job run in a fork of a server that has torch loaded behaves as the
+"""Warm start (warm_start.py): a job run in a fork of a server that has torch loaded behaves as the
 same command in its own process: same files, same exit status and messages, killed with its client."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_da.core import warm_start
+from unlearn_da import warm_start
 
 PY = sys.executable
 
@@ -141,7 +141,7 @@ def _forked_jobs(runtime: Path) -> list[int]:
             parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-        if "unlearn_da.core.warm_start" in cmdline and str(runtime) in cmdline:
+        if "unlearn_da.warm_start" in cmdline and str(runtime) in cmdline:
             servers.add(int(entry.name))
     return [pid for pid, parent in parents.items() if parent in servers and _alive(pid)]
 
@@ -181,7 +181,7 @@ def test_the_server_starts_no_thread_and_no_accelerator_before_it_forks(runtime)
     no OpenMP pool and no CUDA context."""
     env = _env(runtime, True)
     count = "import os; print(len(os.listdir('/proc/self/task')), end=' '); "
-    preload = ("from unlearn_da.core import warm_start as w; import importlib; "
+    preload = ("from unlearn_da import warm_start as w; import importlib; "
                "[importlib.import_module(m) for m in w.PRELOAD]; " + count +
                "import torch; print(torch.cuda.is_initialized())")
     blas_only = "import numpy, scipy.linalg; " + count

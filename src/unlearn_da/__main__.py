@@ -1,6 +1,6 @@
 import sys
 
-from .core import warm_start
+from . import warm_start
 
 
 def _run() -> int:

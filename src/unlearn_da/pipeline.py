@@ -37,7 +37,7 @@ BACKDOOR_FIGURES = ("asr",)  # backdoor scenarios: ASR against clean test accura
 
 # the package modules each rule's command executes (cli.py only parses arguments)
 _COMMON = ("__init__.py", "__main__.py", "core/kernels.py", "core/artifacts.py", "core/errors.py", "data/datasets.py",
-           "core/device_pool.py", "core/startup.py", "core/warm_start.py")
+           "core/device_pool.py", "core/startup.py", "warm_start.py")
 _TORCH = _COMMON + ("core/runtime.py", "core/cuda_check.py", "jobs/session.py", "data/prepared.py", "core/models.py", "core/training.py", "core/checkpoints.py",
                     "data/backdoor.py")
 RULE_SOURCES: dict[str, tuple[str, ...]] = {

@@ -55,7 +55,7 @@ START_TIMEOUT = 120.0
 # environment variables that differ between a job's shell and the next without meaning anything
 _VOLATILE_ENV = frozenset({"_", "OLDPWD", "PWD", "SHLVL"})
 _HEADER = struct.Struct("!I")
-_PACKAGE = Path(__file__).resolve().parents[1]
+_PACKAGE = Path(__file__).resolve().parent
 
 
 # --------------------------------------------------------------------------- client side
@@ -101,7 +101,7 @@ def _cpu_only(params: dict[str, Any], env: dict[str, str]) -> bool:
 
 def kernel_mode(argv: list[str]) -> str:
     """The CPU-kernel mode the job will run with: its ``cpu_kernels`` param, else the environment's."""
-    from . import kernels
+    from .core import kernels
 
     mode = _job_params(argv).get("cpu_kernels")
     return str(mode) if mode in kernels.MODES else kernels.mode_from_environment()
@@ -209,7 +209,7 @@ def _start_server(directory: Path, key: str, mode: str) -> socket.socket | None:
             return conn
         path.unlink(missing_ok=True)  # a dead server's socket
         with open(directory / f"{key}.log", "ab") as log:
-            server = subprocess.Popen([sys.executable, "-m", "unlearn_da.core.warm_start", str(path), mode],
+            server = subprocess.Popen([sys.executable, "-m", "unlearn_da.warm_start", str(path), mode],
                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                       start_new_session=True, close_fds=True)
         deadline = time.monotonic() + START_TIMEOUT
@@ -225,7 +225,7 @@ def run_client(argv: list[str]) -> int | None:
     """Run ``argv`` in a fork of the server; its exit status, or None where it must run in-process."""
     import signal
 
-    from . import startup
+    from .core import startup
 
     env = dict(os.environ)
     directory = socket_dir(env)
@@ -295,8 +295,8 @@ def _run_child(request: dict[str, Any], fds: list[int], close: list[socket.socke
                                   line_buffering=True)
     sys.argv = [sys.argv[0], *request["argv"]]
 
-    from . import startup
-    from ..cli import main
+    from .core import startup
+    from .cli import main
 
     startup.set_process_start(float(request["started"]))
     try:
@@ -326,7 +326,7 @@ def _sync_kernel_variables() -> None:
     """Set the dispatch variables of the kernel mode the server loaded the libraries with, as kernels.apply
     left them in the server: the client's environment holds its own mode's values (a job whose
     ``cpu_kernels`` param differs from the environment's mode)."""
-    from . import kernels
+    from .core import kernels
 
     mode = kernels.current_mode()
     if mode is None:
@@ -347,7 +347,7 @@ def serve(path: Path, mode: str) -> None:
     import selectors
     import signal
 
-    from . import kernels
+    from .core import kernels
 
     kernels.apply(mode)
     for name in PRELOAD:
