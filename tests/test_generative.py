@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from unlearn_da import pipeline as P
@@ -245,6 +245,7 @@ def test_a_mutated_feature_file_is_loaded_intact_or_refused_in_one_line(good, tm
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(["scenario", "seed", "forgotten_class", "n_forget", "n_retain", "dataset_sha256",
                               "files"]), value=values)
+@example(field="scenario", value="")  # not a scenario name: once refused without the manifest's path
 def test_a_manifest_field_of_any_value_is_accepted_only_if_it_is_the_true_one(good, tmp_path, field, value):
     c = _clone(good, tmp_path)
     manifest = read_json(c["split"] / MANIFEST)

@@ -18,7 +18,7 @@ from ..core.artifacts import atomic_path, load_npy, read_json, sha256_file, writ
 from .backdoor import (POISON_FILE, Poison, draw_poisoned, load_poison, make_poison, resolve_trigger, save_poison,
                        trigger_problem)
 from ..core.scenarios import parse_scenario
-from ..core.errors import ArtifactError, DataError, short
+from ..core.errors import ArtifactError, ConfigError, DataError, short
 
 MANIFEST = "manifest.json"
 
@@ -136,7 +136,11 @@ def _check_manifest(manifest: dict, d: Path) -> None:
         if name not in SPLIT_FILES or not isinstance(checksum, str):
             raise ArtifactError(f"{where}: field 'files' names {short(name, 80)}; a split holds only "
                                 f"{', '.join(SPLIT_FILES)} (made by rule 'split')")
-    kind, value = parse_scenario(manifest["scenario"])
+    try:
+        kind, value = parse_scenario(manifest["scenario"])
+    except ConfigError as exc:  # a manifest's scenario is data, not config: name the file
+        raise ArtifactError(f"{where}: field 'scenario': {exc} (made by rule 'split'); delete the folder and "
+                            "rerun the pipeline") from None
     if (kind == "class") != (manifest["forgotten_class"] is not None) or \
             (kind == "class" and int(value) != manifest["forgotten_class"]):
         raise ArtifactError(f"{where}: scenario {short(manifest['scenario'], 40)} with forgotten class "
