@@ -65,8 +65,21 @@ BAD_YAML = [
 ]
 
 
+@pytest.fixture(params=["libyaml", "python"])
+def yaml_parser(request, monkeypatch):
+    """Both parsers the strict loader runs on: libyaml's where PyYAML has it, the pure-Python one otherwise."""
+    from unlearn_da.settings import config_yaml
+
+    if request.param == "python":
+        monkeypatch.setattr(config_yaml, "_PARSER", config_yaml._StrictLoader)
+        monkeypatch.setattr(config_yaml, "_SCANNER", config_yaml.yaml.SafeLoader)
+    elif not config_yaml.yaml.__with_libyaml__:
+        pytest.skip("PyYAML without libyaml")
+    return request.param
+
+
 @pytest.mark.parametrize("text,expected", BAD_YAML, ids=[f"yaml{i}" for i in range(len(BAD_YAML))])
-def test_a_bad_config_file_is_refused_quickly_naming_file_and_line(tmp_path, text, expected):
+def test_a_bad_config_file_is_refused_quickly_naming_file_and_line(tmp_path, text, expected, yaml_parser):
     path = tmp_path / "overlay.yaml"
     path.write_text(text)
     start = time.perf_counter()
@@ -87,6 +100,16 @@ def test_an_alias_bomb_overlay_given_to_validation_fails_fast_naming_the_overlay
     with pytest.raises(ConfigError, match=r"bomb\.yaml: line 6: .*alias bomb"):
         validate_config(copy.deepcopy(BASE), sources=[*SOURCES, str(path)])
     assert time.perf_counter() - start < 5
+
+
+def test_both_parsers_read_the_shipped_configs_and_schema_alike(monkeypatch):
+    from unlearn_da.settings import config_yaml
+
+    files = [REPO / "workflow/schemas/config.schema.yaml", *sorted((REPO / "config").glob("*.yaml"))]
+    fast = [config_yaml.load_yaml_file(f) for f in files]
+    monkeypatch.setattr(config_yaml, "_PARSER", config_yaml._StrictLoader)
+    monkeypatch.setattr(config_yaml, "_SCANNER", config_yaml.yaml.SafeLoader)
+    assert [config_yaml.load_yaml_file(f) for f in files] == fast
 
 
 def test_shared_aliases_below_the_limit_still_load():

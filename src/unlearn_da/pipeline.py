@@ -72,6 +72,7 @@ def _file_digest(relpath: str) -> str:
     return hashlib.sha256((PACKAGE_DIR / relpath).read_bytes()).hexdigest()
 
 
+@functools.cache
 def with_packages(relpaths: tuple[str, ...]) -> tuple[str, ...]:
     """``relpaths`` and the ``__init__.py`` of every folder they lie in (importing a module runs its
     package's ``__init__`` first)."""
@@ -368,9 +369,18 @@ def load_planned(config: dict) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name in ("round2", "da_round"):
         path = Path(f"{tuning_dir(config)}/{name}.json")
-        if path.exists():
-            out.update(json.loads(path.read_text())["candidates"])
-    return out
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        out.update(_plan_candidates(str(path), stat.st_mtime_ns, stat.st_size))
+    return {name: dict(values) for name, values in out.items()}
+
+
+@functools.lru_cache(maxsize=16)
+def _plan_candidates(path: str, mtime_ns: int, size: int) -> dict[str, dict]:
+    """A plan file's candidates, read once per version of the file (every unlearn job's params ask)."""
+    return json.loads(Path(path).read_text())["candidates"]
 
 
 def da_energy_pairs(config: dict) -> list[dict[str, Any]]:

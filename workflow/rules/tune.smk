@@ -76,7 +76,8 @@ rule select_hyperparameters:
         ENV
     params:
         candidates=P.as_json(TUNING),
-        provenance=P.as_json(P.tuning_provenance(config)),
+        # a function: the code hashes it holds are computed only when a search is in the DAG
+        provenance=lambda wildcards: P.as_json(P.tuning_provenance(config)),
         code=P.rule_code("select"),
         prefix=lambda wc, output: output.md.removesuffix(".md"),
     shell:

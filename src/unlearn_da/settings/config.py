@@ -9,6 +9,8 @@ DAG build.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import math
 import re
 from pathlib import Path
@@ -351,13 +353,22 @@ def tuning_variants(config: dict) -> dict[str, dict]:
 
     Rounds 2 and the DA weights are planned from scores by the tuning checkpoints.
     """
-    from .search import round1
-
     tune = config.get("tuning") or {}
     space = tuning_space(config)
     if not space:
         return {}
-    return round1(space, tune["budget"], tune["widen"], tune.get("seed", 0))
+    key = json.dumps([space, tune["budget"], tune["widen"], tune.get("seed", 0)], sort_keys=True)
+    return {name: dict(values) for name, values in _round1(key).items()}
+
+
+@functools.lru_cache(maxsize=8)
+def _round1(key: str) -> dict[str, dict]:
+    """``search.round1`` of a canonical (space, budget, widen, seed): the Snakefile resolves every unlearn
+    job's method through the candidates, so the draw is made once per search, not once per job."""
+    from .search import round1
+
+    space, budget, widen, seed = json.loads(key)
+    return round1(space, budget, widen, seed)
 
 
 def all_variants(config: dict, planned: dict[str, dict] | None = None) -> dict[str, dict]:

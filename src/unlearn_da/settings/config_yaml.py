@@ -30,8 +30,8 @@ _BOOL_WORDS = {"true", "false"}
 _EXPONENT_WITHOUT_DOT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)$")
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and YAML 1.1's surprising scalars."""
+class _StrictConstructor(yaml.constructor.SafeConstructor):
+    """SafeConstructor that refuses duplicate keys and YAML 1.1's surprising scalars."""
 
     source = "<config>"
 
@@ -65,15 +65,45 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_yaml_bool(node)
 
     def construct_yaml_str(self, node: yaml.ScalarNode) -> str:  # type: ignore[override]
-        if node.style is None and _EXPONENT_WITHOUT_DOT.match(node.value):
+        if not node.style and _EXPONENT_WITHOUT_DOT.match(node.value):  # plain: None (Python), "" (libyaml)
             mantissa, exponent = re.split("[eE]", node.value)
             self._fail(node, f"{short(node.value)} is read as text by YAML 1.1 (a number needs a dot before "
                              f"the exponent); write {mantissa}.0e{exponent}")
         return super().construct_yaml_str(node)
 
 
-_StrictLoader.add_constructor("tag:yaml.org,2002:bool", _StrictLoader.construct_yaml_bool)
-_StrictLoader.add_constructor("tag:yaml.org,2002:str", _StrictLoader.construct_yaml_str)
+_StrictConstructor.add_constructor("tag:yaml.org,2002:bool", _StrictConstructor.construct_yaml_bool)
+_StrictConstructor.add_constructor("tag:yaml.org,2002:str", _StrictConstructor.construct_yaml_str)
+
+
+class _StrictLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, yaml.composer.Composer,
+                    _StrictConstructor, yaml.resolver.Resolver):
+    """The pure-Python parser with the strict constructor."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        yaml.composer.Composer.__init__(self)
+        _StrictConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+
+
+if getattr(yaml, "__with_libyaml__", False):
+    class _StrictCLoader(yaml.cyaml.CParser, _StrictConstructor, yaml.resolver.Resolver):  # type: ignore[misc]
+        """libyaml's parser (several times faster: the Snakefile and every make target read the configs
+        and the schema) with the same strict constructor; the nodes and the checks are the same."""
+
+        def __init__(self, stream: str) -> None:
+            yaml.cyaml.CParser.__init__(self, stream)
+            _StrictConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    _PARSER: type = _StrictCLoader
+    _SCANNER: type = yaml.CSafeLoader
+else:  # a PyYAML built without libyaml
+    _PARSER = _StrictLoader
+    _SCANNER = yaml.SafeLoader
 
 
 def expanded_size(node: yaml.Node, source: str, limit: int = MAX_EXPANDED_NODES) -> int:
@@ -117,7 +147,7 @@ def load_yaml_text(text: str, source: str) -> Any:
     loader = None
     try:
         _check_depth(text, source)  # before the parser, whose recursion a deep document exhausts
-        loader = _StrictLoader(text)  # reads the stream: a raw control character is refused here
+        loader = _PARSER(text)  # reads the stream: a raw control character is refused here
         loader.source = source
         node = loader.get_single_node()
         if node is None:
@@ -148,7 +178,7 @@ def _check_depth(text: str, source: str) -> None:
     """Refuse more than ``MAX_DEPTH`` nested collections from the token stream (the scanner does not
     recurse; the composer does)."""
     depth = 0
-    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+    for token in yaml.scan(text, Loader=_SCANNER):
         if isinstance(token, _OPEN):
             depth += 1
             if depth > MAX_DEPTH:
