@@ -39,8 +39,13 @@ CHECK_CONFIG := gpu_slots=$$(python -m unlearn_da gpu-slots $(CONFIGFILES)) &&
 # make runs a recipe line that names $(MAKE) even under -n (for recursive makes): the recipes below call
 # it through SUBMAKE, so that `make -n <target>` prints and changes nothing (no dvc.yaml stage, no dvc repro)
 SUBMAKE = $(MAKE)
+# Snakemake's scheduler looks up the size of every input of every ready job at each of its rounds (several
+# per finished job): with the 230 metrics jobs of the default run ready at once that was most of its own CPU.
+# It considers a random sample of 4 jobs per core instead (at least 8), which still fills every core: a round
+# starts at most as many jobs as there are free cores. Which ready job starts first changes no result.
+NCORES = $(if $(filter all,$(CORES)),$$(nproc),$(CORES))
 SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) \
-	--resources gpu=$$gpu_slots $(CONFIGFILES)
+	--scheduler-subsample $$(( 4 * $(NCORES) > 8 ? 4 * $(NCORES) : 8 )) --resources gpu=$$gpu_slots $(CONFIGFILES)
 
 .PHONY: venv torch dev reproduce pipeline check-reproduction expected-results readme-tables docs test test-paper test-remotes test-slurm test-cpu-models test-compile lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
 
@@ -108,7 +113,7 @@ bench: venv
 	python -m unlearn_da bench --out results/bench/summary.md --threads 2
 
 smoke-paper: venv
-	python -m unlearn_da smoke-paper --workdir results/smoke-paper --cores $(if $(filter all,$(CORES)),$$(nproc),$(CORES))
+	python -m unlearn_da smoke-paper --workdir results/smoke-paper --cores $(NCORES)
 
 # runs with the machine's own python3 when there is no venv (GPU machines come with torch, no Snakemake)
 DEVICE ?= cuda

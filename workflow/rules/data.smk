@@ -4,8 +4,6 @@ rule prepare_data:
         meta=DATA_META,
     log:
         "data/prepared/{run}/logs/prepare_data.log",
-    benchmark:
-        "data/prepared/{run}/benchmarks/prepare_data.tsv"
     conda:
         ENV
     params:

@@ -8,8 +8,6 @@ rule metrics:
         "results/{run}/{scenario}/seed{seed}/metrics/{model}.json",
     log:
         "results/{run}/logs/{scenario}/seed{seed}/metrics_{model}.log",
-    benchmark:
-        "results/{run}/benchmarks/{scenario}/seed{seed}/metrics_{model}.tsv"
     conda:
         ENV
     params:

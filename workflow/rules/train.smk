@@ -9,8 +9,6 @@ rule train_original:
         features_meta="results/{run}/seed{seed}/features/original.npz.meta.json",
     log:
         "results/{run}/logs/seed{seed}/train_original.log",
-    benchmark:
-        "results/{run}/benchmarks/seed{seed}/train_original.tsv"
     conda:
         ENV
     threads: THREADS
@@ -40,8 +38,6 @@ rule train_original_backdoor:
         features_meta="results/{run}/{scenario}/seed{seed}/features/original.npz.meta.json",
     log:
         "results/{run}/logs/{scenario}/seed{seed}/train_original.log",
-    benchmark:
-        "results/{run}/benchmarks/{scenario}/seed{seed}/train_original.tsv"
     wildcard_constraints:
         scenario=BACKDOOR_SCENARIO,
     conda:
@@ -73,8 +69,6 @@ rule train_retrain:
         features_meta="results/{run}/{scenario}/seed{seed}/features/{oracle}.npz.meta.json",
     log:
         "results/{run}/logs/{scenario}/seed{seed}/train_{oracle}.log",
-    benchmark:
-        "results/{run}/benchmarks/{scenario}/seed{seed}/train_{oracle}.tsv"
     conda:
         ENV
     threads: THREADS

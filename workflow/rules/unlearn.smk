@@ -12,8 +12,6 @@ rule unlearn:
         features_meta="results/{run}/{scenario}/seed{seed}/features/{method}.npz.meta.json",
     log:
         "results/{run}/logs/{scenario}/seed{seed}/unlearn_{method}.log",
-    benchmark:
-        "results/{run}/benchmarks/{scenario}/seed{seed}/unlearn_{method}.tsv"
     conda:
         ENV
     threads: THREADS

@@ -4,7 +4,7 @@
   PyTorch loop (same model, batch, optimiser; data already normalised on the device);
 - the cost of the DA metric on 50,000 x 512 features;
 - the no-op rerun time of the default config (``snakemake -n`` and a real no-op run);
-- the time per rule, from the Snakemake ``benchmark:`` files of earlier runs.
+- the time per rule, from Snakemake's records of the jobs of earlier runs (``.snakemake/metadata``).
 """
 
 from __future__ import annotations
@@ -170,22 +170,56 @@ def noop_times(snakemake_bin: str) -> dict:
     return out
 
 
-def rule_times(pattern: str = "results/*/benchmarks/**/*.tsv") -> list[dict]:
+def job_walls(metadata: Path | str = ".snakemake/metadata") -> dict[str, dict[str, Any]]:
+    """Output path -> {run, rule, seconds} of the job that made it, from Snakemake's own records: a job's
+    start and the time its last output was written (``starttime``, ``endtime``). Snakemake keeps them for
+    every job, so no rule needs a ``benchmark:`` file (whose memory sampling cost Snakemake's process
+    several milliseconds per job and, under warm start, measured the client, not the job)."""
+    import os
+
+    from .snakemake_records import record_path
+
+    root = Path(metadata)
+    jobs: dict[tuple, dict[str, Any]] = {}
+    outputs: dict[str, tuple] = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath, name)
+            output = record_path(path.relative_to(root))
+            if output is None:
+                continue
+            try:
+                rec = json.loads(path.read_text())
+                start, end = float(rec["starttime"]), float(rec["endtime"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            key = (rec.get("rule"), rec.get("job_hash"), start)
+            job = jobs.setdefault(key, {"rule": str(rec.get("rule")), "start": start, "end": end})
+            job["end"] = max(job["end"], end)
+            outputs[output] = key
+    out = {}
+    for output, key in outputs.items():
+        parts = Path(output).parts
+        run = parts[2] if parts[:2] == ("data", "prepared") and len(parts) > 2 else (
+            parts[1] if len(parts) > 1 else "?")
+        out[output] = {"run": run, "rule": jobs[key]["rule"], "seconds": max(0.0, jobs[key]["end"] - jobs[key]["start"]),
+                       "job": key}
+    return out
+
+
+def rule_times(metadata: Path | str = ".snakemake/metadata") -> list[dict]:
+    """Per run and rule: job count and the mean, max and sum of the jobs' wall times (:func:`job_walls`)."""
     import pandas as pd
 
-    rows = []
-    for path in glob.glob(pattern, recursive=True) + glob.glob("data/prepared/*/benchmarks/*.tsv"):
-        name = Path(path).stem
-        rule = next((r for r in ("train_original", "train_retrain", "unlearn", "features", "metrics",
-                                 "prepare_data") if name.startswith(r)), name)
-        if rule == "unlearn" and "__t" in name:
-            rule = "unlearn (tuning candidates)"
-        try:
-            seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[0])
-        except (OSError, KeyError, IndexError, ValueError):
+    rows, seen = [], set()
+    for output, job in job_walls(metadata).items():
+        if job["job"] in seen:
             continue
-        rows.append({"rule": rule, "run": path.split("/")[2] if path.startswith("data/") else path.split("/")[1],
-                     "seconds": seconds})
+        seen.add(job["job"])
+        rule = job["rule"]
+        if rule == "unlearn" and "__t" in Path(output).name:
+            rule = "unlearn (tuning candidates)"
+        rows.append({"rule": rule, "run": job["run"], "seconds": job["seconds"]})
     if not rows:
         return []
     df = pd.DataFrame(rows)
@@ -211,29 +245,14 @@ def startup_times(pattern: str = "results/*/**/*.meta.json") -> list[dict]:
             for (run, rule), v in sorted(groups.items())]
 
 
-def _benchmark_wall(checkpoint: Path, made_by: str) -> float | None:
-    """The job's wall time from Snakemake's benchmark file (``results/<run>/benchmarks/...``), if any."""
-    parts = checkpoint.parts
-    try:
-        run_at = parts.index("results") + 1
-    except ValueError:
-        return None
-    mid = parts[run_at + 1:-2]  # between the run and "models"
-    prefix = "unlearn" if made_by == "unlearn" else "train"
-    tsv = Path(*parts[:run_at + 1], "benchmarks", *mid, f"{prefix}_{checkpoint.stem}.tsv")
-    try:
-        rows = tsv.read_text().splitlines()
-        return float(rows[1].split("\t")[0])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def job_breakdown(pattern: str = "results/*/**/models/*.pt.meta.json") -> list[dict]:
     """Per run and model rule, where a job's time goes, from its sidecars and Snakemake's benchmark file:
     start-up (process start to the first step: ``startup_s``), the work (``seconds``), the tail (saving,
-    reloading, features and checksums: the job's last sidecar's ``tail_s``) and the rest of the job's wall
-    time (interpreter exit, Snakemake's job start). Medians and sums over the rule's jobs."""
+    reloading, features and checksums: the job's last sidecar's ``tail_s``) and the job's wall time in
+    Snakemake's records (:func:`job_walls`). Medians and sums over the rule's jobs."""
     import statistics
+
+    walls = job_walls()
 
     groups: dict[tuple[str, str], list[dict[str, float]]] = {}
     for path in glob.glob(pattern, recursive=True):
@@ -253,9 +272,9 @@ def job_breakdown(pattern: str = "results/*/**/models/*.pt.meta.json") -> list[d
         row = {"startup": float(meta["startup_s"]), "work": float(meta["seconds"])}
         if tail is not None:
             row["tail"] = float(tail)
-        wall = _benchmark_wall(checkpoint, str(meta.get("made_by")))
+        wall = walls.get(checkpoint.as_posix())
         if wall is not None:
-            row["wall"] = wall
+            row["wall"] = wall["seconds"]
         run = Path(path).parts[1] if len(Path(path).parts) > 1 else "?"
         groups.setdefault((run, str(meta.get("made_by"))), []).append(row)
     out = []
@@ -359,7 +378,7 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
     parts = job_breakdown()
     lines += ["## Where a model job's time goes", "",
               "Median (sum) seconds per rule, from the sidecars (`startup_s`, `seconds`, the last sidecar's "
-              "`tail_s`) and Snakemake's benchmark files (wall).", ""]
+              "`tail_s`) and Snakemake's records of each job's start and end (wall).", ""]
     lines += breakdown_lines(parts) if parts else ["No model sidecar yet: run `make reproduce` first."]
     lines.append("")
     from .workflow_usage import usage_lines
@@ -367,14 +386,14 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
     lines += ["## Snakemake's own CPU (its last run that ran jobs)", "",
               *(usage_lines() or ["No run has recorded it yet (the Snakefile's onsuccess writes it)."]), ""]
     rows = rule_times()
-    lines += ["## Time per rule (Snakemake benchmark files of earlier runs)", ""]
+    lines += ["## Time per rule (Snakemake's records of the jobs of earlier runs)", ""]
     if rows:
         lines += ["| run | rule | jobs | mean s | max s | total s |", "|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['run']} | {r['rule']} | {r['count']} | {r['mean']:.2f} | {r['max']:.2f} | "
                          f"{r['sum']:.1f} |")
     else:
-        lines.append("No benchmark files yet: run `make reproduce` first.")
+        lines.append("No job recorded yet: run `make reproduce` first.")
     text = "\n".join(lines) + "\n"
     write_text(out, text)
     return text
