@@ -6,6 +6,10 @@ import re
 from unlearn_da import pipeline as P
 from unlearn_da.settings.config import tuning_space, tuning_variants, validate_config
 from unlearn_da.core.errors import ConfigError
+from unlearn_da.tools.snakemake_scheduler import install as install_scheduler_fix
+
+# one pending scheduler wake-up instead of a new chain per round (unlearn_da/tools/snakemake_scheduler.py)
+install_scheduler_fix()
 
 # the Snakefile's configfile comes first, then --configfile overlays (last wins)
 _sources = ["config/config.yaml"] + [
