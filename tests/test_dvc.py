@@ -412,3 +412,78 @@ def test_records_are_saved_per_run_and_restored_only_where_missing(tmp_path):
     (meta / name("data/prepared/run/dataset.npz")).unlink()
     assert R.save("run", tmp_path) == 2  # the changed record rewritten, the vanished one removed
     assert not (carried / name("data/prepared/run/dataset.npz")).exists()
+
+
+def _queue_done(repo: Path, timeout: float = 900) -> str:
+    """Wait until DVC's queue has nothing queued or running; its final `dvc queue status`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = dvc(repo, "queue", "status").stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return status
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the queue did not finish in {timeout:.0f} s:\n{status}")
+        time.sleep(3)
+
+
+def test_a_queued_sweep_runs_two_at_a_time_on_its_share_of_cores_and_is_shared_with_exp_push(
+        shared, s3, tmp_path):
+    """A two-value sweep (`dvc exp run --queue -S '++unlearn.ft.lr=0.2,0.3'`) run by two workers
+    (`CORES=1 dvc queue start -j 2`): each experiment's Snakemake gets one core (CORES reaches the
+    stage's `make pipeline` through the workers' environment) and reruns what the same value as an
+    overlay reruns; `dvc exp push` sends an experiment to a Git remote and its outputs to a local-folder
+    and an S3 remote, and a fresh clone that pulls and applies it finds nothing to rerun."""
+    origin, _, _ = shared
+    repo = tmp_path / "sweep"
+    shutil.copytree(origin, repo, symlinks=True)
+    bare = tmp_path / "experiments.git"
+    sh(tmp_path, "git", "clone", "-q", "--bare", str(repo), str(bare))
+    sh(repo, "git", "remote", "add", "shared", str(bare))
+    config_before = {p: p.read_bytes() for p in (repo / "config").rglob("*") if p.is_file()}
+    planned = {}
+    for lr in ("0.2", "0.3"):
+        overlay = tmp_path / f"ft{lr}.yaml"
+        overlay.write_text(f"unlearn: {{ft: {{lr: {lr}}}}}\n")
+        planned[lr] = sum(dry_run_jobs(repo, "--configfile", TINY, str(overlay)).values())
+    assert all(planned.values()), planned
+
+    dvc(repo, "exp", "run", "--queue", "-S", "++unlearn.ft.lr=0.2,0.3")
+    assert dvc(repo, "queue", "status").stdout.count("Queued") == 2
+    dvc(repo, "queue", "start", "-j", "2", env={"CORES": "1"})
+    status = _queue_done(repo)
+    assert status.count("Success") == 2 and "Failed" not in status, status
+    shown = dvc(repo, "exp", "show", "--csv", "--all-commits").stdout.splitlines()
+    header, rows = shown[0].split(","), [line.split(",") for line in shown[1:]]
+    names = {row[header.index("unlearn.ft.lr")]: row[header.index("Experiment")] for row in rows
+             if row[header.index("Experiment")]}
+    assert set(names) == {"0.2", "0.3"}, shown
+    for lr, name in names.items():
+        log = dvc(repo, "queue", "logs", name).stdout
+        assert "Provided cores: 1" in log, log[-2000:]
+        assert _steps(subprocess.CompletedProcess([], 0, log, "")) == planned[lr], (lr, log[-2000:])
+    assert {p: p.read_bytes() for p in (repo / "config").rglob("*") if p.is_file()} == config_before
+
+    # share one: its Git ref to the Git remote, its outputs to a local folder and to S3
+    name = names["0.3"]
+
+    def add_remotes(where: Path) -> None:  # in .dvc/config.local: an experiment's commit does not hold them
+        dvc(where, "remote", "add", "--local", "folder", str(tmp_path / "folder-remote"))
+        dvc(where, "remote", "add", "--local", "s3remote", f"s3://{s3.bucket}/experiments")
+        dvc(where, "remote", "modify", "--local", "s3remote", "endpointurl", s3.endpoint)
+
+    add_remotes(repo)
+    for remote in ("folder", "s3remote"):
+        dvc(repo, "exp", "push", "-r", remote, "shared", name, env=s3.env)
+    assert s3.usage("experiments/")[0] > 0 and any((tmp_path / "folder-remote").rglob("*"))
+
+    for remote in ("folder", "s3remote"):  # each remote alone gives a fresh clone the experiment
+        clone = tmp_path / f"clone-{remote}"
+        sh(tmp_path, "git", "clone", "-q", str(bare), str(clone))
+        add_remotes(clone)
+        dvc(clone, "exp", "pull", "-r", remote, "origin", name, env=s3.env)
+        dvc(clone, "exp", "apply", name)
+        assert yaml.safe_load((clone / "params.yaml").read_text()) == {"unlearn": {"ft": {"lr": 0.3}}}
+        ft = json.loads((clone / "results/digits-smallcnn/random10/seed0/models/ft.pt.meta.json").read_text())
+        assert ft["params"]["hp"]["lr"] == 0.3
+        sh(clone, str(BIN / "python"), "-m", "unlearn_da", "snakemake-records", "restore", "--configfile", TINY)
+        assert dry_run_jobs(clone, "--configfile", TINY, "params.yaml") == {}

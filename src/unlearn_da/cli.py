@@ -233,6 +233,12 @@ def cmd_snakemake_records(a: argparse.Namespace) -> None:
         print(f"snakemake-records: {count} record(s) of results/{run} {verb}", file=sys.stderr)
 
 
+def cmd_dvc_experiments(a: argparse.Namespace) -> None:
+    from .tools.dvc_experiments import main as measure
+
+    measure(a.repo, a.out, a.key, a.values, a.queue_jobs, a.cores)
+
+
 def cmd_dvc_stage(a: argparse.Namespace) -> None:
     from .pipeline import prepared_dir, run_name
     from .tools.sharing import ensure_stage, stage_for
@@ -302,7 +308,7 @@ def cmd_gpu_check(a: argparse.Namespace) -> None:
 
 #: the commands a user runs by hand (``--help`` lists these; the rules and the Makefile run the others)
 USER_COMMANDS = ("check-config", "verify", "apply-selection", "check-reproduction", "expected-results",
-                 "readme-tables", "bench", "smoke-paper", "gpu-check")
+                 "readme-tables", "bench", "smoke-paper", "gpu-check", "dvc-experiments")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -474,6 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
             "results/<run>/.snakemake-records (save) and put back those .snakemake/ lacks (restore)")
     p.add_argument("action", choices=["save", "restore"])
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
+    p = add("dvc-experiments", cmd_dvc_experiments, "measure what DVC's experiment modes (--temp, a queued sweep, "
+            "the workspace) rerun and take, in a clone of a finished run; writes the JSON the docs render")
+    p.add_argument("--repo", required=True, help="a Git + DVC clone whose run stage and dvc.lock are committed")
+    p.add_argument("--out", default="measurements/dvc-experiments.json")
+    p.add_argument("--key", default="unlearn.ft.lr", help="the value each experiment sets")
+    p.add_argument("--values", nargs=5, default=["0.2", "0.25", "0.3", "0.35", "0.4"],
+                   help="five values: --temp, three for the queued sweep, the workspace")
+    p.add_argument("--queue-jobs", type=int, default=2, help="dvc queue start -j")
+    p.add_argument("--cores", type=int, default=None, help="CORES per queued experiment (default: cores / jobs)")
     p = add("dvc-stage", cmd_dvc_stage, "the run's DVC stage (added to dvc.yaml if the run has none); an empty "
             "line when the run's stage runs other overlays")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")

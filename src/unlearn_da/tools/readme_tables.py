@@ -11,6 +11,7 @@ it), so a number in the documentation is always one the project ships and can re
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Callable
@@ -414,8 +415,35 @@ CONFIG_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] =
 }
 
 
+def experiments_block(record: dict[str, Any], source: str) -> str:
+    """What each DVC experiment mode reran and took on the default run (``tools/dvc_experiments.py``)."""
+    def minutes(seconds: float) -> str:
+        return f"{int(seconds // 60)} min {int(round(seconds % 60)):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
+
+    names = {"temp": "`--temp`", "queue": f"queued sweep, `-j {record['queue_jobs']}`", "workspace": "workspace"}
+    lines = [_wrap(f"Measured by `python -m unlearn_da dvc-experiments` (`{source}`) on {record['machine']}, "
+                   f"{record['date']}, commit `{record['commit']}`, in a clone after `make reproduce`: each "
+                   f"experiment sets `{record['key']}`; the queued ones ran with `CORES="
+                   f"{record['cores_per_experiment']}` each."), "",
+             "| mode | command | jobs each experiment ran | wall time | `git diff --stat config/` |",
+             "|---|---|---|---|---|"]
+    for m in record["modes"]:
+        lines.append(f"| {names.get(m['mode'], m['mode'])} | `{m['command']}` | {', '.join(map(str, m['jobs']))} | "
+                     f"{minutes(m['seconds'])} | {'empty' if not m['config_diff'] else m['config_diff']} |")
+    lines += ["", "`dvc exp show --only-changed --md` afterwards:", "", record["exp_show_only_changed"]]
+    return "\n".join(lines) + "\n"
+
+
+# blocks made from a measurement the project ships (a command wrote it on a named machine)
+MEASUREMENT_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
+    "dvc-experiments": ("measurements/dvc-experiments.json", experiments_block),
+}
+
+
 def _load(root: Path, name: str) -> dict[str, Any]:
-    """The input of block ``name``: a config profile, or the expected results of a run."""
+    """The input of block ``name``: a config profile, a measurement, or the expected results of a run."""
+    if name in MEASUREMENT_GENERATORS:
+        return json.loads((root / MEASUREMENT_GENERATORS[name][0]).read_text(encoding="utf-8"))
     if name in CONFIG_GENERATORS:
         from ..settings.config import load_config
 
@@ -450,7 +478,7 @@ def stale_note(root: Path, record: dict[str, Any], source: str) -> str:
 def render(readme: str, root: Path, name: str = "README.md") -> str:
     """``readme`` with every generated block rewritten; an unknown block name is an error."""
     cache: dict[str, dict[str, Any]] = {}
-    known = {**GENERATORS, **CONFIG_GENERATORS}
+    known = {**GENERATORS, **CONFIG_GENERATORS, **MEASUREMENT_GENERATORS}
 
     def body(match: re.Match) -> str:
         block = match.group("name")
@@ -495,7 +523,7 @@ def run_readme_tables(root: str | Path = ".", check: bool = False) -> tuple[int,
     new = {path: render(text, root, str(path.relative_to(root))) for path, text in texts.items()}
     if check:
         present = {m.group("name") for text in texts.values() for m in BLOCK.finditer(text)}
-        unshown = [n for n, (source, _) in {**GENERATORS, **CONFIG_GENERATORS}.items()
+        unshown = [n for n, (source, _) in {**GENERATORS, **CONFIG_GENERATORS, **MEASUREMENT_GENERATORS}.items()
                    if (root / source).exists() and n not in present]
         if unshown:
             return 1, f"README.md, docs/: no generated block for {', '.join(unshown)}, whose inputs are shipped"
