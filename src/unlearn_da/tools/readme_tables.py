@@ -430,7 +430,14 @@ def experiments_block(record: dict[str, Any], source: str) -> str:
     for m in record["modes"]:
         lines.append(f"| {names.get(m['mode'], m['mode'])} | `{m['command']}` | {', '.join(map(str, m['jobs']))} | "
                      f"{minutes(m['seconds'])} | {'empty' if not m['config_diff'] else m['config_diff']} |")
-    lines += ["", "`dvc exp show --only-changed --md` afterwards:", "", record["exp_show_only_changed"]]
+    shown = record["exp_show_only_changed"].splitlines()
+    if shown:  # DVC names a column <metrics file>:<key>; here <scenario> <key>, and no padding
+        header = re.sub(r"results/[^/|]+/([^/|]+)/headline\.json:", r"\1 ", shown[0])
+        shown = ["| " + " | ".join(c.strip() for c in row.strip().strip("|").split("|")) + " |"
+                 for row in [header, *shown[1:]]]
+        shown[1] = "|" + "---|" * (shown[0].count("|") - 1)
+    lines += ["", _wrap("`dvc exp show --only-changed --md` afterwards (a column "
+                        "`results/<run>/<scenario>/headline.json:<key>` is shown as `<scenario> <key>`):"), "", *shown]
     return "\n".join(lines) + "\n"
 
 
