@@ -78,7 +78,7 @@ def wanted(argv: list[str], env: dict[str, str] | None = None) -> bool:
 
 def _job_params(argv: list[str]) -> dict[str, Any]:
     """The job's ``--params`` JSON (empty if absent or not JSON: the command itself will say so)."""
-    for flag, value in zip(argv, argv[1:]):
+    for flag, value in zip(argv, argv[1:], strict=False):
         if flag == "--params":
             try:
                 params = json.loads(value)
