@@ -462,6 +462,12 @@ def test_a_queued_sweep_runs_two_at_a_time_on_its_share_of_cores_and_is_shared_w
         assert "Provided cores: 1" in log, log[-2000:]
         assert _steps(subprocess.CompletedProcess([], 0, log, "")) == planned[lr], (lr, log[-2000:])
     assert {p: p.read_bytes() for p in (repo / "config").rglob("*") if p.is_file()} == config_before
+    # the two experiments side by side: their headline numbers and their plots
+    diff = dvc(repo, "metrics", "diff", names["0.2"], names["0.3"], "--json").stdout
+    moved = json.loads(diff)["results/digits-smallcnn/random10/headline.json"]
+    assert "avg_gap_per_seed.ft" in moved and "avg_gap_per_seed.ga" not in moved, sorted(moved)
+    dvc(repo, "plots", "diff", names["0.2"], names["0.3"], "-o", str(tmp_path / "plots"))
+    assert (tmp_path / "plots" / "index.html").stat().st_size > 1000
 
     # share one: its Git ref to the Git remote, its outputs to a local folder and to S3
     name = names["0.3"]

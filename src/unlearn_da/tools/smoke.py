@@ -25,7 +25,8 @@ from ..core.artifacts import write_text
 from ..settings.config import REPO_ROOT
 
 PROJECT_FILES = ("Snakefile", "config", "workflow", "tests", "envs", "src", "expected", "pyproject.toml", "Makefile",
-                 "dvc.yaml", ".dvcignore", "constraints.txt", "README.md", "docs", "mkdocs.yml", "CHANGELOG.md", "LICENSE", "params.yaml")
+                 "dvc.yaml", ".dvcignore", "constraints.txt", "README.md", "docs", "mkdocs.yml", "CHANGELOG.md", "LICENSE", "params.yaml",
+                 "measurements")
 IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "prepared", "raw", ".snakemake", "__pycache__",
                                 "*.egg-info", ".pytest_cache", ".ruff_cache", ".whl", ".gl")
 PROFILES = {"cifar10": ["config/cifar10.yaml"], "cifar100": ["config/cifar10.yaml", "config/cifar100.yaml"]}
