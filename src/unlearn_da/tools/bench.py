@@ -175,28 +175,20 @@ def job_walls(metadata: Path | str = ".snakemake/metadata") -> dict[str, dict[st
     start and the time its last output was written (``starttime``, ``endtime``). Snakemake keeps them for
     every job, so no rule needs a ``benchmark:`` file (whose memory sampling cost Snakemake's process
     several milliseconds per job and, under warm start, measured the client, not the job)."""
-    import os
+    from .snakemake_records import _records, record_path
 
-    from .snakemake_records import record_path
-
-    root = Path(metadata)
     jobs: dict[tuple, dict[str, Any]] = {}
     outputs: dict[str, tuple] = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath, name)
-            output = record_path(path.relative_to(root))
-            if output is None:
-                continue
-            try:
-                rec = json.loads(path.read_text())
-                start, end = float(rec["starttime"]), float(rec["endtime"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            key = (rec.get("rule"), rec.get("job_hash"), start)
-            job = jobs.setdefault(key, {"rule": str(rec.get("rule")), "start": start, "end": end})
-            job["end"] = max(job["end"], end)
-            outputs[output] = key
+    for rel, path in _records(Path(metadata), ("",)).items():
+        try:
+            rec = json.loads(path.read_text())
+            start, end = float(rec["starttime"]), float(rec["endtime"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        key = (rec.get("rule"), rec.get("job_hash"), start)
+        job = jobs.setdefault(key, {"rule": str(rec.get("rule")), "start": start, "end": end})
+        job["end"] = max(job["end"], end)
+        outputs[str(record_path(rel))] = key
     out = {}
     for output, key in outputs.items():
         parts = Path(output).parts
