@@ -47,3 +47,24 @@ def test_the_da_step_counts_the_paired_batch_as_the_workload_does(tmp_path):
     counted = fb(batch) + job.da_paired(batch, "retain")  # one step of UnlearnContext.fit with +da
     assert per_step == pytest.approx(counted.forward_backward)  # 2 x batch + DA batch (it counted batch + DA batch)
     assert row["warmup_s"] > 0
+
+
+def test_each_step_kind_counts_its_images_and_a_mix_runs_them_in_their_shares():
+    """The kinds a table's jobs run (``devicecost.STEP_KINDS`` and the feature pass), each counted as the
+    workload counts it; a mix picks, at every step, the kind furthest behind its share of the images."""
+    from unlearn_da.tools.workload import _neggrad_plus, Unlearning
+
+    config = load_config()
+    spec = {**profile_spec(config, "cpu", amp=False, channels_last=True, threads=1, window_s=0.5, warmup_steps=1),
+            "small_batch": {"batch_size": 12, "forget_batch_size": 5}, "features_batch": 40}
+    for kind, per_step in (("small_batch", 12 + 5), ("features", 40)):
+        row = measure({**spec, "kind": kind}, 1)
+        assert row["aggregate_img_s"] * row["ms_per_step"] / 1000 == pytest.approx(per_step)
+    # NegGrad+'s count per step in the workload: a retain batch and a forget batch
+    images, steps = _neggrad_plus(Unlearning({"batch_size": 12, "forget_batch_size": 5, "epochs": 1}, 50, 120))
+    assert images.forward_backward == 120 + 5 * steps  # 10 retain batches of 12, each with a forget batch of 5
+    row = measure({**spec, "mix": {"plain": 0.75, "small_batch": 0.25}, "window_s": 1.0}, 1)
+    done = row["images_by_kind"]
+    assert set(done) == {"plain", "small_batch"}
+    share = done["plain"] / (done["plain"] + done["small_batch"])
+    assert abs(share - 0.75) * (done["plain"] + done["small_batch"]) <= spec["batch_size"]  # within one step

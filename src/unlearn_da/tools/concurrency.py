@@ -47,8 +47,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     gen = torch.Generator().manual_seed(int(spec["index"]))
-    x8 = torch.randint(0, 256, (batch * 4, c, size, size), dtype=torch.uint8, generator=gen).to(device)
-    y = torch.randint(0, int(spec["num_classes"]), (batch * 4,), generator=gen).to(device)
+    n = max(batch * 4, int(spec.get("features_batch") or 0))
+    x8 = torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8, generator=gen).to(device)
+    y = torch.randint(0, int(spec["num_classes"]), (n,), generator=gen).to(device)
     prep = Preprocessor(np.full(c, 0.5), np.full(c, 0.25), 255.0, device, augment=spec.get("augment", "none"),
                         padding=int(spec.get("crop_padding", 0)), channels_last=bool(spec["channels_last"]),
                         crop_fill=spec.get("crop_fill", "black"))
@@ -59,21 +60,20 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     hp = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "constant", "optimizer": "sgd"}
     trainer = Trainer(model, hp, 10**9, 10**6)
     model.train()
-    da_step = _da_step(spec["da"], model, x8, prep, gen, device, bool(spec["amp"])) if spec.get("da") else None
-    # images per step, as the workload counts them (``workload.Unlearning.da_paired``): the method's forward
-    # of the batch, and with DA a second forward of the batch beside a DA batch
-    counted = batch + (batch + int(spec["da"]["batch_size"]) if da_step else 0)
+    steps = _steps(spec, model, trainer, x8, y, prep, gen, device)
+    mix = spec.get("mix") or {spec.get("kind") or ("da" if spec.get("da") else "plain"): 1.0}
+    share = {k: float(v) / sum(mix.values()) for k, v in mix.items()}
+    counted_by_kind = dict.fromkeys(share, 0)
 
-    def step(i: int) -> None:
-        sl = slice((i % 4) * batch, (i % 4 + 1) * batch)
-        with runtime.autocast(device, bool(spec["amp"])):
-            xb = prep(x8[sl], train=True, generator=gen)
-            loss = torch.nn.functional.cross_entropy(model(xb), y[sl])
-            if da_step is not None:
-                loss = loss + da_step(xb)
-        trainer.step(loss)
+    def step(i: int) -> int:
+        """One step of the kind furthest behind its share of the images (one kind: always that one)."""
+        total = sum(counted_by_kind.values())
+        kind = max(share, key=lambda k: share[k] * (total + 1) - counted_by_kind[k])
+        counted = steps[kind](i)
+        counted_by_kind[kind] += counted
         if device.type == "cuda":
             torch.cuda.synchronize(device)
+        return counted
 
     t0 = time.perf_counter()
     for i in range(int(spec["warmup_steps"])):
@@ -91,8 +91,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         time.sleep(POLL_S / 10)
     end_at, images, i = start_at + float(spec["window_s"]), 0, 0
     while time.time() < end_at:
-        step(i)
-        images += counted
+        images += step(i)
         i += 1
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
@@ -101,7 +100,56 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"index": spec["index"], "images": images, "img_s": images / float(spec["window_s"]),
-            "steps": i, "peak_mb": peak_mb, "warmup_s": warmup_s}
+            "steps": i, "peak_mb": peak_mb, "warmup_s": warmup_s, "images_by_kind": counted_by_kind}
+
+
+def _steps(spec: dict[str, Any], model: Any, trainer: Any, x8: Any, y: Any, prep: Any, gen: Any,
+           device: Any) -> dict[str, Any]:
+    """The step kinds a table's jobs run, each returning the images it counts as the workload does:
+    ``plain`` (the profile's batch), ``da`` (the ``+da`` term: the batch, then the batch again beside a
+    DA batch: ``workload.Unlearning.da_paired``), ``small_batch`` (NegGrad+: a retain batch and a forget
+    batch in two forwards) and ``features`` (eval mode, no graph, true float32: the pass a model job
+    ends with, ``training.predict``)."""
+    import torch
+
+    from ..core import runtime
+    from ..core.training import predict
+
+    batch, amp = int(spec["batch_size"]), bool(spec["amp"])
+    ce = torch.nn.functional.cross_entropy
+    kinds = set(spec.get("mix") or {}) | {spec.get("kind") or ("da" if spec.get("da") else "plain")}
+    da_step = _da_step(spec["da"], model, x8, prep, gen, device, amp) if "da" in kinds else None
+
+    def train_step(i: int, da: bool) -> int:
+        sl = slice((i % 4) * batch, (i % 4 + 1) * batch)
+        model.train()
+        with runtime.autocast(device, amp):
+            xb = prep(x8[sl], train=True, generator=gen)
+            loss = ce(model(xb), y[sl])
+            if da:
+                loss = loss + da_step(xb)
+        trainer.step(loss)
+        return batch + (batch + int(spec["da"]["batch_size"]) if da else 0)
+
+    def small_batch(i: int) -> int:
+        retain, forget = int(spec["small_batch"]["batch_size"]), int(spec["small_batch"]["forget_batch_size"])
+        r0, f0 = (i * retain) % (len(x8) - retain), (i * forget) % (len(x8) - forget)
+        model.train()
+        with runtime.autocast(device, amp):
+            lr = ce(model(prep(x8[r0:r0 + retain], train=True, generator=gen)), y[r0:r0 + retain])
+            lf = ce(model(prep(x8[f0:f0 + forget], train=True, generator=gen)), y[f0:f0 + forget])
+            loss = 0.9999 * lr - 0.0001 * lf
+        trainer.step(loss)
+        return retain + forget
+
+    def features(i: int) -> int:
+        n = int(spec.get("features_batch", batch))
+        with torch.no_grad():
+            predict(model, x8[:n], prep, n, amp=False)
+        return n
+
+    return {"plain": lambda i: train_step(i, False), "da": lambda i: train_step(i, True),
+            "small_batch": small_batch, "features": features}
 
 
 def _da_step(cfg: dict[str, Any], model: Any, x8: Any, prep: Any, gen: Any, device: Any, amp: bool):
@@ -166,7 +214,8 @@ def measure(spec: dict[str, Any], processes: int, timeout_s: float = 300.0) -> d
     return {"processes": processes, "aggregate_img_s": sum(rates), "per_process_img_s": sum(rates) / len(rates),
             "slowest_img_s": min(rates), "peak_mb": max(r["peak_mb"] for r in out),
             "ms_per_step": 1000.0 * float(spec["window_s"]) * len(out) / max(1, sum(r["steps"] for r in out)),
-            "warmup_s": max(r["warmup_s"] for r in out)}
+            "warmup_s": max(r["warmup_s"] for r in out),
+            "images_by_kind": {k: sum(r["images_by_kind"].get(k, 0) for r in out) for k in out[0]["images_by_kind"]}}
 
 
 def choose_jobs_per_device(rows: list[dict[str, Any]], tolerance: float = 0.05) -> int:
