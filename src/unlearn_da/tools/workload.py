@@ -319,6 +319,13 @@ class Job:
     stage: str
     artifact: str  # path from the project root; its sidecar records ``images``
     images: Images
+    job: str = ""  # the checkpoint of the job that writes it ("" for itself: a features file names its model's)
+    after: tuple[str, ...] = ()  # checkpoints its job reads (an unlearning job: its original)
+
+    @property
+    def made_in(self) -> str:
+        """The artifact that names the job writing this one (its checkpoint, or itself)."""
+        return self.job or self.artifact
 
 
 def workload_jobs(config: dict[str, Any], sizes: DataSizes | None = None) -> list[Job]:
@@ -336,8 +343,9 @@ def workload_jobs(config: dict[str, Any], sizes: DataSizes | None = None) -> lis
     def add(stage: str, scenario: str, seed: int, model: str, images: Images, n_trigger: int) -> None:
         """A model's checkpoint and its features, keyed by path: the shared original's come once."""
         checkpoint, features = P.model_checkpoint(run, scenario, seed, model), P.model_features(run, scenario, seed, model)
-        jobs[checkpoint] = Job(stage, checkpoint, images)
-        jobs[features] = Job("features", features, features_job(sizes, n_trigger))
+        after = (P.model_checkpoint(run, scenario, seed, "original"),) if stage == "unlearning" else ()
+        jobs[checkpoint] = Job(stage, checkpoint, images, after=after)
+        jobs[features] = Job("features", features, features_job(sizes, n_trigger), job=checkpoint)
 
     audit = P.audit_enabled(config)
     if audit:
@@ -376,18 +384,21 @@ def audit_jobs(config: dict[str, Any], sizes: DataSizes) -> list[Job]:
         scored = n_f + min(int(a["retain_sample"]), n_r) + n_val + min(n_test, n_r) + n_test
         for t in seeds:
             path = P.audit_checkpoint(run, scenario, t, "original")
-            jobs[path] = Job("original", path, train_job(sizes.n_train, n_val, recipe))
+            original = P.audit_checkpoint(run, scenario, t, "original")
+            jobs[original] = Job("original", original, train_job(sizes.n_train, n_val, recipe))
             features = P.model_features(run, "", t, "original")  # the run's rule extracts them too
-            jobs[features] = Job("features", features, features_job(sizes))
+            jobs[features] = Job("features", features, features_job(sizes), job=original)
             for oracle in ("retrain", "retrain_alt"):
                 path = P.audit_checkpoint(run, scenario, t, oracle)
                 jobs[path] = Job("oracles", path, train_job(n_r, n_val, recipe))
             for method in a["methods"]:
                 path = P.audit_checkpoint(run, scenario, t, method)
-                jobs[path] = Job("unlearning", path, unlearn_job(P.unlearn_params(config, method), n_f, n_r))
+                jobs[path] = Job("unlearning", path, unlearn_job(P.unlearn_params(config, method), n_f, n_r),
+                                 after=(original,))
         for model in ["retrain", *P.audit_rows(config)]:
             path = P.audit_logits_file(run, scenario, model)
-            jobs[path] = Job("audit_logits", path, fo(len(seeds) * scored))
+            models = tuple(p for p in (P.audit_checkpoint(run, scenario, t, model) for t in seeds) if p in jobs)
+            jobs[path] = Job("audit_logits", path, fo(len(seeds) * scored), after=models)
     return list(jobs.values())
 
 
