@@ -11,7 +11,8 @@
 #   make da-energy            the DA metric's energy rule, chosen on the tuning seed's training features
 #   make bench                throughput and overheads on this machine -> results/bench/summary.md
 #   make smoke-paper          the CIFAR-10/100 paper profiles on small synthetic CIFAR, every rule, CPU
-#   make gpu-check            on a CUDA machine: the paper path's stages + what decides the table's time
+#   make gpu-check            on a CUDA machine, minutes: the paper path's stages + what decides the tables' time
+#   make gpu-check-full       the same at length: every scenario, 8 processes, compile on and off
 #                             (DEVICE=cpu to try; GPU_CHECK_ARGS=--measure-only for the measurements alone)
 #   make push / make pull     share data, checkpoints and metrics through the DVC remote
 #   make check-reproduction   compare a finished run with its shipped expected results (expected/<run>.json)
@@ -47,7 +48,7 @@ NCORES = $(if $(filter all,$(CORES)),$$(nproc),$(CORES))
 SNAKEMAKE := $(CHECK_CONFIG) snakemake --workflow-profile workflow/profiles/default --cores $(CORES) \
 	--scheduler-subsample $$(( 4 * $(NCORES) > 8 ? 4 * $(NCORES) : 8 )) --resources gpu=$$gpu_slots $(CONFIGFILES)
 
-.PHONY: venv torch dev reproduce pipeline check-reproduction expected-results readme-tables docs test test-paper test-remotes test-slurm test-cpu-models test-compile lint report bench tune push pull verify clean-results smoke-paper gpu-check da-energy
+.PHONY: venv torch dev reproduce pipeline check-reproduction expected-results readme-tables docs test test-paper test-remotes test-slurm test-cpu-models test-compile lint report bench tune push pull verify clean-results smoke-paper gpu-check gpu-check-full da-energy
 
 # TORCH_CUDA=cu126 (cu128, ...): torch and torchvision at the pinned versions, built for that CUDA, from
 # PyTorch's own index: the PyPI wheel is the CUDA 13.0 build (NVIDIA driver 580 or later); a 12.x build runs on
@@ -118,8 +119,11 @@ smoke-paper: venv
 # runs with the machine's own python3 when there is no venv (GPU machines come with torch, no Snakemake)
 DEVICE ?= cuda
 GPU_CHECK_ARGS ?=
+GPU_CHECK = PYTHONPATH=src $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m unlearn_da gpu-check --device $(DEVICE)
 gpu-check:
-	PYTHONPATH=src $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m unlearn_da gpu-check --device $(DEVICE) --workdir results/gpu-check $(GPU_CHECK_ARGS)
+	$(GPU_CHECK) --part quick --workdir results/gpu-check $(GPU_CHECK_ARGS)
+gpu-check-full:
+	$(GPU_CHECK) --part full --workdir results/gpu-check-full $(GPU_CHECK_ARGS)
 
 tune: venv
 	$(SNAKEMAKE) -- tune

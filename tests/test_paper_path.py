@@ -233,26 +233,38 @@ print(_validate_if_possible({}))
 @pytest.mark.slow
 @pytest.mark.paper
 def test_gpu_check_measures_what_decides_the_tables_time(tmp_path: Path, monkeypatch):
-    """``gpu-check --measure-only`` on the CPU (toy size): the loop against a bare one, jobs per device,
-    the DA step, real jobs' start-up from their sidecars, and the projected hours built from them."""
+    """``gpu-check --measure-only`` (quick part) on the CPU at toy size: each step kind and the feature pass
+    alone, the table's step mix in 1 and 2 processes, real jobs from start to exit (start-up, work, tail
+    from their sidecars), their features against a separate extraction, two real jobs sharing a (fake)
+    device through the pool, and the projected hours built from all of it."""
     import json
 
     from unlearn_da.tools import gpucheck
 
-    monkeypatch.setattr(gpucheck, "RESNET_CASE", ("resnet18 32x32 (CIFAR)", "resnet18", 3, 32, 32, 16, 32))
-    code = gpucheck.run_gpu_check("cpu", tmp_path, threads=1, subset=(120, 40), repeats=1, measure_only=True,
-                                  skip_compile=True, log=print)
+    code = gpucheck.run_gpu_check("cpu", tmp_path, threads=1, subset=(120, 40), measure_only=True, log=print)
     report = (tmp_path / "gpu-check.md").read_text()
     assert code == 0, report
-    measured = json.loads((tmp_path / "gpu-check.json").read_text())["measured"]
-    assert [r["processes"] for r in measured["jobs_per_device"]["rows"]] == [1, 2]
-    assert measured["da_step"]["da_ms"] > 0 and measured["compile"] is None
+    saved = json.loads((tmp_path / "gpu-check.json").read_text())
+    measured = saved["measured"]
+    rates = measured["rates"]
+    assert set(rates["alone"]) == {"plain", "da", "small_batch", "features"}
+    assert [r["processes"] for r in rates["mixed"]] == [1, 2] and measured["compile"] is None
+    assert set(rates["mix"]) == {"plain", "da", "small_batch"} and rates["rates"]["forward_only_cost"] > 0
     startup = {r["rule"]: r for r in measured["startup"]}
     assert set(startup) == {"train_original", "unlearn"}
-    for row in startup.values():  # each job's sidecar: process start to its first step, inside the job's wall time
-        assert len(row["startup_s"]) == 2 and all(0 < s < w for s, w in zip(row["startup_s"], row["wall_s"], strict=True))
+    for row in startup.values():  # each job's sidecars: start-up, work and tail, inside the job's wall time
+        (s, w, t, wall), = zip(row["startup_s"], row["work_s"], row["tail_s"], row["wall_s"], strict=True)
+        assert 0 < s and 0 < w and 0 < t and s + w + t < wall
+        assert row["features_images"][0] > 0
+    stages = {r["stage"]: r for r in saved["stages"]}
+    assert stages["fp32 features = a separate extraction"]["ok"]
+    assert stages["two jobs share one device (pool)"]["ok"]
     hours = measured["projected_hours"]
-    assert set(hours) == {"cifar10", "cifar100"} and hours["cifar10"]["jobs"] == 204
-    assert hours["cifar10"]["hours"] == pytest.approx(hours["cifar10"]["images_h"] + hours["cifar10"]["startup_h"])
-    assert "## A job's start-up" in report and "## Projected hours on 1 device(s)" in report
+    assert set(hours) == {"cifar10", "cifar100"} and set(hours["cifar10"]) == {"1", "8"}
+    one, node = hours["cifar10"]["1"], hours["cifar10"]["8"]
+    assert one["jobs"] == 204 and one["fixed_h"] > 0 and one["forward_h"] > 0
+    assert one["images_h"] + one["forward_h"] + one["fixed_h"] <= one["hours"] * (1 + 1e-9)
+    assert node["images_h"] + node["forward_h"] + node["fixed_h"] <= node["hours"] < one["hours"] / 7
+    assert "## A real job, start to exit" in report and "## Projected hours" in report
+    assert "## The table's step mix" in report
     assert not (tmp_path / "results").exists()  # no method's stage ran

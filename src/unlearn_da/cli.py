@@ -210,10 +210,32 @@ def cmd_gpu_slots(a: argparse.Namespace) -> None:
 
         raise ConfigError(f"device: cuda (the profile needs a GPU), but this machine has none: {cuda_diagnosis()}. "
                           "Run on a GPU node, or put device: cpu in an overlay after the profile to run on the CPU on purpose")
+    note = _auto_device_note(config)
+    if note:
+        print(note, file=sys.stderr)
     if a.explain:
-        print(f"{slots} GPU slot(s): {dataclasses.asdict(settings)}; NVIDIA driver "
-              f"{device_pool.driver_version() or 'none'}", file=sys.stderr)
+        from .tools.cuda_build import build_fit
+
+        print(f"{slots} GPU slot(s): {dataclasses.asdict(settings)}; {build_fit()}", file=sys.stderr)
     print(slots if slots > 0 else UNBOUNDED_GPU_JOBS)
+
+
+def _auto_device_note(config: dict) -> str | None:
+    """A CPU-made profile with ``device: auto`` on a machine whose torch sees a GPU (torch is imported
+    only where an NVIDIA driver is loaded: every make target runs this)."""
+    from .core import device_pool
+
+    if config.get("device") != "auto" or device_pool.driver_version() is None:
+        return None
+    import torch
+
+    from .reporting.reproduction import expected_path
+    from .settings.config import REPO_ROOT
+    from .tools.cuda_build import auto_device_note
+
+    path = REPO_ROOT / expected_path(config)
+    made_on_cpu = path.is_file() and (json.loads(path.read_text()).get("made_on") or {}).get("gpu") is None
+    return auto_device_note(config, torch.cuda.is_available(), made_on_cpu)
 
 
 def cmd_run_name(a: argparse.Namespace) -> None:
@@ -299,7 +321,7 @@ def cmd_smoke_paper(a: argparse.Namespace) -> None:
 def cmd_gpu_check(a: argparse.Namespace) -> None:
     from .tools.gpucheck import run_gpu_check
 
-    code = run_gpu_check(a.device, a.workdir, threads=a.threads, amp=a.amp, repeats=a.repeats,
+    code = run_gpu_check(a.device, a.workdir, threads=a.threads, amp=a.amp, part=a.part,
                          skip_throughput=a.skip_throughput, measure_only=a.measure_only,
                          skip_compile=a.skip_compile)
     if code:
@@ -517,18 +539,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=["cifar10", "cifar100"], choices=["cifar10", "cifar100"])
     p.add_argument("--cores", type=int, default=2)
 
-    p = add("gpu-check", cmd_gpu_check, "the smoke's stages on a device with the profile's precision, "
-            "then ResNet-18 throughput and projected paper-table hours (no Snakemake needed)")
+    p = add("gpu-check", cmd_gpu_check, "the paper path's stages on a device with the profile's precision, "
+            "then the rates, real jobs' fixed costs and the projected paper-table hours (no Snakemake needed)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu", "auto"])
     p.add_argument("--workdir", default="results/gpu-check")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--amp", default="auto", choices=["on", "off", "auto"],
                    help="bf16 autocast; auto (default): the profile's setting, on for CUDA, off on the CPU (bf16 is emulated on most CPUs and 5-15x slower)")
-    p.add_argument("--repeats", type=int, default=3, help="measured rounds of the throughput loops")
+    p.add_argument("--part", default="quick", choices=["quick", "full"],
+                   help="quick (default; minutes on one GPU): the paper path's stages on one scenario, the rates, "
+                        "one real job of each kind, the projection; full: every scenario, 8 processes, compile, "
+                        "the bare loop")
     p.add_argument("--skip-throughput", action="store_true", help="no measurement at all: only the stages")
     p.add_argument("--measure-only", action="store_true",
-                   help="only the measurements (data, one split, then throughput, jobs per device, DA step, "
-                        "compile, start-up, projection), not every method's stages")
+                   help="only the measurements (data, one split, then the rates, jobs per device, real jobs, "
+                        "projection), not every method's stages")
     p.add_argument("--skip-compile", action="store_true",
                    help="no compile on/off measurement (Inductor compiles C++ or Triton code: minutes)")
     import textwrap
