@@ -428,7 +428,9 @@ def run_gpu_check(device: str = "cuda", workdir: str | Path = "results/gpu-check
                 bad = non_finite_steps(steps) + [f"weight {k}" for k in non_finite_weights(ckpt)]
                 if bad:
                     chk.fail(f"{scenario}: {method} losses/weights finite", ", ".join(bad[:10]))
-            if on_cuda and "epochs" in P.unlearn_params(config, method)["hp"]:
+            # the quick part: each base method and one "+da" (every "+da" runs the same plug-in)
+            growth = PARTS[part]["all_scenarios"] or not method.endswith("+da") or method == "ft+da"
+            if on_cuda and growth and "epochs" in P.unlearn_params(config, method)["hp"]:
                 chk.stage(f"{scenario}: {method} host syncs per step", sync_growth,
                           _epochs_runner(config, data, split_dir, start, method, seed, threads,
                                          base / "sync-check"), method)
