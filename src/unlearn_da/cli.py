@@ -261,6 +261,17 @@ def cmd_dvc_experiments(a: argparse.Namespace) -> None:
     measure(a.repo, a.out, a.key, a.values, a.queue_jobs, a.cores)
 
 
+def cmd_measure(a: argparse.Namespace) -> None:
+    from .tools.measurements import measure
+
+    command = a.command[1:] if a.command[:1] == ["--"] else a.command
+    if not command:
+        raise ConfigError("measure: name the command to time after --, e.g. python -m unlearn_da measure -- make test")
+    code = measure(command, key=a.key, path=a.file, note=a.note)
+    if code:
+        sys.exit(code)
+
+
 def cmd_dvc_stage(a: argparse.Namespace) -> None:
     from .pipeline import prepared_dir, run_name
     from .tools.sharing import ensure_stage, stage_for
@@ -330,7 +341,7 @@ def cmd_gpu_check(a: argparse.Namespace) -> None:
 
 #: the commands a user runs by hand (``--help`` lists these; the rules and the Makefile run the others)
 USER_COMMANDS = ("check-config", "verify", "apply-selection", "check-reproduction", "expected-results",
-                 "readme-tables", "bench", "smoke-paper", "gpu-check", "dvc-experiments")
+                 "readme-tables", "bench", "smoke-paper", "gpu-check", "dvc-experiments", "measure")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -503,14 +514,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["save", "restore"])
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")
     p = add("dvc-experiments", cmd_dvc_experiments, "measure what DVC's experiment modes (--temp, a queued sweep, "
-            "the workspace) rerun and take, in a clone of a finished run; writes the JSON the docs render")
+            "the workspace) rerun and take, in a clone of a finished run; sets its entry of the measurements file")
     p.add_argument("--repo", required=True, help="a Git + DVC clone whose run stage and dvc.lock are committed")
-    p.add_argument("--out", default="measurements/dvc-experiments.json")
+    p.add_argument("--out", default="measurements/measurements.json", help="the measurements file to update")
     p.add_argument("--key", default="unlearn.ft.lr", help="the value each experiment sets")
     p.add_argument("--values", nargs=5, default=["0.2", "0.25", "0.3", "0.35", "0.4"],
                    help="five values: --temp, three for the queued sweep, the workspace")
     p.add_argument("--queue-jobs", type=int, default=2, help="dvc queue start -j")
     p.add_argument("--cores", type=int, default=None, help="CORES per queued experiment (default: cores / jobs)")
+    p = add("measure", cmd_measure, "run a command, time it and record the time, the machine, the date, the "
+            "commit and its job and test counts in the measurements file the docs render")
+    p.add_argument("--file", default="measurements/measurements.json", help="the measurements file to update")
+    p.add_argument("--key", default=None, help="the entry's name (default: the command line)")
+    p.add_argument("--note", default=None, help="a remark shown with the time")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command, e.g. -- make test")
     p = add("dvc-stage", cmd_dvc_stage, "the run's DVC stage (added to dvc.yaml if the run has none); an empty "
             "line when the run's stage runs other overlays")
     p.add_argument("--configfile", nargs="*", default=[], help="overlays, as given to snakemake --configfile")

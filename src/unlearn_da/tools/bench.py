@@ -279,6 +279,23 @@ def job_breakdown(pattern: str = "results/*/**/models/*.pt.meta.json") -> list[d
     return out
 
 
+def record_cpu_rate(throughput: list[dict]) -> None:
+    """The ResNet-18 rate measured on the CPU, into the measurements file the docs render it from (the
+    cost of the CIFAR tables on a CPU); a GPU's rate is gpu-check's, not this entry's."""
+    from datetime import datetime, timezone
+
+    from . import measurements
+    from .readme_tables import BENCH_ENTRY
+
+    resnet = next((r for r in throughput if r["model"].startswith("resnet18") and r["device"] == "cpu"), None)
+    if resnet is None:
+        return
+    measurements.update(BENCH_ENTRY, {"command": "make bench", "img_s": [round(resnet["ours"])],
+                                      "machine": measurements.machine(),
+                                      "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                                      "commit": measurements.commit(), "note": "one run"})
+
+
 def typical_fixed_s(rows: list[dict]) -> float:
     """A model job's start-up plus tail as the projection takes it from :func:`job_breakdown`: the median
     over this machine's model rules of their median start-up plus median tail (0 without any run)."""
@@ -352,6 +369,7 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
               "loop goes first) after a warm-up.", "",
               "| model | batch | device | precision | ours | bare | ratio |", "|---|---|---|---|---|---|---|"]
     throughput = training_throughput(threads)
+    record_cpu_rate(throughput)
     for r in throughput:
         lines.append(f"| {r['model']} | {r['batch']} | {r['device']} | {r['precision']} | {r['ours']:.0f} | "
                      f"{r['bare']:.0f} | "

@@ -16,7 +16,6 @@ the numbers are this machine's (its CPU model and core count are in the file).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -118,10 +117,11 @@ def measure(repo: Path, key: str = "unlearn.ft.lr", values: tuple[str, ...] = ("
 
 
 def main(repo: str, out: str, key: str, values: list[str], queue_jobs: int, cores: int | None) -> None:
-    from ..core.artifacts import write_text
+    """Measure, then set the ``dvc-experiments`` entry of the measurements file ``out``."""
+    from . import measurements
 
     record = measure(Path(repo).resolve(), key, tuple(values), queue_jobs, cores)
-    write_text(Path(out), json.dumps(record, indent=1) + "\n")
+    measurements.update("dvc-experiments", {"command": "python -m unlearn_da dvc-experiments", **record}, out)
     for m in record["modes"]:
         print(f"{m['mode']}: {m['seconds']} s, jobs {m['jobs']}, config/ diff: {m['config_diff'] or 'none'}",
               file=sys.stderr)
