@@ -4,6 +4,7 @@ page, and every page of docs/ is in the navigation."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -21,12 +22,21 @@ def _mkdocs(project: Path, site: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=project, capture_output=True, text=True)
 
 
+def _nav_pages(nav: list) -> list[str]:
+    """Every page of a MkDocs nav, its groups (Use, Results, Reference, Development) flattened."""
+    pages = []
+    for entry in nav:
+        (value,) = entry.values()
+        pages += _nav_pages(value) if isinstance(value, list) else [value]
+    return pages
+
+
 def test_the_docs_site_builds_in_strict_mode(pristine: Path, tmp_path: Path):
     proc = _mkdocs(pristine, tmp_path / "site")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     nav = yaml.safe_load((pristine / "mkdocs.yml").read_text())["nav"]
-    for entry in nav:
-        (page,) = entry.values()
+    assert [next(iter(group)) for group in nav] == ["Use", "Results", "Reference", "Development"]
+    for page in _nav_pages(nav):
         assert (tmp_path / "site" / page.replace(".md", "") / "index.html").exists() or page == "index.md"
 
 
@@ -39,7 +49,7 @@ def test_a_broken_link_fails_the_build(pristine: Path, tmp_path: Path):
 
 def test_every_docs_page_is_in_the_navigation(pristine: Path):
     nav = yaml.safe_load((pristine / "mkdocs.yml").read_text())["nav"]
-    listed = {page for entry in nav for page in entry.values()}
+    listed = set(_nav_pages(nav))
     pages = {str(p.relative_to(pristine / "docs")) for p in (pristine / "docs").glob("**/*.md")}
     assert pages == listed, pages ^ listed
 
@@ -90,3 +100,42 @@ def test_help_lists_the_commands_a_user_runs_and_names_the_plumbing_apart():
     inner = subprocess.run([sys.executable, "-m", "unlearn_da", "unlearn", "--help"], capture_output=True, text=True,
                            timeout=60)
     assert inner.returncode == 0 and "--original" in inner.stdout
+
+
+#: a measured number typed into a page: a duration, a hex hash (a commit, a digest) or a word of a lab notebook
+TYPED = {
+    "duration": re.compile(r"(?<![\w.])\d[\d,.]*(?:\s?[–-]\s?\d[\d,.]*)?\s?(?:ms|s|min|minutes?|h|hours?|seconds?|days?)\b"),
+    "hex hash": re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b"),
+    "lab notebook": re.compile(r"\b(?:guests?|on another day|when measured|this session|earlier session)\b", re.I),
+}
+#: the one page that is a log: measurements and decisions, dated, on named machines
+LOG_PAGE = "docs/log.md"
+
+
+def typed_numbers(text: str) -> list[tuple[int, str, str]]:
+    """(line, kind, text) of every typed measurement outside generated blocks, code spans and code blocks
+    (a setting written as code, e.g. `gpu.wait_s: 3600`, is a value, not a measurement)."""
+    def blank(m: re.Match) -> str:
+        return re.sub(r"[^\n]", " ", m.group(0))
+
+    text = re.sub(r"<!-- generated: [\w-]+ -->.*?<!-- end generated -->", blank, text, flags=re.S)
+    text = re.sub(r"```.*?```", blank, text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`", blank, text)
+    return [(i, kind, m.group(0)) for i, line in enumerate(text.splitlines(), 1)
+            for kind, rx in TYPED.items() for m in rx.finditer(line)]
+
+
+def test_no_page_types_a_measured_number(pristine: Path):
+    """Wall times, hashes and lab notes are rendered from measurements/measurements.json and the
+    shipped results (make readme-tables), or kept on the log page; a typed copy drifts from the truth."""
+    pages = [pristine / "README.md", pristine / "config" / "README.md", *sorted((pristine / "docs").glob("*.md"))]
+    found = [f"{p.relative_to(pristine)}:{line}: {kind} {hit!r}" for p in pages
+             if str(p.relative_to(pristine)) != LOG_PAGE for line, kind, hit in typed_numbers(p.read_text())]
+    assert not found, "\n".join(found)
+
+
+def test_the_typed_number_check_finds_what_it_should():
+    text = ("took **40 min 33 s** on a 2-core guest at commit d6d8463\n`gpu.wait_s: 3600 s` is a setting\n"
+            "<!-- generated: x -->\n9 min 31 s\n<!-- end generated -->\n5 seeds, 471 jobs, ResNet-18, 8×8\n")
+    kinds = [(line, kind) for line, kind, _ in typed_numbers(text)]
+    assert kinds == [(1, "duration"), (1, "duration"), (1, "hex hash"), (1, "lab notebook")]

@@ -213,9 +213,9 @@ def _methods(record: dict[str, Any]) -> list[str]:
     return [m for m in record["models_in_order"] if m not in REFERENCE_ROWS]
 
 
-# ResNet-18 training rates the cost block turns into hours: measured by `make bench` on 2 CPU cores (two
-# runs, docs/gpu.md, "Benchmark"), and two GPU rates for orientation only (not measured)
-CPU_RATES = (101, 117)
+# the measurements file's entry of make bench's ResNet-18 CPU rate, which the cost block turns into hours;
+# and two GPU rates for orientation only (not measured: a figure to scale, marked so where shown)
+BENCH_ENTRY = "make bench: resnet18 32x32 training on the CPU"
 GPU_RATES = (5_000, 20_000)
 
 
@@ -235,7 +235,11 @@ def cost_block(config: dict[str, Any], source: str) -> str:
     work = workload_images(config)
     total = work["total"]
     n_train, epochs = data_sizes(config).n_train, int(config["train"]["epochs"])
-    slow, fast = min(CPU_RATES), max(CPU_RATES)
+    from ..settings.config import REPO_ROOT
+    from .measurements import DEFAULT_FILE, read
+
+    bench = read(REPO_ROOT / DEFAULT_FILE)["entries"][BENCH_ENTRY]
+    slow, fast = min(bench["img_s"]), max(bench["img_s"])
     share = {stage: (v["forward_backward"] + v["forward_only"] / 3) / total for stage, v in work["stages"].items()}
     scenarios = ", ".join(config["scenarios"])
     lines = [
@@ -250,7 +254,8 @@ def cost_block(config: dict[str, Any], source: str) -> str:
         "term's paired batches, SSD's and SalUn's gradients, Boundary Shrinking's FGSM step); forward only: "
         "validation and probe passes, teachers, feature extraction, counted as a third of a training pass "
         f"in the total of **{total / 1e6:.1f} million**.", "",
-        f"Measured with `make bench` on 2 CPU cores (two runs; the CPU model was not recorded): ResNet-18 trains at {slow}–{fast} img/s, i.e. "
+        f"Measured with `make bench` on {bench['machine']} ({bench['note']}; `{DEFAULT_FILE}`): ResNet-18 trains "
+        f"at {slow}–{fast} img/s, i.e. "
         f"{n_train / fast:.0f}–{n_train / slow:.0f} s per {n_train / 1000:.0f}k-image epoch, "
         f"{_hours(epochs * n_train, fast):.1f}–{_hours(epochs * n_train, slow):.1f} h per {epochs}-epoch model, "
         f"**{_hours(total, fast):.0f}–{_hours(total, slow):.0f} hours** for the whole table. That is why the "
@@ -284,21 +289,6 @@ def audit_block(record: dict[str, Any], source: str) -> str:
                 *("| " + " | ".join(r) + " |" for r in body), "",
                 *(_wrap(f"- {c}") for c in audit["conclusions"]), ""]
     return "\n".join(out)
-
-
-def audit_excerpt_block(record: dict[str, Any], source: str) -> str:
-    """README's excerpt of the audit: per scenario and method, what the audit shows (its conclusions),
-    and any sanity check that failed."""
-    audits = {k: v for k, v in (record.get("audit") or {}).items() if not k.startswith("_")}
-    k = next(iter(audits.values()))["K"] if audits else "?"
-    lines = [_wrap(f"From `{source}` (K = {k} models per row; the tables, the null and the method: "
-                   "[Audit](docs/audit.md)). The membership game asks whether, under one model, the forget examples "
-                   "can be told from never-seen examples of the same distribution (the privacy question, AUC 0.5 = "
-                   "no); the other statements say whether the row can be told apart from retrained oracles at all, "
-                   "and whether it moves retained and unseen examples too:"), ""]
-    for scenario, audit in audits.items():
-        lines += [f"**{scenario}**", ""] + [_wrap(f"- {c}") for c in audit["conclusions"]] + [""]
-    return "\n".join(lines)
 
 
 def audit_cost_block(config: dict[str, Any], source: str) -> str:
@@ -402,7 +392,6 @@ GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
     "fashion-da": ("expected/fashion_mnist-smallcnn.json", da_block),
     "fashion-backdoor": ("expected/fashion_mnist-smallcnn-backdoor.json", backdoor_block),
     "digits-audit": ("expected/digits-smallcnn-audit.json", audit_block),
-    "digits-audit-excerpt": ("expected/digits-smallcnn-audit.json", audit_excerpt_block),
 }
 # blocks made from a config profile (over the project's config/config.yaml), not from expected results
 CONFIG_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
@@ -415,11 +404,20 @@ CONFIG_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] =
 }
 
 
-def experiments_block(record: dict[str, Any], source: str) -> str:
-    """What each DVC experiment mode reran and took on the default run (``tools/dvc_experiments.py``)."""
-    def minutes(seconds: float) -> str:
-        return f"{int(seconds // 60)} min {int(round(seconds % 60)):02d} s" if seconds >= 60 else f"{seconds:.0f} s"
+def _measured(entry: dict[str, Any]) -> str:
+    """``9 min 31 s on AMD EPYC, 2 cores (2026-12-07, commit abc1234; a note)``: one measured time."""
+    from .measurements import duration
 
+    when = ", ".join(x for x in (entry.get("date"), f"commit `{entry['commit']}`" if entry.get("commit") else None) if x)
+    extra = "; ".join(x for x in (when, entry.get("note")) if x)
+    return f"{duration(entry['seconds'])} on {entry['machine']}" + (f" ({extra})" if extra else "")
+
+
+def experiments_block(measured: dict[str, Any], source: str) -> str:
+    """What each DVC experiment mode reran and took on the default run (``tools/dvc_experiments.py``)."""
+    from .measurements import duration
+
+    record = measured["entries"]["dvc-experiments"]
     names = {"temp": "`--temp`", "queue": f"queued sweep, `-j {record['queue_jobs']}`", "workspace": "workspace"}
     lines = [_wrap(f"Measured by `python -m unlearn_da dvc-experiments` (`{source}`) on {record['machine']}, "
                    f"{record['date']}, commit `{record['commit']}`, in a clone after `make reproduce`: each "
@@ -429,7 +427,7 @@ def experiments_block(record: dict[str, Any], source: str) -> str:
              "|---|---|---|---|---|"]
     for m in record["modes"]:
         lines.append(f"| {names.get(m['mode'], m['mode'])} | `{m['command']}` | {', '.join(map(str, m['jobs']))} | "
-                     f"{minutes(m['seconds'])} | {'empty' if not m['config_diff'] else m['config_diff']} |")
+                     f"{duration(m['seconds'])} | {'empty' if not m['config_diff'] else m['config_diff']} |")
     shown = record["exp_show_only_changed"].splitlines()
     if shown:  # DVC names a column <metrics file>:<key>; here <scenario> <key>, and no padding
         header = re.sub(r"results/[^/|]+/([^/|]+)/headline\.json:", r"\1 ", shown[0])
@@ -441,14 +439,107 @@ def experiments_block(record: dict[str, Any], source: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-# blocks made from a measurement the project ships (a command wrote it on a named machine)
+def quick_start_block(measured: dict[str, Any], source: str) -> str:
+    """README's Quick start times: ``make reproduce`` from a fresh clone and ``make test``, one each."""
+    entries = measured["entries"]
+    lines = []
+    run = entries.get("make reproduce")
+    if run:
+        lines.append(f"`make reproduce` took {_measured(run)}: the install, the run's {run.get('jobs', '?')} "
+                     "jobs and the report, from a fresh clone.")
+    test = entries.get("make test")
+    if test:
+        lines.append(f"`make test` took {_measured(test)}: {test.get('passed', '?')} tests passed"
+                     + (f", {test['skipped']} skipped (they need qemu or a GPU)" if test.get("skipped") else "") + ".")
+    lines.append(f"(`{source}`, written by `python -m unlearn_da measure -- <command>`.)")
+    return _wrap(" ".join(lines)) + "\n"
+
+
+#: the profiles of config/README.md's table of measured times, each with the command that runs it
+PROFILE_RUNS = (
+    ("config/config.yaml", "make reproduce", ""),
+    ("config/quick.yaml", "make reproduce PROFILE=config/quick.yaml", "config/quick.yaml"),
+    ("config/backdoor.yaml", "make reproduce PROFILE=config/backdoor.yaml", "config/backdoor.yaml"),
+    ("config/fashion-mnist.yaml", "make reproduce PROFILE=config/fashion-mnist.yaml", "config/fashion-mnist.yaml"),
+    ("config/cifar10.yaml", "make reproduce PROFILE=config/cifar10.yaml", "config/cifar10.yaml"),
+    ("config/cifar10.yaml config/cifar100.yaml", "make reproduce PROFILE=\"config/cifar10.yaml config/cifar100.yaml\"",
+     "config/cifar10.yaml config/cifar100.yaml"),
+    ("make smoke-paper, CIFAR-10", "python -m unlearn_da smoke-paper --datasets cifar10", ""),
+    ("make smoke-paper, CIFAR-100", "python -m unlearn_da smoke-paper --datasets cifar100", ""),
+)
+
+
+def profiles_block(measured: dict[str, Any], source: str) -> str:
+    """Each profile's jobs that train or unlearn a model (``workload.workload_jobs``, from its config) and
+    its measured wall time, where one is in the measurements file."""
+    from ..settings.config import REPO_ROOT, load_config
+    from .workload import workload_jobs
+
+    lines = ["| profile | jobs that train or unlearn a model | measured wall time |", "|---|---|---|"]
+    for label, command, files in PROFILE_RUNS:
+        jobs = "–"
+        if label.startswith("config/"):
+            config = load_config([REPO_ROOT / f for f in files.split()])
+            jobs = str(sum(j.stage != "features" for j in workload_jobs(config)))
+        entry = measured["entries"].get(command)
+        lines.append(f"| `{label}` | {jobs} | {_measured(entry) if entry else 'not measured'} |")
+    return "\n".join(lines) + "\n\n" + _wrap(
+        f"Wall times from `{source}` (`python -m unlearn_da measure -- <command>` writes them); a time "
+        "measured with an earlier DAG says so.") + "\n"
+
+
+# blocks made from the measurements the project ships (a command wrote each on a named machine)
 MEASUREMENT_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
-    "dvc-experiments": ("measurements/dvc-experiments.json", experiments_block),
+    "dvc-experiments": ("measurements/measurements.json", experiments_block),
+    "quick-start": ("measurements/measurements.json", quick_start_block),
+    "profile-times": ("measurements/measurements.json", profiles_block),
+}
+
+
+def _muda_standing(record: dict[str, Any], scenario: str) -> tuple[int, int, str, bool | None]:
+    """MUDA's place among the run's methods by mean per-seed Avg. Gap, their count, the best method,
+    and whether MUDA can be told apart from the best (paired test; None: too few seeds)."""
+    long = long_table(record, scenario)
+    rows = rank(per_seed_values(long), _methods(record))
+    place = next(i for i, r in enumerate(rows, 1) if r.model == "muda")
+    return place, len(rows), rows[0].model, rows[place - 1].tied_with_best
+
+
+def headline_block(records: dict[str, dict[str, Any]], source: str) -> str:
+    """README's first sentence: where MUDA stands against the baselines in the CPU profiles' shipped
+    results, and that the paper's CIFAR tables have not been run (they need a GPU)."""
+    parts, tied_everywhere, first_everywhere = [], True, True
+    for record in records.values():
+        places = []
+        for scenario in record["scenarios"]:
+            place, total, best, tied = _muda_standing(record, scenario)
+            first_everywhere &= place == 1
+            tied_everywhere &= bool(tied)
+            places.append(f"{place} of {total} on {scenario} (closest: {best.replace('_', ' ')})"
+                          if place > 1 else f"first of {total} on {scenario}")
+        parts.append(f"{record['run']} ({seeds_text(len(record['seeds']))}): " + ", ".join(places))
+    if first_everywhere:
+        verdict_text = "MUDA comes closest to the retrained oracle in every scenario"
+    elif tied_everywhere:
+        verdict_text = ("MUDA is not the closest to the retrained oracle, though in no scenario do these seeds "
+                        f"tell it apart from the closest method ({TEST_NAME})")
+    else:
+        verdict_text = "MUDA does not come closest to the retrained oracle"
+    return _wrap(f"**What the shipped results say:** on the CPU profiles {verdict_text}; by Avg. Gap to the oracle "
+                 f"it ranks {'; '.join(parts)}. The paper's CIFAR-10 and CIFAR-100 tables need a GPU and have not "
+                 f"been run. (Generated from `{'`, `'.join(records)}`.)") + "\n"
+
+
+#: blocks made from several shipped expected-results files at once
+SUMMARY_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
+    "headline": ("expected/digits-smallcnn.json expected/fashion_mnist-smallcnn.json", headline_block),
 }
 
 
 def _load(root: Path, name: str) -> dict[str, Any]:
     """The input of block ``name``: a config profile, a measurement, or the expected results of a run."""
+    if name in SUMMARY_GENERATORS:
+        return {f: load_expected(root / f) for f in SUMMARY_GENERATORS[name][0].split()}
     if name in MEASUREMENT_GENERATORS:
         return json.loads((root / MEASUREMENT_GENERATORS[name][0]).read_text(encoding="utf-8"))
     if name in CONFIG_GENERATORS:
@@ -458,9 +549,9 @@ def _load(root: Path, name: str) -> dict[str, Any]:
     return load_expected(root / GENERATORS[name][0])
 
 
-# figures drawn from the shipped results for README and docs/: path -> (expected file, scenario)
-FIGURES: dict[str, tuple[str, str]] = {
-    "docs/img/digits-class0-tradeoff.png": ("expected/digits-smallcnn.json", "class0"),
+# figures drawn from the shipped results for README and docs/: path -> expected file
+FIGURES: dict[str, str] = {
+    "docs/img/digits-avg-gap.png": "expected/digits-smallcnn.json",
 }
 
 
@@ -485,7 +576,7 @@ def stale_note(root: Path, record: dict[str, Any], source: str) -> str:
 def render(readme: str, root: Path, name: str = "README.md") -> str:
     """``readme`` with every generated block rewritten; an unknown block name is an error."""
     cache: dict[str, dict[str, Any]] = {}
-    known = {**GENERATORS, **CONFIG_GENERATORS, **MEASUREMENT_GENERATORS}
+    known = {**GENERATORS, **CONFIG_GENERATORS, **MEASUREMENT_GENERATORS, **SUMMARY_GENERATORS}
 
     def body(match: re.Match) -> str:
         block = match.group("name")
@@ -501,24 +592,22 @@ def render(readme: str, root: Path, name: str = "README.md") -> str:
 
 
 def pages(root: Path) -> list[Path]:
-    """The files that may hold generated blocks: README.md and every page of docs/."""
-    return [root / "README.md", *sorted((root / "docs").glob("**/*.md"))]
+    """The files that may hold generated blocks: README.md, config/README.md and every page of docs/."""
+    return [root / "README.md", root / "config" / "README.md", *sorted((root / "docs").glob("**/*.md"))]
 
 
 def draw_figure(root: Path, target: str) -> None:
-    """One of ``FIGURES``: the trade-off figure of a scenario, drawn from the shipped expected results."""
+    """One of ``FIGURES``: README's figure of a run (``readme_figure``), drawn from its shipped expected results."""
     from ..core.artifacts import atomic_path
-    from ..reporting.plots import _setup, tradeoff_figure
+    from ..reporting.plots import _setup
+    from .readme_figure import DPI, avg_gap_figure
 
-    source, scenario = FIGURES[target]
-    record = load_expected(root / source)
-    long = long_table(record, scenario)
     plt, _ = _setup()
-    fig = tradeoff_figure(long, list(dict.fromkeys(long["model"])), f"{record['run']}, {scenario}")
+    fig = avg_gap_figure(load_expected(root / FIGURES[target]))
     path = root / target
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
     plt.close(fig)
 
 
@@ -530,8 +619,9 @@ def run_readme_tables(root: str | Path = ".", check: bool = False) -> tuple[int,
     new = {path: render(text, root, str(path.relative_to(root))) for path, text in texts.items()}
     if check:
         present = {m.group("name") for text in texts.values() for m in BLOCK.finditer(text)}
-        unshown = [n for n, (source, _) in {**GENERATORS, **CONFIG_GENERATORS, **MEASUREMENT_GENERATORS}.items()
-                   if (root / source).exists() and n not in present]
+        every = {**GENERATORS, **CONFIG_GENERATORS, **MEASUREMENT_GENERATORS, **SUMMARY_GENERATORS}
+        unshown = [n for n, (source, _) in every.items()
+                   if all((root / f).exists() for f in source.split()) and n not in present]
         if unshown:
             return 1, f"README.md, docs/: no generated block for {', '.join(unshown)}, whose inputs are shipped"
         missing = [target for target in FIGURES if not (root / target).exists()]
