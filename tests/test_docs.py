@@ -139,3 +139,11 @@ def test_the_typed_number_check_finds_what_it_should():
             "<!-- generated: x -->\n9 min 31 s\n<!-- end generated -->\n5 seeds, 471 jobs, ResNet-18, 8×8\n")
     kinds = [(line, kind) for line, kind, _ in typed_numbers(text)]
     assert kinds == [(1, "duration"), (1, "duration"), (1, "hex hash"), (1, "lab notebook")]
+
+
+def test_the_workflow_catalog_makes_no_profile_mandatory(pristine: Path):
+    """The Snakemake workflow catalog prints these flags as the ones every run needs: the default
+    config runs without an overlay, so none may be listed there."""
+    usage = yaml.safe_load((pristine / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    flags = usage["mandatory-flags"]["flags"]
+    assert "--workflow-profile workflow/profiles/default" in flags and "--configfile" not in flags

@@ -26,7 +26,7 @@ from ..settings.config import REPO_ROOT
 
 PROJECT_FILES = ("Snakefile", "config", "workflow", "tests", "envs", "src", "expected", "pyproject.toml", "Makefile",
                  "dvc.yaml", ".dvcignore", "constraints.txt", "README.md", "docs", "mkdocs.yml", "CHANGELOG.md", "LICENSE", "params.yaml",
-                 "measurements")
+                 "measurements", ".snakemake-workflow-catalog.yml")
 IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "prepared", "raw", ".snakemake", "__pycache__",
                                 "*.egg-info", ".pytest_cache", ".ruff_cache", ".whl", ".gl")
 PROFILES = {"cifar10": ["config/cifar10.yaml"], "cifar100": ["config/cifar10.yaml", "config/cifar100.yaml"]}
