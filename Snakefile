@@ -30,6 +30,6 @@ rule all:
 # Snakemake's own CPU (no job's) for `make bench`, after a run that ran jobs (not after --touch)
 onsuccess:
     if not workflow.touch:
-        from unlearn_da.tools import workflow_usage
+        from unlearn_da.plumbing import workflow_usage
 
         workflow_usage.record(RUN)

@@ -368,7 +368,7 @@ def test_tiny_audit_runs_and_its_oracle_passes_while_its_original_fails(pristine
         assert files - {"cli.py", "__main__.py"} <= set(P.with_packages(P.RULE_SOURCES[rule])), rec["command"]
     # the expected-results record of an audit run: logits checksums and every row's numbers, and the
     # generated documentation blocks read it
-    from unlearn_da.reporting.reproduction import collect, compare
+    from unlearn_da.tools.reproduction import collect, compare
     from unlearn_da.tools.readme_tables import audit_block
 
     record = collect(config, ["tests/config/tiny.yaml", "tests/config/tiny-audit.yaml"], root)

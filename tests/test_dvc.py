@@ -387,7 +387,7 @@ def test_records_are_saved_per_run_and_restored_only_where_missing(tmp_path):
     a record the workspace has."""
     import base64
 
-    from unlearn_da.tools import snakemake_records as R
+    from unlearn_da.plumbing import snakemake_records as R
 
     def name(path: str) -> Path:
         encoded = base64.urlsafe_b64encode(path.encode()).decode()

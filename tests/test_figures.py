@@ -12,7 +12,7 @@ import pytest
 
 from unlearn_da.reporting import plots
 from unlearn_da.tools.readme_tables import long_table
-from unlearn_da.reporting.reproduction import load_expected
+from unlearn_da.tools.reproduction import load_expected
 
 
 def _long(rows: dict[str, dict[str, list[float]]]) -> pd.DataFrame:
@@ -92,7 +92,7 @@ def test_asr_labels_do_not_overlap_on_the_shipped_backdoor_results(pristine: Pat
 LABELS = r"""
 import json, sys
 from unlearn_da.reporting import plots
-from unlearn_da.reporting.reproduction import load_expected
+from unlearn_da.tools.reproduction import load_expected
 from unlearn_da.tools.readme_tables import long_table
 long = long_table(load_expected(sys.argv[1]), "class0")
 plt, _ = plots._setup()

@@ -15,7 +15,7 @@ from scipy import stats
 
 from conftest import env_with_venv
 from unlearn_da.tools.readme_tables import run_readme_tables
-from unlearn_da.reporting.reproduction import compare, compare_model, load_expected
+from unlearn_da.tools.reproduction import compare, compare_model, load_expected
 from unlearn_da.reporting.verdicts import paired_p, rank, t_interval, verdict
 
 

@@ -12,7 +12,7 @@ import yaml
 from conftest import BIN, env_with_venv
 from unlearn_da.settings.config import load_config, validate_config
 from unlearn_da.pipeline import prepared_dir, run_name
-from unlearn_da.tools.sharing import ensure_stage, profile_stages, stage_for
+from unlearn_da.plumbing.sharing import ensure_stage, profile_stages, stage_for
 from unlearn_da.tools.smoke import copy_project
 
 SHIPPED = [[], ["config/quick.yaml"], ["config/backdoor.yaml"], ["config/fashion-mnist.yaml"],

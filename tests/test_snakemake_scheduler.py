@@ -1,4 +1,4 @@
-"""Snakemake's scheduler with one pending wake-up (unlearn_da/tools/snakemake_scheduler.py)."""
+"""Snakemake's scheduler with one pending wake-up (unlearn_da/plumbing/snakemake_scheduler.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_rounds_that_each_ask_for_a_wake_up_get_one_not_one_each():
     rounds in one window gave 50 wake-ups, and 50 chains of them while jobs were ready."""
     from snakemake.scheduling.job_scheduler import JobScheduler
 
-    from unlearn_da.tools.snakemake_scheduler import install
+    from unlearn_da.plumbing.snakemake_scheduler import install
 
     assert install()
     scheduler = _Scheduler()
@@ -44,7 +44,7 @@ def test_rounds_that_each_ask_for_a_wake_up_get_one_not_one_each():
 
 def test_the_stock_scheduler_stays_when_asked_and_on_an_unknown_snakemake():
     code = ("from snakemake.scheduling.job_scheduler import JobScheduler as J\n"
-            "from unlearn_da.tools import snakemake_scheduler as S\n"
+            "from unlearn_da.plumbing import snakemake_scheduler as S\n"
             "print(S.install(), getattr(J._schedule_reevalutation, '_unlearn_da', False))\n"
             "class Other:\n"
             "    def _schedule_reevalutation(self, delay):\n"

@@ -229,7 +229,7 @@ def _auto_device_note(config: dict) -> str | None:
         return None
     import torch
 
-    from .reporting.reproduction import expected_path
+    from .tools.reproduction import expected_path
     from .settings.config import REPO_ROOT
     from .tools.cuda_build import auto_device_note
 
@@ -246,7 +246,7 @@ def cmd_run_name(a: argparse.Namespace) -> None:
 
 def cmd_snakemake_records(a: argparse.Namespace) -> None:
     from .pipeline import run_name
-    from .tools import snakemake_records
+    from .plumbing import snakemake_records
 
     run = run_name(_run_config(a.configfile))
     count = getattr(snakemake_records, a.action)(run)
@@ -274,7 +274,7 @@ def cmd_measure(a: argparse.Namespace) -> None:
 
 def cmd_dvc_stage(a: argparse.Namespace) -> None:
     from .pipeline import prepared_dir, run_name
-    from .tools.sharing import ensure_stage, stage_for
+    from .plumbing.sharing import ensure_stage, stage_for
 
     config = _run_config(a.configfile)
     if a.no_add:
@@ -287,7 +287,7 @@ def cmd_dvc_stage(a: argparse.Namespace) -> None:
 
 
 def cmd_check_reproduction(a: argparse.Namespace) -> None:
-    from .reporting.reproduction import run_check
+    from .tools.reproduction import run_check
 
     code, text = run_check(a.configfile, a.expected)
     print(text, end="")
@@ -296,7 +296,7 @@ def cmd_check_reproduction(a: argparse.Namespace) -> None:
 
 
 def cmd_expected_results(a: argparse.Namespace) -> None:
-    from .reporting.reproduction import run_write
+    from .tools.reproduction import run_write
 
     print(f"wrote {run_write(a.configfile, a.out)}")
 

@@ -6,9 +6,9 @@ import re
 from unlearn_da import pipeline as P
 from unlearn_da.settings.config import tuning_space, tuning_variants, validate_config
 from unlearn_da.core.errors import ConfigError
-from unlearn_da.tools.snakemake_scheduler import install as install_scheduler_fix
+from unlearn_da.plumbing.snakemake_scheduler import install as install_scheduler_fix
 
-# one pending scheduler wake-up instead of a new chain per round (unlearn_da/tools/snakemake_scheduler.py)
+# one pending scheduler wake-up instead of a new chain per round (unlearn_da/plumbing/snakemake_scheduler.py)
 install_scheduler_fix()
 
 # the Snakefile's configfile comes first, then --configfile overlays (last wins)

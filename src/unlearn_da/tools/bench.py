@@ -175,7 +175,7 @@ def job_walls(metadata: Path | str = ".snakemake/metadata") -> dict[str, dict[st
     start and the time its last output was written (``starttime``, ``endtime``). Snakemake keeps them for
     every job, so no rule needs a ``benchmark:`` file (whose memory sampling cost Snakemake's process
     several milliseconds per job and, under warm start, measured the client, not the job)."""
-    from .snakemake_records import _records, record_path
+    from ..plumbing.snakemake_records import _records, record_path
 
     jobs: dict[tuple, dict[str, Any]] = {}
     outputs: dict[str, tuple] = {}
@@ -408,7 +408,7 @@ def run_bench(out: str, threads: int = 1, skip_noop: bool = False) -> str:
               "`tail_s`) and Snakemake's records of each job's start and end (wall).", ""]
     lines += breakdown_lines(parts) if parts else ["No model sidecar yet: run `make reproduce` first."]
     lines.append("")
-    from .workflow_usage import usage_lines
+    from ..plumbing.workflow_usage import usage_lines
 
     lines += ["## Snakemake's own CPU (its last run that ran jobs)", "",
               *(usage_lines() or ["No run has recorded it yet (the Snakefile's onsuccess writes it)."]), ""]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import ArtifactError
-from ..reporting.reproduction import load_expected
+from .reproduction import load_expected
 from ..reporting.tables import REFERENCE_ROWS, add_oracle_gaps, per_seed_values, salun_avg_gap
 from ..reporting.verdicts import TEST_NAME, Ranked, fmt_ci, fmt_p, mark, rank, seeds_text, verdict
 
@@ -558,7 +558,7 @@ FIGURES: dict[str, str] = {
 def stale_note(root: Path, record: dict[str, Any], source: str) -> str:
     """A line for a block of expected results made with another config than its profile gives today
     (``config_sha256``): the numbers are shown, and said not to be today's; "" when they are."""
-    from ..reporting.reproduction import config_digest
+    from .reproduction import config_digest
     from ..settings.config import load_config
 
     recorded, overlays = record.get("config_sha256"), record.get("overlays")

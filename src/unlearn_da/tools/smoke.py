@@ -38,7 +38,7 @@ SMOKE_SIZES = {"cifar10": (200, 100), "cifar100": (1200, 200)}
 def copy_project(dest: Path, root: Path = REPO_ROOT) -> Path:
     """Copy the workflow into ``dest`` as the project ships it: no outputs, no venv, and no run
     stages in ``dvc.yaml`` (``sharing.shipped_dvc_yaml``) even where runs were made in ``root``."""
-    from .sharing import shipped_dvc_yaml
+    from ..plumbing.sharing import shipped_dvc_yaml
 
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
