@@ -184,7 +184,7 @@ test-remotes: $(VENV)/.installed-remotes
 	$(BIN)/python -m pytest -q -rP --durations=10 tests/test_dvc.py -k remote_round_trip
 
 # Debian's SLURM, its accounting database and MUNGE, installed when missing; the test starts
-# its own cluster in a temporary directory on 127.0.0.1 and stops it (tests/slurm_cluster.py)
+# its own cluster in a temporary directory on 127.0.0.1 and stops it (tests/support/slurm_cluster.py)
 SLURM_DEBS := slurm-wlm slurmdbd munge mariadb-server iproute2
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 test-slurm: dev

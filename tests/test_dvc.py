@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import BIN, copy_project, dry_run_jobs, env_with_venv, snakemake
-from remote_servers import s3_server, ssh_server, sshd_available
+from support.remote_servers import s3_server, ssh_server, sshd_available
 
 pytestmark = pytest.mark.slow
 TINY = "tests/config/tiny.yaml"

@@ -1,7 +1,7 @@
 """The tiny config through workflow/profiles/slurm on a real single-node SLURM cluster.
 
 Not part of ``make test``: ``make test-slurm`` installs Debian's slurm-wlm, slurmdbd, munge
-and mariadb-server, and runs this file. tests/slurm_cluster.py starts the cluster (all
+and mariadb-server, and runs this file. tests/support/slurm_cluster.py starts the cluster (all
 state in a temporary directory, every daemon on 127.0.0.1) and stops it afterwards.
 
 The shipped profile asks for what a GPU cluster has (8 CPUs, 32 GB, `cpu` and `gpu`
@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, copy_project, dry_run_jobs, env_with_venv, snakemake
-from slurm_cluster import SlurmCluster, missing_tools
+from support.slurm_cluster import SlurmCluster, missing_tools
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 TINY = ("--configfile", "tests/config/tiny.yaml", "--config", "device=cpu")
