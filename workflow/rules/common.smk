@@ -72,6 +72,17 @@ wildcard_constraints:
     model="[A-Za-z0-9_+]+",
 
 
+def model_outputs(folder, model):
+    """The four files a job that makes a model writes under ``folder``: the checkpoint, its features
+    (the job extracts them right after saving it) and the sidecar of each."""
+    return {
+        "model": f"{folder}/models/{model}.pt",
+        "meta": f"{folder}/models/{model}.pt.meta.json",
+        "features": f"{folder}/features/{model}.npz",
+        "features_meta": f"{folder}/features/{model}.npz.meta.json",
+    }
+
+
 def split_files(wildcards):
     """The split's files a job reads (a backdoor scenario's poisoned images too)."""
     wildcards = dict(wildcards)

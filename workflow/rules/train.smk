@@ -3,10 +3,7 @@ rule train_original:
         data=DATA,
         meta=DATA_META,
     output:
-        model="results/{run}/seed{seed}/models/original.pt",
-        meta="results/{run}/seed{seed}/models/original.pt.meta.json",
-        features="results/{run}/seed{seed}/features/original.npz",
-        features_meta="results/{run}/seed{seed}/features/original.npz.meta.json",
+        **model_outputs("results/{run}/seed{seed}", "original"),
     log:
         "results/{run}/logs/seed{seed}/train_original.log",
     conda:
@@ -32,10 +29,7 @@ rule train_original_backdoor:
         data=DATA,
         meta=DATA_META,
     output:
-        model="results/{run}/{scenario}/seed{seed}/models/original.pt",
-        meta="results/{run}/{scenario}/seed{seed}/models/original.pt.meta.json",
-        features="results/{run}/{scenario}/seed{seed}/features/original.npz",
-        features_meta="results/{run}/{scenario}/seed{seed}/features/original.npz.meta.json",
+        **model_outputs("results/{run}/{scenario}/seed{seed}", "original"),
     log:
         "results/{run}/logs/{scenario}/seed{seed}/train_original.log",
     wildcard_constraints:
@@ -63,10 +57,7 @@ rule train_retrain:
         data=DATA,
         meta=DATA_META,
     output:
-        model="results/{run}/{scenario}/seed{seed}/models/{oracle}.pt",
-        meta="results/{run}/{scenario}/seed{seed}/models/{oracle}.pt.meta.json",
-        features="results/{run}/{scenario}/seed{seed}/features/{oracle}.npz",
-        features_meta="results/{run}/{scenario}/seed{seed}/features/{oracle}.npz.meta.json",
+        **model_outputs("results/{run}/{scenario}/seed{seed}", "{oracle}"),
     log:
         "results/{run}/logs/{scenario}/seed{seed}/train_{oracle}.log",
     conda:

@@ -5,11 +5,8 @@ rule unlearn:
         data=DATA,
         meta=DATA_META,
     output:
-        model="results/{run}/{scenario}/seed{seed}/models/{method}.pt",
-        meta="results/{run}/{scenario}/seed{seed}/models/{method}.pt.meta.json",
+        **model_outputs("results/{run}/{scenario}/seed{seed}", "{method}"),
         steps="results/{run}/{scenario}/seed{seed}/models/{method}.steps.csv",
-        features="results/{run}/{scenario}/seed{seed}/features/{method}.npz",
-        features_meta="results/{run}/{scenario}/seed{seed}/features/{method}.npz.meta.json",
     log:
         "results/{run}/logs/{scenario}/seed{seed}/unlearn_{method}.log",
     conda:
