@@ -43,6 +43,19 @@ def test_measure_records_a_successful_command_and_nothing_for_a_failed_one(tmp_p
         M.read(file)
 
 
+def test_measuring_into_a_project_s_file_renders_its_pages_again(tmp_path: Path):
+    """A page that states a measured time says what the file says once measure has written it (a
+    stale page fails the generated-blocks test)."""
+    from conftest import copy_project
+
+    project = copy_project(tmp_path / "project")
+    file = project / "measurements" / "measurements.json"
+    assert M.measure([sys.executable, "-c", "print('12 of 12 steps (100%) done')"], key="make reproduce",
+                     path=file) == 0
+    assert "`make reproduce` (12 jobs):" in (project / "README.md").read_text()
+    assert R.run_readme_tables(project, check=True)[0] == 0
+
+
 def test_the_measure_command_takes_the_command_after_a_double_dash(tmp_path: Path):
     file = tmp_path / "m.json"
     done = subprocess.run([sys.executable, "-m", "unlearn_da", "measure", "--file", str(file), "--",
@@ -60,9 +73,9 @@ def test_the_pages_render_the_measured_times_with_their_machine():
         "make test": {"seconds": 430.0, "machine": "AMD EPYC, 2 cores", "date": "2026-12-07", "commit": None,
                       "passed": 680, "skipped": 3}}}
     quick = R.quick_start_block(measured, "measurements/measurements.json")
-    assert "`make reproduce` took 9 min 31 s on AMD EPYC, 2 cores (2026-12-07, commit `abc1234`; a fresh clone)" \
-        in quick.replace("\n", " ")
-    assert "680 tests passed, 3 skipped" in quick.replace("\n", " ")
+    assert "`make reproduce` (471 jobs): 9 min 31 s on AMD EPYC, 2 cores (2026-12-07, commit `abc1234`; a fresh " \
+        "clone)" in quick.replace("\n", " ")
+    assert "`make test` (680 tests passed, 3 skipped: they need qemu or a GPU): 7 min 10 s" in quick.replace("\n", " ")
     profiles = R.profiles_block(measured, "measurements/measurements.json")
     assert "| `config/config.yaml` | 225 | 9 min 31 s on AMD EPYC, 2 cores" in profiles
     assert "| `config/quick.yaml` | 65 | not measured |" in profiles

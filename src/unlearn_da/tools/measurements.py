@@ -5,9 +5,9 @@ an entry of this file, and ``make readme-tables`` renders it there (``tools/read
 page types one. An entry is keyed by what was measured (the command, e.g. ``make reproduce`` or
 ``make reproduce PROFILE=config/quick.yaml``) and records the seconds, the machine (CPU model and
 cores), the date, the commit and, where the command says them, the jobs Snakemake ran and the
-tests pytest passed. ``python -m unlearn_da measure -- <command>`` runs a command and records it
-(the commands that measure something else, ``dvc-experiments`` and ``make bench``, update their own
-entries); an entry is only written when the command succeeded.
+tests pytest passed. ``python -m unlearn_da measure -- <command>`` runs a command, records it and
+renders the project's pages again (the commands that measure something else, ``dvc-experiments``
+and ``make bench``, update their own entries); an entry is only written when the command succeeded.
 """
 
 from __future__ import annotations
@@ -110,7 +110,21 @@ def measure(command: list[str], key: str | None = None, path: Path | str = DEFAU
         entry["note"] = note
     update(key or entry["command"], entry, path)
     print(f"measure: {entry['command']}: {duration(seconds)} on {entry['machine']} -> {path}", file=sys.stderr)
+    render_pages(path)
     return 0
+
+
+def render_pages(path: Path | str) -> None:
+    """Rewrite the generated blocks of the project that holds the measurements file ``path``
+    (``measurements/measurements.json`` under its root), so that its pages state what the file now
+    says; a file elsewhere renders nothing."""
+    from .readme_tables import run_readme_tables
+
+    root = Path(path).resolve().parent.parent
+    if Path(path).resolve() != (root / DEFAULT_FILE).resolve() or not (root / "README.md").exists():
+        return
+    code, message = run_readme_tables(root)
+    print(f"measure: {message}", file=sys.stderr)
 
 
 def duration(seconds: float) -> str:

@@ -445,12 +445,12 @@ def quick_start_block(measured: dict[str, Any], source: str) -> str:
     lines = []
     run = entries.get("make reproduce")
     if run:
-        lines.append(f"`make reproduce` took {_measured(run)}: the install, the run's {run.get('jobs', '?')} "
-                     "jobs and the report, from a fresh clone.")
+        lines.append(f"`make reproduce` ({run.get('jobs', '?')} jobs): {_measured(run)}.")
     test = entries.get("make test")
     if test:
-        lines.append(f"`make test` took {_measured(test)}: {test.get('passed', '?')} tests passed"
-                     + (f", {test['skipped']} skipped (they need qemu or a GPU)" if test.get("skipped") else "") + ".")
+        lines.append(f"`make test` ({test.get('passed', '?')} tests passed"
+                     + (f", {test['skipped']} skipped: they need qemu or a GPU" if test.get("skipped") else "")
+                     + f"): {_measured(test)}.")
     lines.append(f"(`{source}`, written by `python -m unlearn_da measure -- <command>`.)")
     return _wrap(" ".join(lines)) + "\n"
 
