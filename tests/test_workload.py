@@ -141,6 +141,9 @@ VARIANTS = {
     "muda_head": {"base": "muda", "sd_target": "head", "forget_steps": 2, "recover_steps": 3, "epochs": 1},
     "muda_no_sd": {"base": "muda", "lambda_sd": 0.0, "basis_source": "ema", "epochs": 1},
 }
+# the example of a user's own method (docs/own-method.md): counted by the declaration in its own file
+EXAMPLE = {"external": {"forget_penalty": {"file": "examples/own-method/forget_penalty.py"}},
+           "forget_penalty": {"epochs": 2, "batch_size": 43, "lr": 0.01, "beta": 0.5, "forget_batch_size": 200}}
 SHORT = {m: {"epochs": 1} for m in ("ft", "ga", "neggrad_plus", "rl", "boundary_shrink", "l1_sparse", "salun",
                                     "scrub", "bad_teacher", "muda")}
 CASES = [  # (scenario, method, unlearn overrides)
@@ -155,7 +158,8 @@ CASES = [  # (scenario, method, unlearn overrides)
     *[("class0", m, {"log_every": 1, "probe_size": 500, "da": {"basis_source": "epoch", "epoch_subset": 300,
                                                                "batch_size": 50}})
       for m in ("ft+da", "ga_odd+da", "rl_seq+da", "scrub_more_max+da", "bt_half+da", "boundary_shrink+da",
-                "ng_odd+da", "salun+da", "muda")],
+                "ng_odd+da", "salun+da", "muda", "forget_penalty+da")],
+    ("random10", "forget_penalty", {}),  # a forget batch larger than D_f: the whole of it
 ]
 
 
@@ -165,7 +169,7 @@ def test_every_method_pushes_through_models_what_workload_counts(tiny_project, t
                                                                  unlearn):
     from unlearn_da.jobs.unlearn import run_unlearn
 
-    config = tiny_config(tiny_project, {"unlearn": {**SHORT, **unlearn, "variants": VARIANTS}})
+    config = tiny_config(tiny_project, {"unlearn": {**SHORT, **EXAMPLE, **unlearn, "variants": VARIANTS}})
     sizes = data_sizes(config)
     n_f = forget_size(sizes, scenario)
     assert (n_f, sizes.n_train - n_f) == TINY_SPLITS[scenario]

@@ -101,17 +101,40 @@ def reference_files(ref_dir: str = REFERENCE_DIR) -> list[str]:
 
 
 def method_sources(config: dict, method: str, planned: dict[str, dict] | None = None) -> tuple[str, ...]:
-    """Files an ``unlearn`` job of ``method`` runs: the common ones, its module(s), DA if used."""
+    """Package files an ``unlearn`` job of ``method`` runs: the common ones, its module(s), DA if used
+    (a method of ``unlearn.external`` adds its own files: ``method_code``)."""
     from .methods import METHOD_DEPENDENCIES, METHOD_MODULES, USES_DA_CONFIG
 
     base, _, plus_da = resolve_method(config, method, planned)
-    modules = (base,) + METHOD_DEPENDENCIES.get(base, ())
-    files = RULE_SOURCES["unlearn"] + tuple(
-        f"methods/{METHOD_MODULES.get(m, m)}.py" for m in modules
-    )
+    modules = (base,) + METHOD_DEPENDENCIES.get(base, ()) if base in METHOD_MODULES else ()
+    files = RULE_SOURCES["unlearn"] + tuple(f"methods/{METHOD_MODULES.get(m, m)}.py" for m in modules)
+    if base in (config["unlearn"].get("external") or {}):
+        files += ("methods/external.py",)  # loads the user's source
     if plus_da or base in USES_DA_CONFIG:
         files += DA_SOURCES
     return files
+
+
+def _with_external(digest: str, files: list[tuple[str, str]]) -> str:
+    """``digest`` extended by an external method's (label, file digest) pairs."""
+    if not files:
+        return digest
+    h = hashlib.sha256(digest.encode())
+    for label, file_digest in sorted(files):
+        h.update(label.encode())
+        h.update(file_digest.encode())
+    return h.hexdigest()[:16]
+
+
+def method_code(config: dict, method: str, planned: dict[str, dict] | None = None) -> str:
+    """The code hash in an unlearning job's params: the package files it runs and, for a method of
+    ``unlearn.external``, every file of the user's code (editing it reruns exactly its jobs)."""
+    from .methods.external import external_method
+
+    base = resolve_method(config, method, planned)[0]
+    external = external_method(config, base)
+    return _with_external(code_hash(*method_sources(config, method, planned)),
+                          external.digests() if external is not None else [])
 
 
 # A tuned value is valid for the code it was searched with (``tuning_provenance``; tests/test_profiles.py):
@@ -128,15 +151,9 @@ DA_ENERGY_SOURCES = ("reporting/da_curves.py", "metrics/alignment.py")  # the DA
 def _semantic_digest(relpath: str) -> str:
     """SHA-256 of a module's syntax tree without its docstrings: what the code does, not how it is
     written down (comments, docstrings and layout do not count)."""
-    import ast
+    from .methods.external import syntax_digest
 
-    tree = ast.parse((PACKAGE_DIR / relpath).read_text())
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-    return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+    return syntax_digest((PACKAGE_DIR / relpath).read_text())
 
 
 def semantic_hash(*relpaths: str) -> str:
@@ -149,19 +166,25 @@ def semantic_hash(*relpaths: str) -> str:
 
 
 def method_code_files(config: dict, method: str) -> tuple[str, ...]:
-    """A method's own files: its module(s) and, when it uses DA (``+da``, MUDA), the DA code."""
+    """A method's own package files: its module(s) and, when it uses DA (``+da``, MUDA), the DA code."""
     from .methods import METHOD_DEPENDENCIES, METHOD_MODULES, USES_DA_CONFIG
 
     base, _, plus_da = resolve_method(config, method)
-    files = tuple(f"methods/{METHOD_MODULES.get(m, m)}.py" for m in (base,) + METHOD_DEPENDENCIES.get(base, ()))
+    modules = (base,) + METHOD_DEPENDENCIES.get(base, ()) if base in METHOD_MODULES else ()
+    files = tuple(f"methods/{METHOD_MODULES.get(m, m)}.py" for m in modules)
     return files + (DA_SOURCES if plus_da or base in USES_DA_CONFIG else ())
 
 
 def tuned_code(config: dict, method: str) -> dict[str, str]:
-    """The code hashes a tuned value of ``method`` is valid for: its own files, the shared training code and
-    the scoring code (``semantic_hash``: a docstring or comment changes none of them)."""
-    return {"method": semantic_hash(*method_code_files(config, method)), "training": semantic_hash(*TRAINING_SOURCES),
-            "scoring": semantic_hash(*SCORING_SOURCES)}
+    """The code hashes a tuned value of ``method`` is valid for: its own files (a method of
+    ``unlearn.external``: the user's files too), the shared training code and the scoring code
+    (``semantic_hash``: a docstring or comment changes none of them)."""
+    from .methods.external import external_method
+
+    external = external_method(config, resolve_method(config, method)[0])
+    own = _with_external(semantic_hash(*method_code_files(config, method)),
+                         external.semantic_digests() if external is not None else [])
+    return {"method": own, "training": semantic_hash(*TRAINING_SOURCES), "scoring": semantic_hash(*SCORING_SOURCES)}
 
 
 def tuning_provenance(config: dict) -> dict[str, Any]:
@@ -256,6 +279,9 @@ def unlearn_params(config: dict, method: str, planned: dict[str, dict] | None = 
     }
     if plus_da or base in USES_DA_CONFIG:
         params["da"] = da_block(config, method, planned)
+    external = (config["unlearn"].get("external") or {}).get(base)
+    if external is not None:  # a user's method: where the job imports it from (methods/external.py)
+        params["source"] = dict(external)
     return params
 
 

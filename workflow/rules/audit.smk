@@ -53,7 +53,7 @@ rule audit_unlearn:
         gpu=GPU,
     params:
         hp=lambda wc: P.as_json(P.unlearn_params(config, wc.method)),
-        code=lambda wc: P.code_hash(*P.method_sources(config, wc.method)),
+        code=lambda wc: P.method_code(config, wc.method),
         split=lambda wc, input: os.path.dirname(input.manifest),
     shell:
         "python -m unlearn_da unlearn --data {input.data:q} --split {params.split:q}"

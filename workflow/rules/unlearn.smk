@@ -18,9 +18,7 @@ rule unlearn:
         hp=lambda wc: P.as_json(
             P.unlearn_params(config, wc.method, P.load_planned(config))
         ),
-        code=lambda wc: P.code_hash(
-            *P.method_sources(config, wc.method, P.load_planned(config))
-        ),
+        code=lambda wc: P.method_code(config, wc.method, P.load_planned(config)),
         split=lambda wc, input: os.path.dirname(input.manifest),
         features=P.as_json(P.features_params(config)),
     shell:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..core.artifacts import atomic_path, sha256_file
+from ..core.errors import PipelineError
 from ..core.checkpoints import load_checkpoint, save_checkpoint
 from ..methods import get_method, method_base
 from ..methods.base import StepRecorder, UnlearnContext, frozen_copy
@@ -54,6 +55,24 @@ def method_seconds(run, ctx: UnlearnContext, hp: dict[str, Any], recorder: StepR
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0 - (recorder.eval_seconds - eval_before)
+
+
+class MethodError(PipelineError):
+    """A method that broke the method API's contract (docs/method-api.md)."""
+
+
+def _count_calls(obj: Any, name: str) -> list[int]:
+    """Count calls of ``obj.<name>`` (the instance's method replaced by a counting wrapper); the list
+    is empty until the first call."""
+    calls: list[int] = []
+    bound = getattr(obj, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return bound(*args, **kwargs)
+
+    setattr(obj, name, counted)
+    return calls
 
 
 def _check_original_matches(original: str, meta: dict[str, Any], split_dir: str, poisoned: bool) -> None:
@@ -132,10 +151,15 @@ def run_unlearn(
         log=log,
         forgotten_class=split.forgotten_class,
     )
-    run = get_method(params["base"])
+    run = get_method(params["base"], params.get("source"))  # source: a method of unlearn.external
+    da_calls = _count_calls(da, "penalty") if da is not None else None
     recorder.initial()
     log(f"unlearn {method}: |D_f|={len(yf)} |D_r|={len(yr)} on {session.device}, seed {seed}")
     seconds = method_seconds(run, ctx, params["hp"], recorder, session.device)
+    if da_calls is not None and not da_calls:
+        raise MethodError(f"{method}: the method never added the DA term (ctx.fit, ctx.da_paired and "
+                          "ctx.da_sampled were not called), so its +da model would be the model without DA; "
+                          "train through one of them, or declare DA_PLUGIN = '<why it cannot>' (docs/method-api.md)")
     final = recorder.probe_accuracy()
     startup.work_done()  # the tail (save, features, checksums) starts here (sidecars: tail_s)
     log(f"unlearn {method}: {seconds:.2f}s (probe evaluation excluded), probe {final}")

@@ -44,8 +44,13 @@ def method_base(name: str) -> tuple[str, bool]:
     return name, False
 
 
-def get_method(name: str) -> Callable[[Any, dict[str, Any]], None]:
+def get_method(name: str, source: dict[str, str] | None = None) -> Callable[[Any, dict[str, Any]], None]:
+    """A method's ``run``: a built-in's, or with ``source`` (``unlearn.external``) the user's (``external.py``)."""
     base, _ = method_base(name)
+    if source is not None:
+        from .external import load_run
+
+        return load_run(base, source)
     if base not in METHOD_MODULES:
         raise KeyError(f"unknown method '{name}'; allowed: {', '.join(sorted(METHOD_MODULES))}")
     module = importlib.import_module(f"{__name__}.{METHOD_MODULES[base]}")

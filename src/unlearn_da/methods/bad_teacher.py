@@ -68,3 +68,14 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
                 penalty, da_terms = ctx.da_sampled()
                 loss = kl + penalty
             trainer.step(loss, {"kl": kl, **da_terms})
+
+
+def images(count):
+    """D_f with a random share of D_r, shuffled together; both teachers run without grad."""
+    from .counting import fb, fo, split_sizes
+
+    n_keep = max(1, int(float(count.hp["retain_fraction"]) * count.n_retain))
+    sizes = split_sizes(count.n_forget + n_keep, int(count.hp["batch_size"]))
+    epoch = count.da_epoch() + fb(sum(sizes)) + fo(2 * sum(sizes)) + count.da_sampled().times(len(sizes))
+    epochs = int(count.hp["epochs"])
+    return epoch.times(epochs), epochs * len(sizes)

@@ -84,3 +84,16 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
                 ce = F.cross_entropy(ctx.model(xb), labels)
                 penalty, da_terms = ctx.da_paired(xb, "forget")
             trainer.step(ce + penalty, {"ce": ce, "relabelled": (labels != yb).float().mean(), **da_terms})
+
+
+def images(count):
+    """Per forget batch: FGSM (the input's gradient through the frozen original), the original's argmax
+    at the FGSM point (no grad), then the training forward (paired for "+da")."""
+    from .counting import fb, fo, shuffled_sizes
+
+    sizes = shuffled_sizes(count.n_forget, int(count.hp["batch_size"]))
+    epoch = count.da_epoch() + fb(2 * sum(sizes)) + fo(sum(sizes))
+    for s in sizes:
+        epoch += count.da_paired(s, "forget")
+    epochs = int(count.hp["epochs"])
+    return epoch.times(epochs), epochs * len(sizes)

@@ -11,3 +11,8 @@ from .base import UnlearnContext, ce_logits
 
 def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
     ctx.fit("retain", hp, ce_logits)
+
+
+def images(count):
+    """What a job pushes through the model (``methods/counting.py``): ``ctx.fit``'s epochs over one set."""
+    return count.fit("retain")

@@ -19,3 +19,8 @@ def neg_ce(logits, yb, model):
 
 def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
     ctx.fit("forget", hp, neg_ce)
+
+
+def images(count):
+    """What a job pushes through the model (``methods/counting.py``): ``ctx.fit``'s epochs over one set."""
+    return count.fit("forget")

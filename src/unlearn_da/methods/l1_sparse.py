@@ -33,3 +33,8 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
         return ce + weight * l1, {"ce": ce, "l1": l1.detach()}
 
     ctx.fit("retain", hp, loss_fn)
+
+
+def images(count):
+    """What a job pushes through the model (``methods/counting.py``): ``ctx.fit``'s epochs over one set."""
+    return count.fit("retain")

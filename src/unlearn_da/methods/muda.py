@@ -111,3 +111,29 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
                     trainer.step(l_r, r_terms)
             if done < f_steps:
                 break
+
+
+def images(count):
+    """Forget steps (a forget batch with a sampled retain batch, one forward) and recover steps (a
+    sampled retain batch), the teacher without grad unless ``lambda_sd`` is 0 or it is the original's
+    head on the student's features; the epoch basis (``basis_source: epoch``) without grad."""
+    from .counting import fb, fo, shuffled_sizes, Images
+
+    hp = count.hp
+    bs = int(hp["batch_size"])
+    f_steps, r_steps, alternate = int(hp["forget_steps"]), int(hp["recover_steps"]), bool(hp["alternate"])
+    forget = shuffled_sizes(count.n_forget, bs)
+    retain_batch = min(bs, count.n_retain)
+    teacher = fo(retain_batch) if float(hp["lambda_sd"]) != 0 and hp["sd_target"] != "head" else Images()
+    subset = int((count.da_config or {}).get("epoch_subset", 1024))
+    basis = fo(min(subset, count.n_retain)) if hp["basis_source"] == "epoch" else Images()
+    epoch = basis + fb(sum(forget) + len(forget) * retain_batch)
+    steps = len(forget)
+    if alternate:
+        recovers = -(-len(forget) // f_steps) * r_steps
+        epoch += (fb(retain_batch) + teacher).times(recovers)
+        steps += recovers
+    else:
+        epoch += teacher.times(len(forget))
+    epochs = int(hp["epochs"])
+    return epoch.times(epochs), epochs * steps

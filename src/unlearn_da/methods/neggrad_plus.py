@@ -50,3 +50,15 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
                 penalty, da_terms = ctx.da_sampled()  # +da: paired batches of da.batch_size, as every +da
                 loss = alpha * ce_r - (1 - alpha) * ce_f + penalty
             trainer.step(loss, {"retain_ce": ce_r, "forget_ce": ce_f, **da_terms})
+
+
+def images(count):
+    """Each retain batch with the next of the cycled forget batches, two forwards; +da: a sampled pair per step."""
+    from .counting import fb, shuffled_sizes, cycled_sum
+
+    bs = int(count.hp["batch_size"])
+    retain = shuffled_sizes(count.n_retain, bs)
+    forget = shuffled_sizes(count.n_forget, int(count.hp.get("forget_batch_size") or bs))
+    epoch = count.da_epoch() + fb(sum(retain) + cycled_sum(forget, len(retain))) + count.da_sampled().times(len(retain))
+    epochs = int(count.hp["epochs"])
+    return epoch.times(epochs), epochs * len(retain)

@@ -64,3 +64,15 @@ def run(ctx: UnlearnContext, hp: dict[str, Any], **trainer_hooks: Any) -> None:
                 with ctx.autocast():
                     loss, terms = loss_fn(ctx.model, xb, y[idx])
                 trainer.step(loss, terms)
+
+
+def images(count):
+    """Random labels: joint (one shuffled pass over D_f + D_r) or sequential (D_f, then D_r)."""
+    from .counting import fb, split_sizes
+
+    bs = int(count.hp["batch_size"])
+    parts = ([count.n_forget + count.n_retain] if count.hp.get("mode", "joint") == "joint" else [count.n_forget, count.n_retain])
+    sizes = [s for n in parts for s in split_sizes(n, bs)]
+    epoch = count.da_epoch() + fb(sum(sizes)) + count.da_sampled().times(len(sizes))
+    epochs = int(count.hp["epochs"])
+    return epoch.times(epochs), epochs * len(sizes)

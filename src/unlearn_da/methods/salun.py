@@ -103,3 +103,11 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
     ctx.extra["mask"] = mask
     before, after = masked_update_hooks(ctx.model, mask)
     rl.run(ctx, hp, before_step=before, after_step=after)
+
+
+def images(count):
+    """The saliency mask (gradients over every batch of D_f, none skipped), then RL."""
+    from .counting import fb
+
+    images, steps = rl.images(count)
+    return fb(count.n_forget) + images, steps

@@ -63,3 +63,18 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
                 kl = distill_kl(logits, ctx.original(xr), temp)
                 loss = gamma * ce + alpha * kl
             trainer.step(loss, {"retain_ce": ce, "retain_kl": kl})
+
+
+def images(count):
+    """Max passes over D_f (the first ``msteps`` epochs), a min pass over D_r every epoch; the frozen
+    teacher runs beside each batch in grad mode but records no graph (forward only)."""
+    from .counting import fb, fo, shuffled_sizes
+
+    epochs, msteps = int(count.hp["epochs"]), int(count.hp["msteps"])
+    forget = shuffled_sizes(count.n_forget, int(count.hp["forget_batch_size"]))
+    retain = shuffled_sizes(count.n_retain, int(count.hp["batch_size"]))
+    max_pass = fb(sum(forget)) + fo(sum(forget)) + count.da_sampled().times(len(forget))
+    min_pass = fb(sum(retain)) + fo(sum(retain))
+    max_epochs = min(max(msteps, 0), epochs)
+    images = count.da_epoch().times(epochs) + max_pass.times(max_epochs) + min_pass.times(epochs)
+    return images, max_epochs * len(forget) + epochs * len(retain)

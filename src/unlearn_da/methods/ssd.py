@@ -106,3 +106,11 @@ def run(ctx: UnlearnContext, hp: dict[str, Any]) -> None:
     last = len(yf) % bs
     ctx.log(f"ssd: alpha {alpha:g}, batch {bs} (D_f: {len(yf) // bs} full batches"
             f"{f' and one of {last}' if last else ''}); dampened {sum(changed.values())} of {total} weights")
+
+
+def images(count):
+    """Importances: gradients over every batch of D (D_r then D_f), then of D_f, none skipped (the batch
+    size, ``class_batch_size`` in a class scenario, changes no count); no training step."""
+    from .counting import fb
+
+    return fb(count.n_retain + 2 * count.n_forget), 0

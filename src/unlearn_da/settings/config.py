@@ -181,12 +181,13 @@ def validate_config(
     """Validate ``config`` against the schema and the cross-key rules; raise one ConfigError listing every problem."""
     import jsonschema
 
-    schema = load_schema(schema_path)
     # every file is read with the strict loader first: a duplicate key, an alias bomb or a YAML 1.1
     # surprise is refused naming its own file (Snakemake's loader lets all three through)
     sources = _Sources(sources, config)
+    # a method of unlearn.external brings its own hyper-parameter block (methods/external.py)
+    schema, external_problems = schema_with_external(config, load_schema(schema_path), sources)
     validator = _strict_validator(jsonschema, schema)
-    problems: list[str] = [_problem(path, f"{short(value)} is not a finite number; NaN and infinity are not allowed",
+    problems: list[str] = external_problems + [_problem(path, f"{short(value)} is not a finite number; NaN and infinity are not allowed",
                                     sources) for path, value in _non_finite(config)]
     problems += [_problem(path, f"{short(value)} holds a control character (a newline, tab, ...); names, paths "
                           "and values may not", sources) for path, value in _control_characters(config)]
@@ -207,6 +208,75 @@ def validate_config(
             "invalid configuration:\n  - " + "\n  - ".join(problems)
         )
     return config
+
+
+# names a method of unlearn.external may not take: the built-ins', the oracles' and the unlearn block's keys
+RESERVED_NAMES = frozenset({"original", "retrain", "retrain_alt", "da", "methods", "variants", "external",
+                            "log_every", "probe_size"})
+
+
+def schema_with_external(config: dict, schema: dict, sources: Sequence[str | Path] = ()) -> tuple[dict, list[str]]:
+    """The schema with a block ``unlearn.<name>`` (``x-method``) per method of ``unlearn.external``, from the
+    ``HYPERPARAMETERS`` its source declares, and the problems of the declared methods: a name taken by a
+    built-in, a source that cannot be read or imported, a declared schema that is no schema."""
+    import jsonschema
+
+    from ..methods import METHOD_MODULES
+    from ..methods.external import MethodSourceError, external_methods
+
+    found = external_methods(config)
+    if not found:
+        return schema, []
+    sources = sources if isinstance(sources, _Sources) else _Sources(sources)
+    schema = copy.deepcopy(schema)
+    blocks = schema["properties"]["unlearn"]["properties"]
+    problems = []
+    for name, method in found.items():
+        where = ["unlearn", "external", name]
+        if name in METHOD_MODULES or name in RESERVED_NAMES:
+            taken = "a built-in method" if name in METHOD_MODULES else "a key of the unlearn block"
+            problems.append(_problem(where, f"the name {name!r} is taken by {taken}; choose another", sources))
+            continue
+        where = where + [next(iter(config["unlearn"]["external"][name]))]
+        if isinstance(method, MethodSourceError):
+            problems.append(_problem(where, str(method), sources))
+            continue
+        bad_ref = _foreign_ref(method.hyperparameters, schema)
+        try:
+            jsonschema.Draft202012Validator.check_schema(method.hyperparameters)
+        except jsonschema.SchemaError as exc:
+            bad_ref = f"is not a valid JSON schema: {short(exc.message, 200)}"
+        if bad_ref:
+            problems.append(_problem(where, f"its HYPERPARAMETERS {bad_ref}", sources))
+            continue
+        blocks[name] = {**method.hyperparameters, "x-method": True, "x-external": True,
+                        "description": method.description, **({"x-no-da": True} if method.da_plugin else {})}
+    return schema, problems
+
+
+def _foreign_ref(node: Any, schema: dict) -> str | None:
+    """A ``$ref`` of a declared schema that does not point to a block of this schema's ``$defs``."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if ref is not None and not (isinstance(ref, str) and ref.startswith("#/$defs/")
+                                    and ref.rsplit("/", 1)[-1] in schema.get("$defs", {})):
+            return (f"refers to {short(ref)}; a method's schema may refer to "
+                    f"{', '.join('#/$defs/' + k for k in schema.get('$defs', {}))} only")
+        return next((r for r in map(lambda v: _foreign_ref(v, schema), node.values()) if r), None)
+    if isinstance(node, list):
+        return next((r for r in map(lambda v: _foreign_ref(v, schema), node) if r), None)
+    return None
+
+
+def da_plugin_refusal(config: dict, base: str) -> str | None:
+    """Why method ``base`` cannot run as ``+da`` (None when it can): a built-in's reason, or the
+    ``DA_PLUGIN`` sentence a method of ``unlearn.external`` declares."""
+    from ..methods.external import ExternalMethod, external_methods
+
+    if base in NO_DA_PLUGIN:
+        return NO_DA_PLUGIN[base]
+    method = external_methods(config).get(base)
+    return method.da_plugin if isinstance(method, ExternalMethod) else None
 
 
 def _strict_validator(jsonschema: Any, schema: dict) -> Any:
@@ -242,7 +312,7 @@ def _name_list_problems(config: dict, known: Sequence[str], variants: dict, sour
     """Free-form lists of method names take known names only: a misspelt ``unlearn.da.weights`` key would
     leave its ``+da`` variant at the default weight, a misspelt figure model would be skipped silently."""
     problems = []
-    pluggable = sorted(set(known) - set(NO_DA_PLUGIN))
+    pluggable = sorted(m for m in known if da_plugin_refusal(config, m) is None)
     for key in (config["unlearn"].get("da") or {}).get("weights") or {}:
         if key not in pluggable:
             problems.append(_problem(["unlearn", "da", "weights", key], f"{short(key, 80)} is not a method that takes "
@@ -588,9 +658,9 @@ def _semantic_problems(config: dict, schema: dict, sources: Sequence[str | Path]
                     sources,
                 )
             )
-        elif plus_da and base in NO_DA_PLUGIN:
+        elif plus_da and da_plugin_refusal(config, base) is not None:
             problems.append(_problem(["unlearn", "methods", i],
-                                     f"'{method}' is not allowed: {NO_DA_PLUGIN[base]}", sources))
+                                     f"'{method}' is not allowed: {da_plugin_refusal(config, base)}", sources))
     if config["dataset"] == "fashion_mnist" and not config["data"]["download"]:
         dirs = [Path(d) for d in config["data"]["fashion_mnist_dirs"]]
         if not any(d.is_dir() for d in dirs):

@@ -107,7 +107,7 @@ def _steps(spec: dict[str, Any], model: Any, trainer: Any, x8: Any, y: Any, prep
            device: Any) -> dict[str, Any]:
     """The step kinds a table's jobs run, each returning the images it counts as the workload does:
     ``plain`` (the profile's batch), ``da`` (the ``+da`` term: the batch, then the batch again beside a
-    DA batch: ``workload.Unlearning.da_paired``), ``small_batch`` (NegGrad+: a retain batch and a forget
+    DA batch: ``counting.Count.da_paired``), ``small_batch`` (NegGrad+: a retain batch and a forget
     batch in two forwards) and ``features`` (eval mode, no graph, true float32: the pass a model job
     ends with, ``training.predict``)."""
     import torch

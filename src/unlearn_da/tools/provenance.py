@@ -62,7 +62,7 @@ def expected_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any],
                 elif model in P.ORACLES:
                     made = ("train_retrain", train, train_code)
                 else:
-                    made = ("unlearn", P.unlearn_params(config, model), P.code_hash(*P.method_sources(config, model)))
+                    made = ("unlearn", P.unlearn_params(config, model), P.method_code(config, model))
                 yield (P.model_checkpoint(run, scenario, seed, model), *made)
                 yield P.model_features(run, scenario, seed, model), made[0], feats, made[2]
             for model in P.scenario_models(config):
@@ -82,7 +82,7 @@ def audit_artifacts(config: dict) -> Iterator[tuple[str, str, dict[str, Any], st
                 yield P.audit_checkpoint(run, scenario, t, oracle), "train_retrain", train, train_code
             for method in config["audit"]["methods"]:
                 yield (P.audit_checkpoint(run, scenario, t, method), "unlearn", P.unlearn_params(config, method),
-                       P.code_hash(*P.method_sources(config, method)))
+                       P.method_code(config, method))
         for model in ["retrain", *P.audit_rows(config)]:
             yield P.audit_logits_file(run, scenario, model), "audit_logits", logits, logits_code
 

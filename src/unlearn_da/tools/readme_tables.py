@@ -536,8 +536,48 @@ SUMMARY_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] 
 }
 
 
+def _file_block(language: str) -> Callable[[dict[str, Any], str], str]:
+    """A shipped file shown whole in a fenced block (the page cannot drift from the file the tests run)."""
+    def make(record: dict[str, Any], source: str) -> str:
+        return f"```{language}\n# {source}\n{record['text'].rstrip()}\n```\n"
+
+    return make
+
+
+def method_api_block(_record: dict[str, Any], source: str) -> str:
+    """The method API of ``methods/api.py`` as tables: what a method's ``run`` and ``images`` may use."""
+    from ..methods import api
+
+    def table(title: str, rows: dict[str, tuple[str, str]], prefix: str) -> list[str]:
+        out = [f"| {title} | what it does |", "|---|---|"]
+        return out + [f"| `{prefix}{name}({params})` | {what} |" for name, (params, what) in rows.items()]
+
+    def attributes(rows: dict[str, str], prefix: str) -> list[str]:
+        return ["| attribute | what it holds |", "|---|---|"] + [f"| `{prefix}{k}` | {v} |" for k, v in rows.items()]
+
+    lines = [f"API version **{api.API_VERSION}** (`API_VERSION = {api.API_VERSION}` in a method's file).", "",
+             "### `ctx`: the `UnlearnContext` a method's `run(ctx, hp)` receives", "",
+             *attributes(api.CONTEXT_ATTRIBUTES, "ctx."), "", *table("method", api.CONTEXT_METHODS, "ctx."), "",
+             "### Helpers in `unlearn_da.methods.base`", "", *table("function", api.BASE_HELPERS, ""), "",
+             "### `count`: what a method's `images(count)` receives (`unlearn_da.methods.counting.Count`)", "",
+             *attributes(api.COUNT_ATTRIBUTES, "count."), "", *table("method", api.COUNT_API, "count."), "",
+             f"(Generated from `{source}`.)"]
+    return "\n".join(lines) + "\n"
+
+
+#: blocks that show a shipped file whole (the example of docs/own-method.md) or what it declares
+FILE_GENERATORS: dict[str, tuple[str, Callable[[dict[str, Any], str], str]]] = {
+    "own-method-file": ("examples/own-method/forget_penalty.py", _file_block("python")),
+    "own-method-overlay": ("examples/own-method/overlay.yaml", _file_block("yaml")),
+    "method-api": ("src/unlearn_da/methods/api.py", method_api_block),
+}
+
+
 def _load(root: Path, name: str) -> dict[str, Any]:
-    """The input of block ``name``: a config profile, a measurement, or the expected results of a run."""
+    """The input of block ``name``: a config profile, a measurement, a shipped file, or the expected results
+    of a run."""
+    if name in FILE_GENERATORS:
+        return {"text": (root / FILE_GENERATORS[name][0]).read_text(encoding="utf-8")}
     if name in SUMMARY_GENERATORS:
         return {f: load_expected(root / f) for f in SUMMARY_GENERATORS[name][0].split()}
     if name in MEASUREMENT_GENERATORS:
@@ -576,7 +616,7 @@ def stale_note(root: Path, record: dict[str, Any], source: str) -> str:
 def render(readme: str, root: Path, name: str = "README.md") -> str:
     """``readme`` with every generated block rewritten; an unknown block name is an error."""
     cache: dict[str, dict[str, Any]] = {}
-    known = {**GENERATORS, **CONFIG_GENERATORS, **MEASUREMENT_GENERATORS, **SUMMARY_GENERATORS}
+    known = {**GENERATORS, **CONFIG_GENERATORS, **MEASUREMENT_GENERATORS, **SUMMARY_GENERATORS, **FILE_GENERATORS}
 
     def body(match: re.Match) -> str:
         block = match.group("name")
@@ -619,7 +659,7 @@ def run_readme_tables(root: str | Path = ".", check: bool = False) -> tuple[int,
     new = {path: render(text, root, str(path.relative_to(root))) for path, text in texts.items()}
     if check:
         present = {m.group("name") for text in texts.values() for m in BLOCK.finditer(text)}
-        every = {**GENERATORS, **CONFIG_GENERATORS, **MEASUREMENT_GENERATORS, **SUMMARY_GENERATORS}
+        every = {**GENERATORS, **CONFIG_GENERATORS, **MEASUREMENT_GENERATORS, **SUMMARY_GENERATORS, **FILE_GENERATORS}
         unshown = [n for n, (source, _) in every.items()
                    if all((root / f).exists() for f in source.split()) and n not in present]
         if unshown:

@@ -24,7 +24,7 @@ import yaml
 from ..core.artifacts import write_text
 from ..settings.config import REPO_ROOT
 
-PROJECT_FILES = ("Snakefile", "config", "workflow", "tests", "envs", "src", "expected", "pyproject.toml", "Makefile",
+PROJECT_FILES = ("Snakefile", "config", "workflow", "tests", "envs", "src", "expected", "examples", "pyproject.toml", "Makefile",
                  "dvc.yaml", ".dvcignore", "constraints.txt", "README.md", "docs", "mkdocs.yml", "CHANGELOG.md", "LICENSE", "params.yaml",
                  "measurements", ".snakemake-workflow-catalog.yml")
 IGNORE = shutil.ignore_patterns(".venv", ".git", "results", "prepared", "raw", ".snakemake", "__pycache__",

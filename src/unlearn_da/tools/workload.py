@@ -3,13 +3,15 @@
 Every job that runs a model records what it counted in its sidecar (``images``, counted by
 ``models.Classifier``): ``forward_backward`` (passes that record an autograd graph: training
 steps, DA pairs, SSD's and SalUn's gradients, FGSM) and ``forward_only`` (probes, features,
-teachers). The functions here give the same two numbers without running anything: they mirror
-the loops of ``train.py``, ``unlearn.py`` (the StepRecorder's probes), every method in
-``methods/`` and ``features.py``, with the split sizes ``data.prepare`` and ``splits.make_split``
-produce. A finished run's sidecars sum to ``workload_images`` exactly (tests/test_workload.py),
-so the hours ``make bench`` projects rest on counts, not on factors.
+teachers). The functions here give the same two numbers without running anything: training,
+the probes and the features mirror ``train.py``, ``unlearn.py`` (the StepRecorder) and
+``features.py``; an unlearning method's own passes are what the method declares beside its loop
+(``images(count)`` in its module, ``methods/counting.py``; a user's method of ``unlearn.external``
+the same way), with the split sizes ``data.prepare`` and ``splits.make_split`` produce. A finished
+run's sidecars sum to ``workload_images`` exactly (tests/test_workload.py), so the hours ``make bench``
+projects rest on counts, not on factors.
 
-No torch import: ``make bench`` and the README generator read it on any machine.
+Counting an unlearning job imports its method's module (and so torch); nothing else here does.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import DatasetInfo, dataset_info
+from ..methods.counting import Count, Images, fb, fo, shuffled_sizes
 from ..core.scenarios import parse_scenario
 
 STAGES = ("original", "oracles", "unlearning", "features", "audit_logits")
@@ -29,49 +32,6 @@ FORWARD_ONLY_WEIGHT = 1 / 3  # a forward pass against forward + backward: the "t
 # images per class of the official test splits (balanced); digits has none (carved from its pool)
 TEST_COUNTS: dict[str, tuple[int, ...]] = {"fashion_mnist": (1000,) * 10, "cifar10": (1000,) * 10,
                                            "cifar100": (100,) * 100}
-
-
-@dataclass(frozen=True)
-class Images:
-    """Images through models, by kind (the sidecars' ``images``)."""
-
-    forward_backward: int = 0
-    forward_only: int = 0
-
-    def __add__(self, other: Images) -> Images:
-        return Images(self.forward_backward + other.forward_backward, self.forward_only + other.forward_only)
-
-    def times(self, k: int) -> Images:
-        return Images(k * self.forward_backward, k * self.forward_only)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"forward_backward": self.forward_backward, "forward_only": self.forward_only}
-
-
-def fb(n: int) -> Images:
-    return Images(forward_backward=int(n))
-
-
-def fo(n: int) -> Images:
-    return Images(forward_only=int(n))
-
-
-# ------------------------------------------------------------------------------ batches
-def shuffled_sizes(n: int, batch_size: int, min_batch: int = 2) -> list[int]:
-    """Batch sizes of ``training.shuffled_batches``: a trailing batch below ``min(min_batch, n)`` is dropped."""
-    sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
-    return [s for s in sizes if s >= min(min_batch, n)]
-
-
-def split_sizes(n: int, batch_size: int) -> list[int]:
-    """Batch sizes of ``torch.randperm(n).split(batch_size)`` with batches below 2 skipped (RL, Bad Teacher)."""
-    return [s for s in (min(batch_size, n - start) for start in range(0, n, batch_size)) if s >= 2]
-
-
-def cycled_sum(sizes: list[int], k: int) -> int:
-    """Sum of the first ``k`` items of ``itertools.cycle(sizes)`` (NegGrad+'s forget batches)."""
-    full, rest = divmod(k, len(sizes))
-    return full * sum(sizes) + sum(sizes[:rest])
 
 
 # ------------------------------------------------------------------------------ data sizes
@@ -144,155 +104,23 @@ def features_job(sizes: DataSizes, n_trigger: int = 0) -> Images:
     return fo(sizes.n_train + sum(sizes.val) + sum(sizes.test) + n_trigger)
 
 
-@dataclass(frozen=True)
-class Unlearning:
-    """What an unlearning job's count depends on: its params (``pipeline.unlearn_params``) and the split."""
+def method_images(params: dict[str, Any]) -> Callable[[Count], tuple[Images, int]]:
+    """The method's own declaration of its count: ``images(count)`` in its module (built-in, or the user's
+    source of ``unlearn.external``; ``methods/counting.py``)."""
+    import importlib
 
-    hp: dict[str, Any]
-    n_forget: int
-    n_retain: int
-    da: dict[str, Any] | None = None  # the "+da" regulariser's settings (None without it)
-    da_config: dict[str, Any] | None = None  # the unlearn.da block (MUDA builds its own regulariser)
+    from ..methods import METHOD_MODULES
+    from ..methods.external import MethodSourceError, load_module
 
-    # the DA plug-in (methods/base.py, methods/da.py); all zero without "+da"
-    def da_epoch(self) -> Images:
-        """``ctx.start_epoch``: the epoch basis from a retain subset (no grad)."""
-        if self.da is None or self.da["basis_source"] != "epoch":
-            return Images()
-        return fo(min(int(self.da.get("epoch_subset", 1024)), self.n_retain))
-
-    def da_paired(self, batch: int, which: str) -> Images:
-        """``ctx.da_paired``: the method's batch with a batch drawn from the other set, in one forward."""
-        if self.da is None:
-            return Images()
-        other = self.n_retain if which == "forget" else self.n_forget
-        return fb(batch + min(int(self.da["batch_size"]), other))
-
-    def da_sampled(self) -> Images:
-        """``ctx.da_sampled``: a fresh forget and retain batch, in one forward."""
-        if self.da is None:
-            return Images()
-        bs = int(self.da["batch_size"])
-        return fb(min(bs, self.n_forget) + min(bs, self.n_retain))
-
-
-# a method: (its job's setting) -> (images of its passes, optimiser steps); steps drive the probes
-MethodCount = Callable[[Unlearning], tuple[Images, int]]
-
-
-def _fit(u: Unlearning, which: str) -> tuple[Images, int]:
-    """``UnlearnContext.fit`` (FT, GA, l1-sparse): epochs over one set, each batch paired for "+da"."""
-    n = u.n_forget if which == "forget" else u.n_retain
-    sizes = shuffled_sizes(n, int(u.hp["batch_size"]))
-    epoch = u.da_epoch() + fb(sum(sizes))
-    for s in sizes:
-        epoch += u.da_paired(s, which)
-    epochs = int(u.hp["epochs"])
-    return epoch.times(epochs), epochs * len(sizes)
-
-
-def _neggrad_plus(u: Unlearning) -> tuple[Images, int]:
-    """Each retain batch with the next of the cycled forget batches, two forwards; +da: a sampled pair per step."""
-    bs = int(u.hp["batch_size"])
-    retain = shuffled_sizes(u.n_retain, bs)
-    forget = shuffled_sizes(u.n_forget, int(u.hp.get("forget_batch_size") or bs))
-    epoch = u.da_epoch() + fb(sum(retain) + cycled_sum(forget, len(retain))) + u.da_sampled().times(len(retain))
-    epochs = int(u.hp["epochs"])
-    return epoch.times(epochs), epochs * len(retain)
-
-
-def _rl(u: Unlearning) -> tuple[Images, int]:
-    """Random labels: joint (one shuffled pass over D_f + D_r) or sequential (D_f, then D_r)."""
-    bs = int(u.hp["batch_size"])
-    parts = ([u.n_forget + u.n_retain] if u.hp.get("mode", "joint") == "joint" else [u.n_forget, u.n_retain])
-    sizes = [s for n in parts for s in split_sizes(n, bs)]
-    epoch = u.da_epoch() + fb(sum(sizes)) + u.da_sampled().times(len(sizes))
-    epochs = int(u.hp["epochs"])
-    return epoch.times(epochs), epochs * len(sizes)
-
-
-def _salun(u: Unlearning) -> tuple[Images, int]:
-    """The saliency mask (gradients over every batch of D_f, none skipped), then RL."""
-    images, steps = _rl(u)
-    return fb(u.n_forget) + images, steps
-
-
-def _scrub(u: Unlearning) -> tuple[Images, int]:
-    """Max passes over D_f (the first ``msteps`` epochs), a min pass over D_r every epoch; the frozen
-    teacher runs beside each batch in grad mode but records no graph (forward only)."""
-    epochs, msteps = int(u.hp["epochs"]), int(u.hp["msteps"])
-    forget = shuffled_sizes(u.n_forget, int(u.hp["forget_batch_size"]))
-    retain = shuffled_sizes(u.n_retain, int(u.hp["batch_size"]))
-    max_pass = fb(sum(forget)) + fo(sum(forget)) + u.da_sampled().times(len(forget))
-    min_pass = fb(sum(retain)) + fo(sum(retain))
-    max_epochs = min(max(msteps, 0), epochs)
-    images = u.da_epoch().times(epochs) + max_pass.times(max_epochs) + min_pass.times(epochs)
-    return images, max_epochs * len(forget) + epochs * len(retain)
-
-
-def _bad_teacher(u: Unlearning) -> tuple[Images, int]:
-    """D_f with a random share of D_r, shuffled together; both teachers run without grad."""
-    n_keep = max(1, int(float(u.hp["retain_fraction"]) * u.n_retain))
-    sizes = split_sizes(u.n_forget + n_keep, int(u.hp["batch_size"]))
-    epoch = u.da_epoch() + fb(sum(sizes)) + fo(2 * sum(sizes)) + u.da_sampled().times(len(sizes))
-    epochs = int(u.hp["epochs"])
-    return epoch.times(epochs), epochs * len(sizes)
-
-
-def _ssd(u: Unlearning) -> tuple[Images, int]:
-    """Importances: gradients over every batch of D (D_r then D_f), then of D_f, none skipped (the batch
-    size, ``class_batch_size`` in a class scenario, changes no count); no training step."""
-    return fb(u.n_retain + 2 * u.n_forget), 0
-
-
-def _boundary_shrink(u: Unlearning) -> tuple[Images, int]:
-    """Per forget batch: FGSM (the input's gradient through the frozen original), the original's argmax
-    at the FGSM point (no grad), then the training forward (paired for "+da")."""
-    sizes = shuffled_sizes(u.n_forget, int(u.hp["batch_size"]))
-    epoch = u.da_epoch() + fb(2 * sum(sizes)) + fo(sum(sizes))
-    for s in sizes:
-        epoch += u.da_paired(s, "forget")
-    epochs = int(u.hp["epochs"])
-    return epoch.times(epochs), epochs * len(sizes)
-
-
-def _muda(u: Unlearning) -> tuple[Images, int]:
-    """Forget steps (a forget batch with a sampled retain batch, one forward) and recover steps (a
-    sampled retain batch), the teacher without grad unless ``lambda_sd`` is 0 or it is the original's
-    head on the student's features; the epoch basis (``basis_source: epoch``) without grad."""
-    hp = u.hp
-    bs = int(hp["batch_size"])
-    f_steps, r_steps, alternate = int(hp["forget_steps"]), int(hp["recover_steps"]), bool(hp["alternate"])
-    forget = shuffled_sizes(u.n_forget, bs)
-    retain_batch = min(bs, u.n_retain)
-    teacher = fo(retain_batch) if float(hp["lambda_sd"]) != 0 and hp["sd_target"] != "head" else Images()
-    subset = int((u.da_config or {}).get("epoch_subset", 1024))
-    basis = fo(min(subset, u.n_retain)) if hp["basis_source"] == "epoch" else Images()
-    epoch = basis + fb(sum(forget) + len(forget) * retain_batch)
-    steps = len(forget)
-    if alternate:
-        recovers = -(-len(forget) // f_steps) * r_steps
-        epoch += (fb(retain_batch) + teacher).times(recovers)
-        steps += recovers
-    else:
-        epoch += teacher.times(len(forget))
-    epochs = int(hp["epochs"])
-    return epoch.times(epochs), epochs * steps
-
-
-METHODS: dict[str, MethodCount] = {
-    "ft": lambda u: _fit(u, "retain"),
-    "ga": lambda u: _fit(u, "forget"),
-    "l1_sparse": lambda u: _fit(u, "retain"),
-    "neggrad_plus": _neggrad_plus,
-    "rl": _rl,
-    "salun": _salun,
-    "scrub": _scrub,
-    "bad_teacher": _bad_teacher,
-    "ssd": _ssd,
-    "boundary_shrink": _boundary_shrink,
-    "muda": _muda,
-}
+    source = params.get("source")
+    module = load_module(params["base"], source) if source else \
+        importlib.import_module(f"unlearn_da.methods.{METHOD_MODULES[params['base']]}")
+    declared = getattr(module, "images", None)
+    if not callable(declared):
+        raise MethodSourceError(f"method {params['base']!r} declares no images(count) beside its run(ctx, hp): "
+                                "what one of its jobs pushes through the model cannot be counted "
+                                "(docs/own-method.md)")
+    return declared
 
 
 def probes(steps: int, log_every: int, probe_f: int, probe_r: int) -> Images:
@@ -305,8 +133,8 @@ def probes(steps: int, log_every: int, probe_f: int, probe_r: int) -> Images:
 def unlearn_job(params: dict[str, Any], n_forget: int, n_retain: int) -> Images:
     """``unlearn.run_unlearn`` with ``params`` (``pipeline.unlearn_params``): the method, and the probes."""
     plus_da = params["method"].endswith("+da")
-    u = Unlearning(params["hp"], n_forget, n_retain, params["da"] if plus_da else None, params.get("da"))
-    images, steps = METHODS[params["base"]](u)
+    count = Count(params["hp"], n_forget, n_retain, params["da"] if plus_da else None, params.get("da"))
+    images, steps = method_images(params)(count)
     n_probe = int(params["probe_size"])
     return images + probes(steps, int(params["log_every"]), min(n_probe, n_forget), min(n_probe, n_retain))
 

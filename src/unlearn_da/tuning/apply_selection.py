@@ -50,7 +50,20 @@ def _text(value: Any) -> str:
     return yaml.safe_dump(str(value), default_flow_style=True, width=10**6).removesuffix("\n...\n").strip()
 
 
-def chosen_values(selection_path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+def _schema_for(config_path: str | os.PathLike) -> dict:
+    """The schema the target profile's methods are checked against: the package's, with a block per method
+    of its ``unlearn.external`` (a user's own method, ``methods/external.py``)."""
+    from ..settings.config import DEFAULT_CONFIG, load_config, load_schema, schema_with_external
+
+    path = Path(config_path)
+    try:
+        config = load_config(base=path) if path.resolve() == Path(DEFAULT_CONFIG).resolve() else load_config([path])
+    except (ConfigError, OSError):
+        return load_schema()  # the rewrite reports what is wrong with the file
+    return schema_with_external(config, load_schema())[0]
+
+
+def chosen_values(selection_path: str | os.PathLike, schema: dict | None = None) -> dict[str, dict[str, Any]]:
     """Method -> chosen values, from a selection.json written by ``select-hyperparameters``; every method
     must be one of the schema's (a ``+da`` one a method that takes the DA plug-in), every key one of that
     method's, every value a scalar: the file is a pipeline output shared through DVC, not trusted."""
@@ -63,14 +76,15 @@ def chosen_values(selection_path: str | os.PathLike) -> dict[str, dict[str, Any]
         values = {method: dict(entry["values"]) for method, entry in chosen.items()}
     except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ConfigError(f"{path}: not a selection.json with a 'chosen' block ({short(str(exc), 200)})") from exc
-    blocks = load_schema()["properties"]["unlearn"]["properties"]
+    schema = schema if schema is not None else load_schema()
+    blocks = schema["properties"]["unlearn"]["properties"]
     methods = {name for name, block in blocks.items() if block.get("x-method")}
     for method, keys in values.items():
         base = method.removesuffix("+da")
-        if base not in methods or (method.endswith("+da") and base in NO_DA_PLUGIN):
+        if base not in methods or (method.endswith("+da") and (base in NO_DA_PLUGIN or blocks[base].get("x-no-da"))):
             raise ConfigError(f"{path}: chosen method {short(method, 80)} is not a method of the schema"
                               + (" that takes the DA plug-in" if method.endswith("+da") else ""))
-        allowed = _block_keys(blocks[base]) | ({DA_WEIGHT} if method.endswith("+da") else set())
+        allowed = _block_keys(blocks[base], schema) | ({DA_WEIGHT} if method.endswith("+da") else set())
         for key, value in keys.items():
             if key not in allowed:
                 raise ConfigError(f"{path}: {method}: {short(key, 80)} is not a key of unlearn.{base}; "
@@ -85,14 +99,12 @@ def chosen_values(selection_path: str | os.PathLike) -> dict[str, dict[str, Any]
 _SAFE_STRING = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 
 
-def _block_keys(block: dict) -> set[str]:
+def _block_keys(block: dict, schema: dict) -> set[str]:
     """The property names of a schema block, its ``$ref``'d ``$defs`` block included."""
-    from ..settings.config import load_schema
-
     keys = set(block.get("properties", {}))
     ref = block.get("$ref")
     if ref:
-        keys |= set(load_schema()["$defs"][ref.rsplit("/", 1)[-1]].get("properties", {}))
+        keys |= set(schema["$defs"][ref.rsplit("/", 1)[-1]].get("properties", {}))
     return keys
 
 
@@ -182,7 +194,7 @@ def apply_selection(selection_path: str | os.PathLike, config_path: str | os.Pat
 
     Only the changed values are rewritten, in place; every other byte of the file stays.
     """
-    chosen = chosen_values(selection_path)
+    chosen = chosen_values(selection_path, _schema_for(config_path))
     wanted = _wanted(chosen)
     path = Path(config_path)
     text = path.read_text()
