@@ -194,7 +194,7 @@ def _unlearn(digits_file: Path, split_dir: Path, original: Path, tmp_path: Path,
     import unlearn_da.jobs.unlearn as unlearn_mod
 
     seen: dict = {}
-    monkeypatch.setattr(unlearn_mod, "get_method", lambda base: lambda ctx, hp: seen.update(ctx=ctx))
+    monkeypatch.setattr(unlearn_mod, "get_method", lambda base, source=None: lambda ctx, hp: seen.update(ctx=ctx))
     params = {"method": "ft", "base": "ft", "hp": {}, "log_every": 100, "probe_size": 8, "device": "cpu",
               "deterministic": True, "precision": {"amp": "off", "channels_last": "off"}}
     unlearn_mod.run_unlearn(str(digits_file), str(split_dir), str(original), "ft", seed, 1, params,

@@ -184,17 +184,30 @@ def test_editing_the_example_reruns_exactly_its_jobs_and_what_reads_them(own_run
 def test_the_example_is_tuned_with_the_budget_of_every_method(own_run, tmp_path):
     root = tmp_path / "project"
     shutil.copytree(own_run, root, symlinks=True)
-    args = (*OWN, "tests/config/tiny-tune.yaml")
+    only = root / "only-own.yaml"  # the example alone is searched (the built-ins' search: test_pipeline_e2e.py)
+    only.write_text("unlearn: {methods: [forget_penalty, forget_penalty+da]}\n")
+    args = (*OWN, "tests/config/tiny-tune.yaml", str(only))
     snakemake(root, *args, "--", "tune")
     selection = json.loads((root / "results/digits-smallcnn/tuning/selection.json").read_text())
     tried = {m: c["tried"] for m, c in selection["chosen"].items()}
-    assert tried["forget_penalty"] == tried["ft"] == 2 and tried["forget_penalty+da"] == 2
+    budget = 2  # tests/config/tiny-tune.yaml: tuning.budget, the same for every method
+    assert tried == {"forget_penalty": budget, "forget_penalty+da": budget}
     assert set(selection["chosen"]["forget_penalty"]["values"]) == {"lr", "beta"}
     code = selection["code"]["forget_penalty"]
     config = load_config([root / "tests/config/tiny.yaml", root / "tests/config/tiny-own.yaml",
-                          root / "tests/config/tiny-tune.yaml"], base=root / "config/config.yaml")
+                          root / "tests/config/tiny-tune.yaml", only], base=root / "config/config.yaml")
     assert code == P.tuned_code(config, "forget_penalty")  # the code it was searched with, named
     print(json.dumps(selection["chosen"]["forget_penalty"], indent=1))
+    # the choice is written into the user's overlay as a built-in's is into a profile
+    from unlearn_da.tuning.apply_selection import apply_selection
+
+    overlay = tmp_path / "tiny-own.yaml"
+    shutil.copy(root / "tests/config/tiny-own.yaml", overlay)
+    changes = apply_selection(root / "results/digits-smallcnn/tuning/selection.json", overlay)
+    assert any("forget_penalty" in line and "lr" in line for line in changes), changes
+    chosen = load_config([overlay])["unlearn"]
+    assert chosen["forget_penalty"]["beta"] == selection["chosen"]["forget_penalty"]["values"]["beta"]
+    assert "forget_penalty" in chosen["da"]["weights"]
 
 
 def test_the_example_file_runs_on_its_own_as_documented():
