@@ -160,7 +160,9 @@ def read_method(name: str, source: dict[str, str], root: Path | None = None) -> 
             raise MethodSourceError(f"{source['file']!r} is not a Python file (.py)")
         if not path.is_file():
             raise MethodSourceError(f"{source['file']!r} does not exist or is not a regular file")
-        origin, files = str(path), ((Path(source["file"]).as_posix(), str(path)),)
+        # labelled by the method's name and the file's name, not its path: the same file on another machine
+        # (or moved) keeps the tuned values searched with it (a job's params still name the path)
+        origin, files = str(path), ((f"{name}/{path.name}", str(path)),)
     else:
         origin, files = _module_files(source["module"])
     where = source.get("file") or source["module"]
