@@ -36,7 +36,8 @@ CONTEXT_ATTRIBUTES: dict[str, str] = {
 CONTEXT_METHODS: dict[str, tuple[str, str]] = {
     "fit": ("which, hp, loss_fn, labels=None, **hooks",
             "epochs over `\"forget\"` or `\"retain\"` with `loss_fn(logits, labels, model) -> (loss, terms)`, "
-            "the optimiser and schedule of `hp`; as `+da` every batch also carries the DA term"),
+            "the optimiser and schedule of `hp`; the loss's named terms go into the job's step log "
+            "(`models/<name>.steps.csv`, with probe accuracies); as `+da` every batch also carries the DA term"),
     "epoch": ("which, batch_size", "one shuffled pass over a set: `(x, y)` batches, preprocessed"),
     "sample": ("which, batch_size, generator=None", "one random batch `(x, y)` of a set"),
     "steps_per_epoch": ("which, batch_size", "batches `ctx.epoch` yields"),
