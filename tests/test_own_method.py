@@ -265,3 +265,30 @@ def test_the_audit_plans_the_example_s_models_beside_a_built_in(tmp_path):
     k = 4  # tests/config/tiny-audit.yaml: audit.train_seeds
     assert planned["audit_unlearn"] == 2 * k, planned
     assert planned["audit_logits"] == 5  # the oracles, the second ensemble, the originals, ft, forget_penalty
+
+
+def test_snakemake_refuses_a_method_that_cannot_run_before_the_first_job(tmp_path):
+    """The Snakefile validates as the tests above do: a dry run stops at the method's key, nothing planned."""
+    from conftest import copy_project
+
+    root = copy_project(tmp_path / "project")
+    (root / "mine.py").write_text(METHOD_FILE.format(extra="import not_an_installed_package_xyz"))
+    (root / "overlay.yaml").write_text("unlearn: {external: {mine: {file: mine.py}}, methods: [ft, mine],\n"
+                                       "          mine: {epochs: 1, batch_size: 8, lr: 0.1}}\n")
+    proc = snakemake(root, "-n", "--configfile", "overlay.yaml", check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "key 'unlearn.external.mine.file': mine.py: imports 'not_an_installed_package_xyz', which is not " \
+           "installed" in text, text[-2000:]
+    assert "Traceback" not in text and "Job stats" not in text
+
+
+def test_a_method_without_an_images_declaration_runs_but_a_cost_projection_names_it(tmp_path):
+    from unlearn_da.tools.workload import workload_images
+
+    overlay = own(tmp_path, "mine", METHOD_FILE.format(extra=""), methods=["ft", "mine"])
+    config = validate(overlay)
+    with pytest.raises(ConfigError, match="method 'mine' declares no images\\(count\\)"):
+        workload_images(config)
+    with_count = METHOD_FILE.format(extra="def images(count):\n    return count.fit('retain')\n")
+    assert workload_images(validate(own(tmp_path, "mine", with_count, methods=["ft", "mine"])))["total"] > 0

@@ -255,12 +255,16 @@ def load_module(name: str, source: dict[str, str]):
         return importlib.import_module(source["module"])
     path = Path(source["file"]).resolve()
     module_name = f"unlearn_da_external_{name}"
-    if module_name in sys.modules and getattr(sys.modules[module_name], "__file__", None) == str(path):
-        return sys.modules[module_name]
+    stat = path.stat()
+    version = (str(path), stat.st_mtime_ns, stat.st_size)  # an edited file is loaded again
+    loaded = sys.modules.get(module_name)
+    if loaded is not None and getattr(loaded, "__unlearn_da_version__", None) == version:
+        return loaded
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise MethodSourceError(f"{source['file']}: cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
+    module.__unlearn_da_version__ = version
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
