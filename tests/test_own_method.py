@@ -74,6 +74,7 @@ def test_the_example_overlay_is_valid_and_its_hyper_parameters_follow_the_schema
     ("mine", METHOD_FILE.format(extra="HYPERPARAMETERS = {'$ref': 'https://example.org/s.json'}"),
      "refers to 'https://example.org/s.json'"),
     ("mine", METHOD_FILE.format(extra="DA_PLUGIN = False"), "DA_PLUGIN must be True or a sentence"),
+    ("mine", METHOD_FILE.format(extra="#" * (1 << 20)), "larger than 1048576 bytes"),
 ])
 def test_a_method_that_cannot_run_is_refused_before_the_first_job_by_name(tmp_path, name, text, expected):
     message = problems(own(tmp_path, name, text))
@@ -82,9 +83,14 @@ def test_a_method_that_cannot_run_is_refused_before_the_first_job_by_name(tmp_pa
 
 
 def test_a_missing_file_or_module_is_refused_naming_the_key(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.py")
     message = problems({"unlearn": {"external": {"a": {"file": str(tmp_path / "nowhere.py")},
-                                                 "b": {"module": "not_installed_xyz.methods"}}}})
+                                                 "b": {"module": "not_installed_xyz.methods"},
+                                                 "c": {"file": str(tmp_path / "fifo.py")}}}})
     assert "key 'unlearn.external.a.file':" in message and "does not exist or is not a regular file" in message
+    assert "key 'unlearn.external.c.file':" in message  # a special file is never opened
     assert "key 'unlearn.external.b.module': module 'not_installed_xyz.methods' cannot be imported" in message
 
 

@@ -43,6 +43,7 @@ API_VERSIONS = (API_VERSION,)
 DEFAULT_HYPERPARAMETERS: dict[str, Any] = {"$ref": "#/$defs/optim", "unevaluatedProperties": False}
 DECLARATIONS = ("API_VERSION", "HYPERPARAMETERS", "DA_PLUGIN", "DESCRIPTION")
 NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+MAX_SOURCE_BYTES = 1 << 20  # a method's file is read whole to find its declarations
 
 
 class MethodSourceError(ConfigError):
@@ -167,6 +168,8 @@ def read_method(name: str, source: dict[str, str], root: Path | None = None) -> 
         origin, files = _module_files(source["module"])
     where = source.get("file") or source["module"]
     try:
+        if Path(origin).stat().st_size > MAX_SOURCE_BYTES:
+            raise MethodSourceError(f"{where}: larger than {MAX_SOURCE_BYTES} bytes; a method's file is source code")
         tree = ast.parse(Path(origin).read_bytes(), filename=origin)
     except (SyntaxError, ValueError) as exc:
         raise MethodSourceError(f"{where}: not valid Python: {exc}") from exc
