@@ -30,7 +30,7 @@ BIN = Path(sys.executable).parent
 # The modules in the order `make test`'s workers take them (pytest-xdist, --dist loadscope, no reorder):
 # the module that makes the tiny run and the other long runs first, so that while one worker makes the
 # tiny run the other runs what does not need it; then the longest of the rest; the others as collected.
-FIRST_MODULES = ("test_pipeline_e2e.py", "test_audit.py", "test_reliability.py", "test_backdoor.py", "test_dvc.py",
+FIRST_MODULES = ("test_pipeline_e2e.py", "test_audit.py", "test_reliability.py", "test_backdoor.py", "test_own_method.py", "test_dvc.py",
                  "test_device_pool.py", "test_kernels.py", "test_reproduction.py", "test_figures.py", "test_workload.py",
                  "test_profiles.py")
 
