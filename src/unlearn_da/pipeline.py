@@ -103,15 +103,10 @@ def reference_files(ref_dir: str = REFERENCE_DIR) -> list[str]:
 def method_sources(config: dict, method: str, planned: dict[str, dict] | None = None) -> tuple[str, ...]:
     """Package files an ``unlearn`` job of ``method`` runs: the common ones, its module(s), DA if used
     (a method of ``unlearn.external`` adds its own files: ``method_code``)."""
-    from .methods import METHOD_DEPENDENCIES, METHOD_MODULES, USES_DA_CONFIG
-
-    base, _, plus_da = resolve_method(config, method, planned)
-    modules = (base,) + METHOD_DEPENDENCIES.get(base, ()) if base in METHOD_MODULES else ()
-    files = RULE_SOURCES["unlearn"] + tuple(f"methods/{METHOD_MODULES.get(m, m)}.py" for m in modules)
+    base = resolve_method(config, method, planned)[0]
+    files = RULE_SOURCES["unlearn"] + method_code_files(config, method, planned)
     if base in (config["unlearn"].get("external") or {}):
         files += ("methods/external.py",)  # loads the user's source
-    if plus_da or base in USES_DA_CONFIG:
-        files += DA_SOURCES
     return files
 
 
@@ -165,11 +160,11 @@ def semantic_hash(*relpaths: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def method_code_files(config: dict, method: str) -> tuple[str, ...]:
+def method_code_files(config: dict, method: str, planned: dict[str, dict] | None = None) -> tuple[str, ...]:
     """A method's own package files: its module(s) and, when it uses DA (``+da``, MUDA), the DA code."""
     from .methods import METHOD_DEPENDENCIES, METHOD_MODULES, USES_DA_CONFIG
 
-    base, _, plus_da = resolve_method(config, method)
+    base, _, plus_da = resolve_method(config, method, planned)
     modules = (base,) + METHOD_DEPENDENCIES.get(base, ()) if base in METHOD_MODULES else ()
     files = tuple(f"methods/{METHOD_MODULES.get(m, m)}.py" for m in modules)
     return files + (DA_SOURCES if plus_da or base in USES_DA_CONFIG else ())
