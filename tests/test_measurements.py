@@ -79,3 +79,11 @@ def test_the_pages_render_the_measured_times_with_their_machine():
     profiles = R.profiles_block(measured, "measurements/measurements.json")
     assert "| `config/config.yaml` | 225 | 9 min 31 s on AMD EPYC, 2 cores" in profiles
     assert "| `config/quick.yaml` | 65 | not measured |" in profiles
+
+
+def test_a_single_measured_run_renders_as_one_value_not_a_range():
+    from unlearn_da.tools.readme_tables import _span
+
+    assert _span(31, 31, "{:.0f}") == "31"
+    assert _span(73.41, 73.44, "{:.1f}") == "73.4"
+    assert _span(101, 117, "{:.0f}") == "101–117"

@@ -219,6 +219,12 @@ BENCH_ENTRY = "make bench: resnet18 32x32 training on the CPU"
 GPU_RATES = (5_000, 20_000)
 
 
+def _span(low: float, high: float, fmt: str) -> str:
+    """``low–high`` in ``fmt``, or one value where both read the same (a single measured run)."""
+    a, b = fmt.format(low), fmt.format(high)
+    return a if a == b else f"{a}–{b}"
+
+
 def _hours(images: float, rate: float) -> float:
     return images / rate / 3600
 
@@ -255,10 +261,10 @@ def cost_block(config: dict[str, Any], source: str) -> str:
         "validation and probe passes, teachers, feature extraction, counted as a third of a training pass "
         f"in the total of **{total / 1e6:.1f} million**.", "",
         f"Measured with `make bench` (`{DEFAULT_FILE}`: {bench['machine']}; {bench['note']}): ResNet-18 trains "
-        f"at {slow}–{fast} img/s, i.e. "
-        f"{n_train / fast:.0f}–{n_train / slow:.0f} s per {n_train / 1000:.0f}k-image epoch, "
-        f"{_hours(epochs * n_train, fast):.1f}–{_hours(epochs * n_train, slow):.1f} h per {epochs}-epoch model, "
-        f"**{_hours(total, fast):.0f}–{_hours(total, slow):.0f} hours** for the whole table. That is why the "
+        f"at {_span(slow, fast, '{:.0f}')} img/s, i.e. "
+        f"{_span(n_train / fast, n_train / slow, '{:.0f}')} s per {n_train / 1000:.0f}k-image epoch, "
+        f"{_span(_hours(epochs * n_train, fast), _hours(epochs * n_train, slow), '{:.1f}')} h per {epochs}-epoch "
+        f"model, **{_span(_hours(total, fast), _hours(total, slow), '{:.0f}')} hours** for the whole table. That is why the "
         "CIFAR profiles are for GPUs.", "",
         f"GPU hours = {total / 1e6:.1f} M / (the GPU's training img/s) / 3600. No GPU was at hand to measure one, so "
         "no measured GPU figure is given here: run `make gpu-check` on the GPU machine, which measures the rate "
