@@ -18,7 +18,7 @@ from unlearn_da.jobs.evaluate import feature_metrics
 from unlearn_da.methods import METHOD_MODULES, NO_DA_PLUGIN, get_method
 from unlearn_da.methods.base import StepRecorder, UnlearnContext, batch_stat_features, distill_kl, frozen_copy
 from unlearn_da.methods.da import DARegularizer
-from unlearn_da.metrics.alignment import (
+from unlearn_da.metrics.da import (
     alignment_curves,
     alignment_share,
     dimensional_alignment,
@@ -358,7 +358,7 @@ def test_batch_basis_decomposes_the_smaller_of_gram_and_second_moment(monkeypatc
     loss = reg.loss(zf, zr)
     assert shapes == [(decomposed, decomposed)] and reg.decompositions == 1
     cov, mean = second_moment(zr, reg.center)  # the loss as the d x d decomposition gives it
-    from unlearn_da.metrics.alignment import alignment_share
+    from unlearn_da.metrics.da import alignment_share
     expected = 1.0 - alignment_share(zf, eigenspace_of(cov, mean, energy=reg.energy, k=reg.k), reg.form, eps=1e-12)
     assert float(loss) == pytest.approx(float(expected), abs=1e-4)
 

@@ -171,13 +171,13 @@ def test_rl_labels_are_uniform_over_all_classes(trained, monkeypatch, mode):
     from unlearn_da.methods import rl
 
     seen = []
-    real_ce = rl.ce
+    real_ce = rl.ce_logits
 
-    def spy(model, xb, yb):
+    def spy(logits, yb, model):
         seen.append(yb.clone())
-        return real_ce(model, xb, yb)
+        return real_ce(logits, yb, model)
 
-    monkeypatch.setattr(rl, "ce", spy)
+    monkeypatch.setattr(rl, "ce_logits", spy)
     ctx = make_ctx(trained)
     epochs = 3
     get_method("rl")(ctx, hp("rl", epochs=epochs, lr=1e-5, mode=mode))
@@ -190,8 +190,8 @@ def test_rl_wrong_only_switch_never_keeps_the_label(trained, monkeypatch):
     from unlearn_da.methods import rl
 
     seen = []
-    real_ce = rl.ce
-    monkeypatch.setattr(rl, "ce", lambda model, xb, yb: (seen.append(yb.clone()), real_ce(model, xb, yb))[1])
+    real_ce = rl.ce_logits
+    monkeypatch.setattr(rl, "ce_logits", lambda logits, yb, model: (seen.append(yb.clone()), real_ce(logits, yb, model))[1])
     ctx = make_ctx(trained)
     get_method("rl")(ctx, hp("rl", epochs=2, lr=1e-5, random_labels="wrong_only"))
     assert int((torch.cat(seen) == 0).sum()) == 0

@@ -15,7 +15,7 @@ from unlearn_da.methods.base import StepRecorder, UnlearnContext, distill_kl, fr
 from unlearn_da.methods.boundary_shrink import fgsm_labels
 from unlearn_da.methods.da import DARegularizer
 from unlearn_da.methods.ssd import importances
-from unlearn_da.metrics.alignment import dimensional_alignment
+from unlearn_da.metrics.da import dimensional_alignment
 from unlearn_da.core.models import build_model, model_spec
 from unlearn_da.data.splits import make_split
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from unlearn_da.metrics.accuracy import accuracy, classwise_accuracy, unlearning_accuracy
-from unlearn_da.metrics.alignment import (
+from unlearn_da.metrics.da import (
     dimensional_alignment,
     eigenspace_alignment,
     energy_rank,
@@ -84,8 +84,10 @@ def test_salun_mia_on_separable_toy():
     nonmembers = _logits_with_confidence(RNG.uniform(0.2, 0.5, 200), y[:200])
     like_members = _logits_with_confidence(RNG.uniform(0.95, 0.999, 100), y[:100])
     like_nonmembers = _logits_with_confidence(RNG.uniform(0.2, 0.5, 100), y[:100])
-    assert salun_mia_efficacy(members, y, nonmembers, y[:200], like_members, y[:100]) == 0.0
-    assert salun_mia_efficacy(members, y, nonmembers, y[:200], like_nonmembers, y[:100]) == 100.0
+    assert salun_mia_efficacy(retain_logits=members, retain_labels=y, nonmember_logits=nonmembers,
+                              nonmember_labels=y[:200], forget_logits=like_members, forget_labels=y[:100]) == 0.0
+    assert salun_mia_efficacy(retain_logits=members, retain_labels=y, nonmember_logits=nonmembers,
+                              nonmember_labels=y[:200], forget_logits=like_nonmembers, forget_labels=y[:100]) == 100.0
 
 
 def test_svc_attack_uses_first_members_only():
@@ -99,10 +101,12 @@ def test_loss_mia_chance_and_separable():
     y = RNG.integers(0, 10, 600)
     same_a = _logits_with_confidence(RNG.uniform(0.3, 0.9, 300), y[:300])
     same_b = _logits_with_confidence(RNG.uniform(0.3, 0.9, 300), y[300:])
-    assert loss_mia_accuracy(same_a, y[:300], same_b, y[300:]) == pytest.approx(50, abs=8)
+    assert loss_mia_accuracy(forget_logits=same_a, forget_labels=y[:300], nonmember_logits=same_b,
+                             nonmember_labels=y[300:]) == pytest.approx(50, abs=8)
     low = _logits_with_confidence(RNG.uniform(0.97, 0.99, 300), y[:300])
     high = _logits_with_confidence(RNG.uniform(0.1, 0.2, 300), y[300:])
-    assert loss_mia_accuracy(low, y[:300], high, y[300:]) > 97
+    assert loss_mia_accuracy(forget_logits=low, forget_labels=y[:300], nonmember_logits=high,
+                             nonmember_labels=y[300:]) > 97
 
 
 def test_linear_probe_separable_and_random():
@@ -126,3 +130,13 @@ def test_nmi_matches_sklearn_and_f1_hand_computed():
     f1 = matched_f1(np.array([0, 0, 0, 1, 1]), np.array([5, 5, 7, 7, 7]))
     assert f1[0] == pytest.approx(100 * 2 * (1 * 2 / 3) / (1 + 2 / 3))
     assert f1[1] == pytest.approx(100 * 2 * (2 / 3 * 1) / (2 / 3 + 1))
+
+
+def test_the_six_array_mia_functions_take_their_arrays_by_name_only():
+    """Six arrays of two shapes: passed by position, a swapped pair would still run."""
+    y = np.zeros(20, dtype=np.int64)
+    z = np.zeros((20, 3))
+    with pytest.raises(TypeError):
+        salun_mia_efficacy(z, y, z, y, z, y)
+    with pytest.raises(TypeError):
+        loss_mia_accuracy(z, y, z, y)

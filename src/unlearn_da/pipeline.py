@@ -49,16 +49,16 @@ RULE_SOURCES: dict[str, tuple[str, ...]] = {
                          "methods/__init__.py", "methods/base.py"),
     "metrics": _COMMON + ("jobs/evaluate.py", "jobs/features.py", "data/splits.py", "core/scenarios.py", "data/backdoor.py",
                           "metrics/__init__.py", "metrics/accuracy.py",
-                          "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),
+                          "metrics/da.py", "metrics/clustering.py", "metrics/mia.py", "metrics/probe.py"),
     "aggregate": _COMMON + ("reporting/tables.py", "reporting/verdicts.py", "reporting/reference.py", "core/scenarios.py"),
     "select": _COMMON + ("tuning/select.py", "tuning/figures.py", "settings/search.py", "reporting/plots.py", "reporting/tables.py", "reporting/verdicts.py"),
     "plan_tuning": _COMMON + ("tuning/select.py", "settings/search.py"),
     "plots": _COMMON + ("reporting/plots.py", "reporting/tables.py", "reporting/verdicts.py", "jobs/evaluate.py", "jobs/features.py", "data/splits.py", "core/scenarios.py", "data/backdoor.py",
                         "metrics/__init__.py",
-                        "metrics/accuracy.py", "metrics/alignment.py", "metrics/clustering.py", "metrics/mia.py",
+                        "metrics/accuracy.py", "metrics/da.py", "metrics/clustering.py", "metrics/mia.py",
                         "metrics/probe.py", "reporting/da_curves.py"),
     "choose_da_energy": _COMMON + ("reporting/da_curves.py", "jobs/features.py", "data/splits.py", "core/scenarios.py", "data/backdoor.py",
-                                   "metrics/__init__.py", "metrics/alignment.py"),
+                                   "metrics/__init__.py", "metrics/da.py"),
     "backdoor_figure": _COMMON + ("reporting/plots.py", "reporting/tables.py", "reporting/verdicts.py"),
     "audit_logits": _TORCH + ("jobs/audit_logits.py", "jobs/features.py", "data/splits.py", "core/scenarios.py"),
     "audit": _COMMON + ("reporting/audit.py", "reporting/audit_figures.py", "reporting/plots.py", "reporting/tables.py",
@@ -89,7 +89,7 @@ def code_hash(*relpaths: str) -> str:
     return digest.hexdigest()[:16]
 
 
-DA_SOURCES = ("methods/da.py", "metrics/__init__.py", "metrics/alignment.py")
+DA_SOURCES = ("methods/da.py", "metrics/__init__.py", "metrics/da.py")
 
 # published numbers of peer papers that the tables show beside ours (``reference.py``)
 REFERENCE_DIR = "config/reference"
@@ -139,7 +139,7 @@ def method_code(config: dict, method: str, planned: dict[str, dict] | None = Non
 # results: a change there that moves a number shows in `make check-reproduction` (docs/tuning.md).
 TRAINING_SOURCES = ("core/training.py", "core/models.py", "core/runtime.py", "core/kernels.py", "methods/base.py")
 SCORING_SOURCES = ("metrics/accuracy.py", "metrics/mia.py", "tuning/select.py")
-DA_ENERGY_SOURCES = ("reporting/da_curves.py", "metrics/alignment.py")  # the DA metric's energy rule
+DA_ENERGY_SOURCES = ("reporting/da_curves.py", "metrics/da.py")  # the DA metric's energy rule
 
 
 @functools.cache

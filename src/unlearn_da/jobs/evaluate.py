@@ -16,7 +16,7 @@ from ..core.errors import ArtifactError
 from .features import load_features, rule_for_model
 from ..core.kernels import single_threaded_libraries
 from ..metrics.accuracy import accuracy, classwise_accuracy, unlearning_accuracy
-from ..metrics.alignment import dimensional_alignments, normalized_spectrum
+from ..metrics.da import dimensional_alignments, normalized_spectrum
 from ..metrics.clustering import clustering_scores
 from ..metrics.mia import loss_mia_accuracy, salun_mia_efficacy
 from ..metrics.probe import holdout_split, linear_probe
@@ -56,12 +56,14 @@ def mia_metrics(arrays: dict[str, np.ndarray], labels: dict[str, np.ndarray], fo
         if forgotten_class is not None:
             keep = ny != forgotten_class
             nl, ny = nl[keep], ny[keep]
-        out[name] = salun_mia_efficacy(logits[retain], y[retain], nl, ny, logits[forget], y[forget])
+        out[name] = salun_mia_efficacy(retain_logits=logits[retain], retain_labels=y[retain], nonmember_logits=nl,
+                                       nonmember_labels=ny, forget_logits=logits[forget], forget_labels=y[forget])
     nl, ny = arrays["test_logits"], labels["test"]
     if forgotten_class is not None:
         keep = ny == forgotten_class
         nl, ny = nl[keep], ny[keep]
-    out["MIA_loss"] = loss_mia_accuracy(logits[forget], y[forget], nl, ny, folds=folds, seed=seed)
+    out["MIA_loss"] = loss_mia_accuracy(forget_logits=logits[forget], forget_labels=y[forget], nonmember_logits=nl,
+                                        nonmember_labels=ny, folds=folds, seed=seed)
     return out
 
 

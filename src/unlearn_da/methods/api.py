@@ -49,7 +49,6 @@ CONTEXT_METHODS: dict[str, tuple[str, str]] = {
     "da_paired": ("xb, which", "`(penalty, terms)`: λ·L_DA of batch `xb` of set `which` paired with a batch "
                   "of the other set; `(0.0, {})` without `+da`"),
     "da_sampled": ("", "`(penalty, terms)`: λ·L_DA on a freshly drawn forget/retain pair; `(0.0, {})` without `+da`"),
-    "with_da": ("loss_fn", "`loss_fn(model, x, y)` wrapped to add `ctx.da_sampled()`"),
 }
 
 #: helpers a method may import from ``unlearn_da.methods.base``: name -> (parameters, what it does)

@@ -3,6 +3,10 @@
 A method is a function ``run(ctx, hp)`` that changes ``ctx.model`` in place,
 starting from the original weights. It sees the forget and retain sets, a
 frozen copy of the original model, and never the test or validation sets.
+
+One form for every loss and one for the DA term: a loss takes ``(logits, labels, model)`` and returns
+``(loss, named terms)``; a ``+da`` run's term comes from ``ctx.da_paired`` (paired with the method's
+batch) or ``ctx.da_sampled`` (a fresh pair) as ``(penalty, terms)`` to add to it, ``(0.0, {})`` otherwise.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from torch import nn
 
 from ..core.models import Classifier
 from ..core.runtime import autocast, to_device
-from ..core.training import LossFn, Preprocessor, Trainer, batches_per_epoch, shuffled_batches
+from ..core.training import Preprocessor, Trainer, batches_per_epoch, shuffled_batches
 
 # loss on a batch's logits: (logits, labels, model) -> (loss, named terms)
 OutputLoss = Callable[[torch.Tensor, torch.Tensor, Classifier], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
@@ -197,18 +201,6 @@ class UnlearnContext:
             return 0.0, {}
         return self.da.penalty_on_sampled(self.model, self)
 
-    def with_da(self, loss_fn: LossFn) -> LossFn:
-        """Wrap a loss so that ``+da`` runs add lambda * L_DA on a paired forget/retain batch."""
-        if self.da is None:
-            return loss_fn
-
-        def wrapped(model: Classifier, xb: torch.Tensor, yb: torch.Tensor):
-            loss, terms = loss_fn(model, xb, yb)
-            penalty, da_terms = self.da_sampled()
-            return loss + penalty, {**terms, **da_terms}
-
-        return wrapped
-
     def fit(self, which: str, hp: dict[str, Any], loss_fn: OutputLoss, labels: torch.Tensor | None = None,
             **hooks: Any) -> None:
         """Epochs over one set with ``loss_fn(logits, labels, model)``.
@@ -234,11 +226,6 @@ class UnlearnContext:
                     loss, terms = loss_fn(logits, yb, self.model)
                     penalty, da_terms = self.da_paired(xb, which)
                 trainer.step(loss + penalty, {**terms, **da_terms})
-
-
-def ce(model: Classifier, xb: torch.Tensor, yb: torch.Tensor):
-    loss = F.cross_entropy(model(xb), yb)
-    return loss, {"ce": loss}
 
 
 def ce_logits(logits: torch.Tensor, yb: torch.Tensor, model: Classifier):

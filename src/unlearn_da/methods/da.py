@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ..metrics.alignment import FORMS, Eigenspace, alignment_share, eigenspace_of, retain_eigenspace, second_moment
+from ..metrics.da import FORMS, Eigenspace, alignment_share, eigenspace_of, retain_eigenspace, second_moment
 from ..core.models import Classifier
 from ..core.runtime import float32, full_precision, to_device
 from .base import batch_stat_features

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .base import UnlearnContext, ce
+from .base import UnlearnContext, ce_logits
 from ..core.runtime import to_device
 
 
@@ -44,7 +44,6 @@ def run(ctx: UnlearnContext, hp: dict[str, Any], **trainer_hooks: Any) -> None:
     n = len(ctx.y_forget) + len(ctx.y_retain)
     spe = -(-n // bs)
     trainer = ctx.trainer(hp, epochs * spe, spe, **trainer_hooks)
-    loss_fn = ctx.with_da(ce)
     for _ in range(epochs):
         ctx.model.train()
         ctx.start_epoch()  # the DA term's epoch basis (a no-op without +da)
@@ -62,8 +61,9 @@ def run(ctx: UnlearnContext, hp: dict[str, Any], **trainer_hooks: Any) -> None:
                 idx = to_device(idx, ctx.device)
                 xb = ctx.prep(x[idx], train=True, generator=ctx.generator)
                 with ctx.autocast():
-                    loss, terms = loss_fn(ctx.model, xb, y[idx])
-                trainer.step(loss, terms)
+                    loss, terms = ce_logits(ctx.model(xb), y[idx], ctx.model)
+                    penalty, da_terms = ctx.da_sampled()  # +da: a fresh forget/retain pair
+                trainer.step(loss + penalty, {**terms, **da_terms})
 
 
 def images(count):

@@ -52,10 +52,12 @@ def svc_attack(member_feat: np.ndarray, nonmember_feat: np.ndarray, target_feat:
     return 100.0 * float(1.0 - pred.mean())
 
 
-def salun_mia_efficacy(retain_logits: np.ndarray, retain_labels: np.ndarray,
+def salun_mia_efficacy(*, retain_logits: np.ndarray, retain_labels: np.ndarray,
                        nonmember_logits: np.ndarray, nonmember_labels: np.ndarray,
                        forget_logits: np.ndarray, forget_labels: np.ndarray) -> float:
-    """MIA-Efficacy (percent of D_f predicted non-member); members = first |non-members| of D_r."""
+    """MIA-Efficacy (percent of D_f predicted non-member); members = first |non-members| of D_r.
+
+    Keyword-only: six arrays of two shapes, where a swapped pair would still run."""
     n = min(len(nonmember_labels), len(retain_labels))
     members = true_label_confidence(retain_logits[:n], retain_labels[:n])
     nonmembers = true_label_confidence(nonmember_logits, nonmember_labels)
@@ -63,7 +65,7 @@ def salun_mia_efficacy(retain_logits: np.ndarray, retain_labels: np.ndarray,
     return svc_attack(members, nonmembers, targets)
 
 
-def loss_mia_accuracy(forget_logits: np.ndarray, forget_labels: np.ndarray,
+def loss_mia_accuracy(*, forget_logits: np.ndarray, forget_labels: np.ndarray,
                       nonmember_logits: np.ndarray, nonmember_labels: np.ndarray,
                       folds: int = 10, seed: int = 0) -> float:
     """CV accuracy (percent) of a logistic regression telling D_f losses from non-member losses."""

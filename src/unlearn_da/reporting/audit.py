@@ -105,9 +105,9 @@ def mia_efficacy(arrays: dict[str, np.ndarray]) -> np.ndarray:
     forgotten = int(arrays["forgotten_class"])
     keep = arrays["test_labels"] != forgotten if forgotten >= 0 else np.ones(len(arrays["test_labels"]), bool)
     return np.asarray([
-        salun_mia_efficacy(arrays["member_logits"][k], arrays["member_labels"],
-                           arrays["test_logits"][k][keep], arrays["test_labels"][keep],
-                           arrays["forget_logits"][k], arrays["forget_labels"])
+        salun_mia_efficacy(retain_logits=arrays["member_logits"][k], retain_labels=arrays["member_labels"],
+                           nonmember_logits=arrays["test_logits"][k][keep], nonmember_labels=arrays["test_labels"][keep],
+                           forget_logits=arrays["forget_logits"][k], forget_labels=arrays["forget_labels"])
         for k in range(len(arrays["forget_logits"]))
     ])
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..core.artifacts import atomic_path, write_json, write_text
 from ..jobs.features import load_features
-from ..metrics.alignment import FORMS, alignment_curves, da_at_energy, separating_rule
+from ..metrics.da import FORMS, alignment_curves, da_at_energy, separating_rule
 from ..data.splits import load_split
 
 

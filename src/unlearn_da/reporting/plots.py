@@ -401,7 +401,7 @@ def da_k_figure(table: pd.DataFrame, summary: dict, models: Sequence[str], title
     plt, _ = _setup()
     form = summary["form"]
     column = f"da_{form}"
-    from ..metrics.alignment import da_at_energy
+    from ..metrics.da import da_at_energy
 
     order = [m for m in dict.fromkeys(("original", "retrain", *models)) if m in set(table["model"])]
     sets = [s for s in ("forget", "test") if s in set(table["set"])]

@@ -149,7 +149,7 @@ def kernel_cost(threads: int, repeats: int = 3, cases: list[tuple] | None = None
 
 
 def da_cost(n: int = 50_000, d: int = 512, n_forget: int = 5_000) -> dict:
-    from ..metrics.alignment import dimensional_alignment
+    from ..metrics.da import dimensional_alignment
 
     rng = np.random.default_rng(0)
     zr = rng.standard_normal((n, d), dtype=np.float32)
